@@ -1,0 +1,89 @@
+//! The CPU backend: typed host buffers, the packed GEMM, and the strided loops the elementwise kernels share.
+
+pub mod elementwise;
+pub mod gemm;
+
+use crate::dtype::{DType, Element};
+use half::{bf16, f16};
+
+/// Host storage of one tensor: a typed buffer. Cloning copies (copy-on-write goes through `Arc::make_mut`).
+#[derive(Clone, Debug)]
+pub enum Storage {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+    BF16(Vec<bf16>),
+    F16(Vec<f16>),
+}
+
+impl Storage {
+    /// The stored dtype.
+    pub fn dtype(&self) -> DType {
+        match self {
+            Storage::F32(_) => DType::F32,
+            Storage::F64(_) => DType::F64,
+            Storage::BF16(_) => DType::BF16,
+            Storage::F16(_) => DType::F16,
+        }
+    }
+
+    /// Number of stored elements.
+    pub fn len(&self) -> usize {
+        match self {
+            Storage::F32(v) => v.len(),
+            Storage::F64(v) => v.len(),
+            Storage::BF16(v) => v.len(),
+            Storage::F16(v) => v.len(),
+        }
+    }
+
+    /// Whether no element is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The raw bytes, zero-copy.
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Storage::F32(v) => bytemuck::cast_slice(v),
+            Storage::F64(v) => bytemuck::cast_slice(v),
+            Storage::BF16(v) => bytemuck::cast_slice(v),
+            Storage::F16(v) => bytemuck::cast_slice(v),
+        }
+    }
+}
+
+/// Typed access to a `Storage`; implemented for every `Element`.
+pub trait StorageElement: Element {
+    fn wrap(v: Vec<Self>) -> Storage;
+    fn slice(s: &Storage) -> Option<&[Self]>;
+    fn slice_mut(s: &mut Storage) -> Option<&mut [Self]>;
+}
+
+macro_rules! storage_element {
+    ($t:ty, $v:ident) => {
+        impl StorageElement for $t {
+            fn wrap(v: Vec<Self>) -> Storage {
+                Storage::$v(v)
+            }
+            fn slice(s: &Storage) -> Option<&[Self]> {
+                match s {
+                    Storage::$v(v) => Some(v),
+                    _ => None,
+                }
+            }
+            fn slice_mut(s: &mut Storage) -> Option<&mut [Self]> {
+                match s {
+                    Storage::$v(v) => Some(v),
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+storage_element!(f32, F32);
+storage_element!(f64, F64);
+storage_element!(bf16, BF16);
+storage_element!(f16, F16);
+
+/// Below this many elements an elementwise kernel runs on one thread (rayon's overhead would dominate).
+pub const PARALLEL_THRESHOLD: usize = 1 << 15;

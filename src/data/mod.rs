@@ -1,0 +1,48 @@
+//! The training-data pipeline: text files → [`Tokenizer`] (our byte-level BPE) → token [`Shard`]s on disk,
+//! read through memory maps → a [`Mixture`] that samples training windows from several sources with fixed
+//! probabilities → [`Batch`]es of inputs and next-token targets. Every stage is deterministic given its
+//! inputs and seed: tokenizers and shards are written atomically and validated when read, shards are cached
+//! under a key of the corpus content hash and the tokenizer fingerprint, and the sampler's state can be
+//! saved and restored so that a resumed run draws exactly the batches an uninterrupted one would have.
+
+pub mod sampler;
+pub mod shard;
+pub mod tokenizer;
+
+pub use sampler::{
+    prepare_source, Batch, Mixture, MixtureState, Source, ValCounts, DEFAULT_VAL_FRACTION,
+};
+pub use shard::Shard;
+pub use tokenizer::{fnv1a_64, pre_tokenize, Fnv1a64, Tokenizer};
+
+/// A fresh folder under the system temporary directory, removed with everything in it when dropped.
+#[cfg(test)]
+pub(crate) struct TempDir {
+    path: std::path::PathBuf,
+}
+
+#[cfg(test)]
+impl TempDir {
+    /// Creates `<tmp>/tapegrad-<label>-<pid>-<counter>`.
+    pub(crate) fn new(label: &str) -> TempDir {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let unique = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("tapegrad-{label}-{}-{unique}", std::process::id()));
+        std::fs::create_dir_all(&path).expect("create a temporary folder");
+        TempDir { path }
+    }
+
+    /// The folder.
+    pub(crate) fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}

@@ -1,0 +1,833 @@
+//! Data sources, their mixture, and batch sampling. [`prepare_source`] turns a UTF-8 text file into a
+//! [`Source`]: the last `val_fraction` of its bytes (cut at a newline) become the validation split, both
+//! splits are tokenized and cached as shards named by the corpus content hash and the tokenizer
+//! fingerprint. A [`Mixture`] then draws each training window from one source with a fixed probability (the
+//! source weights, normalised, as in Table 1 of the LLaMA paper) at a uniformly random start; its state
+//! (generator, tokens drawn per source, batches drawn) serialises, and restoring it reproduces the exact
+//! batches that would have followed. Validation windows are deterministic and never share a target token.
+//!
+//! Bits per byte: if a model's mean loss over the validation windows is `L` nats per target token, then
+//! `bpb = L · tokens / bytes / ln 2`, where `tokens` is the number of target tokens evaluated and `bytes`
+//! the number of text bytes they stand for, each source contributing its target tokens times its
+//! validation split's bytes per token (`val_bytes / val_shard.len()`); see [`ValCounts`].
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::shard::Shard;
+use crate::data::tokenizer::{fnv1a_64, Tokenizer};
+use crate::error::{Error, Result};
+use crate::rng::Rng;
+
+/// The validation fraction LLaMA-style runs use unless told otherwise.
+pub const DEFAULT_VAL_FRACTION: f64 = 0.05;
+
+/// One tokenized corpus: its train and validation shards, their sizes in text bytes, and its place in a
+/// mixture.
+#[derive(Debug)]
+pub struct Source {
+    /// A short name for reports and cache files.
+    pub name: String,
+    /// The training split.
+    pub train: Shard,
+    /// The validation split (possibly empty).
+    pub val: Shard,
+    /// The number of text bytes the training split was made from.
+    pub train_bytes: u64,
+    /// The number of text bytes the validation split was made from.
+    pub val_bytes: u64,
+    /// The relative probability of drawing a training window from this source (normalised over sources).
+    pub weight: f64,
+    /// The number of epochs the run is planned to take of this source (informational).
+    pub epochs: f64,
+}
+
+impl Source {
+    /// Sets the sampling weight.
+    pub fn with_weight(mut self, weight: f64) -> Self {
+        self.weight = weight;
+        self
+    }
+
+    /// Sets the planned number of epochs.
+    pub fn with_epochs(mut self, epochs: f64) -> Self {
+        self.epochs = epochs;
+        self
+    }
+
+    /// Text bytes per token of the validation split (0 when it is empty).
+    pub fn val_bytes_per_token(&self) -> f64 {
+        if self.val.is_empty() {
+            0.0
+        } else {
+            self.val_bytes as f64 / self.val.len() as f64
+        }
+    }
+}
+
+/// Reads the UTF-8 text file `text_path`, keeps its last `val_fraction` of bytes (cut just after the newline
+/// nearest that point) for validation, tokenizes both parts and writes them as shards in `cache_dir`, named
+/// `<name>-<content hash>-<tokenizer fingerprint>-val<fraction>.{train,val}.tgs`. Shards already there that
+/// open cleanly are reused; broken ones are rebuilt. The source gets weight 1 and 1 planned epoch.
+pub fn prepare_source(
+    name: &str,
+    text_path: impl AsRef<Path>,
+    tokenizer: &Tokenizer,
+    cache_dir: impl AsRef<Path>,
+    val_fraction: f64,
+) -> Result<Source> {
+    let text_path = text_path.as_ref();
+    let cache_dir = cache_dir.as_ref();
+    if !(0.0..1.0).contains(&val_fraction) {
+        return Err(Error::invalid(
+            "val_fraction",
+            format!("must be in [0, 1), got {val_fraction}"),
+        ));
+    }
+    let text = read_text(text_path)?;
+    let cut = split_point(&text, val_fraction);
+    let (train_text, val_text) = text.as_bytes().split_at(cut);
+    std::fs::create_dir_all(cache_dir).map_err(|error| Error::io(cache_dir, error))?;
+    let stem = format!(
+        "{}-{:016x}-{:016x}-val{val_fraction}",
+        file_safe_name(name),
+        fnv1a_64(text.as_bytes()),
+        tokenizer.fingerprint()
+    );
+    let vocab_size = tokenizer.vocab_size() as u32;
+    let train = cached_shard(
+        &cache_dir.join(format!("{stem}.train.tgs")),
+        vocab_size,
+        || tokenizer.encode_parallel(train_text),
+    )?;
+    let val = cached_shard(
+        &cache_dir.join(format!("{stem}.val.tgs")),
+        vocab_size,
+        || tokenizer.encode_parallel(val_text),
+    )?;
+    Ok(Source {
+        name: name.to_string(),
+        train,
+        val,
+        train_bytes: train_text.len() as u64,
+        val_bytes: val_text.len() as u64,
+        weight: 1.0,
+        epochs: 1.0,
+    })
+}
+
+/// Reads a text corpus, which must exist, be non-empty and be valid UTF-8.
+fn read_text(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(|error| Error::io(path, error))?;
+    if bytes.is_empty() {
+        return Err(Error::format(path, "text corpus is empty"));
+    }
+    String::from_utf8(bytes).map_err(|error| {
+        Error::format(
+            path,
+            format!(
+                "text corpus is not valid utf-8 (first bad byte at offset {})",
+                error.utf8_error().valid_up_to()
+            ),
+        )
+    })
+}
+
+/// Where the validation split starts: just after the newline nearest `(1 - val_fraction) · len`, or at the
+/// character boundary at that point when the text has no newline; `len` when `val_fraction` is 0.
+fn split_point(text: &str, val_fraction: f64) -> usize {
+    let len = text.len();
+    let target = ((len as f64) * (1.0 - val_fraction)).round() as usize;
+    if target >= len {
+        return len;
+    }
+    let bytes = text.as_bytes();
+    let after_newline_before = bytes[..target]
+        .iter()
+        .rposition(|&byte| byte == b'\n')
+        .map(|index| index + 1);
+    let after_newline_from = bytes[target..]
+        .iter()
+        .position(|&byte| byte == b'\n')
+        .map(|index| target + index + 1);
+    let nearest = match (after_newline_before, after_newline_from) {
+        (Some(before), Some(after)) if after - target < target - before => Some(after),
+        (Some(before), _) => Some(before),
+        (None, after) => after,
+    };
+    nearest.unwrap_or_else(|| {
+        (target..=len)
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(len)
+    })
+}
+
+/// `name` with everything but ASCII letters, digits, `-` and `_` replaced by `_`.
+fn file_safe_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Opens the shard at `path` if it is there and valid for `vocab_size`; otherwise writes `tokens()` to it.
+fn cached_shard(path: &Path, vocab_size: u32, tokens: impl FnOnce() -> Vec<u32>) -> Result<Shard> {
+    if let Ok(shard) = Shard::open_expecting(path, vocab_size) {
+        return Ok(shard);
+    }
+    Shard::write(path, &tokens(), vocab_size)?;
+    Shard::open_expecting(path, vocab_size)
+}
+
+/// A batch of `batch_size` rows of `seq_len` tokens, row-major `[batch_size, seq_len]`;
+/// `targets[r][t] == inputs[r][t + 1]` within the source window, so targets are the next tokens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Batch {
+    /// Input token ids, `batch_size · seq_len` of them.
+    pub inputs: Vec<u32>,
+    /// Target token ids, the inputs shifted left by one.
+    pub targets: Vec<u32>,
+    /// The number of rows.
+    pub batch_size: usize,
+    /// The number of tokens per row.
+    pub seq_len: usize,
+}
+
+impl Batch {
+    fn with_capacity(batch_size: usize, seq_len: usize) -> Self {
+        Batch {
+            inputs: Vec::with_capacity(batch_size * seq_len),
+            targets: Vec::with_capacity(batch_size * seq_len),
+            batch_size: 0,
+            seq_len,
+        }
+    }
+
+    /// Appends a window of `seq_len + 1` tokens as one row.
+    fn push_window(&mut self, window: &[u32]) {
+        self.inputs.extend_from_slice(&window[..window.len() - 1]);
+        self.targets.extend_from_slice(&window[1..]);
+        self.batch_size += 1;
+    }
+}
+
+/// The sampler state that a checkpoint must keep to resume the exact batch sequence.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MixtureState {
+    /// The random generator.
+    pub rng: Rng,
+    /// The names of the sources, in order.
+    pub source_names: Vec<String>,
+    /// Target tokens drawn from each source's training split.
+    pub tokens_drawn: Vec<u64>,
+    /// Batches drawn.
+    pub batches_drawn: u64,
+}
+
+/// The size of a validation pass, to turn a mean loss into bits per byte.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ValCounts {
+    /// Target tokens evaluated.
+    pub target_tokens: u64,
+    /// Text bytes those targets stand for: per source, its target tokens × its val split's bytes per token.
+    pub bytes: f64,
+}
+
+impl ValCounts {
+    /// Bits per byte for a mean loss of `mean_nats_per_token` over these targets:
+    /// `nats · tokens / bytes / ln 2` (NaN when there were no targets).
+    pub fn bits_per_byte(&self, mean_nats_per_token: f64) -> f64 {
+        mean_nats_per_token * self.target_tokens as f64 / self.bytes / std::f64::consts::LN_2
+    }
+}
+
+/// A weighted mixture of sources that samples training windows and lays out validation windows.
+#[derive(Debug)]
+pub struct Mixture {
+    sources: Vec<Source>,
+    seq_len: usize,
+    /// Cumulative normalised weights; the last is 1.
+    cumulative_weights: Vec<f64>,
+    rng: Rng,
+    tokens_drawn: Vec<u64>,
+    batches_drawn: u64,
+    window: Vec<u32>,
+}
+
+impl Mixture {
+    /// A mixture of `sources` drawing windows of `seq_len + 1` tokens, seeded with `seed`. Fails if there
+    /// are no sources, `seq_len` is 0, a weight is negative or not finite, all weights are 0, the shards'
+    /// vocab sizes differ, or a source's training split is shorter than `seq_len + 1` tokens.
+    pub fn new(sources: Vec<Source>, seq_len: usize, seed: u64) -> Result<Mixture> {
+        if sources.is_empty() {
+            return Err(Error::invalid(
+                "sources",
+                "a mixture needs at least one source",
+            ));
+        }
+        if seq_len == 0 {
+            return Err(Error::invalid("seq_len", "must be positive"));
+        }
+        let vocab_size = sources[0].train.vocab_size();
+        for source in &sources {
+            check_source(source, seq_len, vocab_size)?;
+        }
+        let total_weight: f64 = sources.iter().map(|source| source.weight).sum();
+        if total_weight <= 0.0 || !total_weight.is_finite() {
+            return Err(Error::invalid(
+                "sources",
+                format!("the weights must add up to a positive number, got {total_weight}"),
+            ));
+        }
+        let cumulative_weights = sources
+            .iter()
+            .scan(0.0, |sum, source| {
+                *sum += source.weight / total_weight;
+                Some(*sum)
+            })
+            .collect();
+        Ok(Mixture {
+            tokens_drawn: vec![0; sources.len()],
+            sources,
+            seq_len,
+            cumulative_weights,
+            rng: Rng::new(seed),
+            batches_drawn: 0,
+            window: vec![0; seq_len + 1],
+        })
+    }
+
+    /// The sources, in order.
+    pub fn sources(&self) -> &[Source] {
+        &self.sources
+    }
+
+    /// The number of tokens per row.
+    pub fn seq_len(&self) -> usize {
+        self.seq_len
+    }
+
+    /// The number of training batches drawn so far.
+    pub fn batches_drawn(&self) -> u64 {
+        self.batches_drawn
+    }
+
+    /// Target tokens drawn from source `index` so far.
+    ///
+    /// # Panics
+    /// If there is no source `index`.
+    pub fn tokens_drawn(&self, index: usize) -> u64 {
+        self.tokens_drawn[index]
+    }
+
+    /// Epochs of source `index` consumed so far: target tokens drawn / tokens in its training split.
+    ///
+    /// # Panics
+    /// If there is no source `index`.
+    pub fn epochs_seen(&self, index: usize) -> f64 {
+        self.tokens_drawn[index] as f64 / self.sources[index].train.len() as f64
+    }
+
+    /// The next training batch: each row picks a source with probability proportional to its weight, then
+    /// a window of `seq_len + 1` tokens at a uniformly random start in that source's training split.
+    pub fn next_batch(&mut self, batch_size: usize) -> Batch {
+        let mut batch = Batch::with_capacity(batch_size, self.seq_len);
+        for _ in 0..batch_size {
+            let index = self.pick_source();
+            let train = &self.sources[index].train;
+            let starts = (train.len() - self.seq_len) as u64;
+            let start = self.rng.below(starts) as usize;
+            train.read_into(start, &mut self.window);
+            batch.push_window(&self.window);
+            self.tokens_drawn[index] += self.seq_len as u64;
+        }
+        self.batches_drawn += 1;
+        batch
+    }
+
+    /// A source index drawn with the normalised weights.
+    fn pick_source(&mut self) -> usize {
+        let draw = self.rng.uniform();
+        self.cumulative_weights
+            .iter()
+            .position(|&cumulative| draw < cumulative)
+            .unwrap_or_else(|| self.last_weighted_source())
+    }
+
+    /// The last source with a positive weight (for draws that rounding puts past the last sum).
+    fn last_weighted_source(&self) -> usize {
+        self.sources
+            .iter()
+            .rposition(|source| source.weight > 0.0)
+            .unwrap_or(0)
+    }
+
+    /// The state to save in a checkpoint.
+    pub fn state(&self) -> MixtureState {
+        MixtureState {
+            rng: self.rng.clone(),
+            source_names: self
+                .sources
+                .iter()
+                .map(|source| source.name.clone())
+                .collect(),
+            tokens_drawn: self.tokens_drawn.clone(),
+            batches_drawn: self.batches_drawn,
+        }
+    }
+
+    /// Continues from a saved state; the sources must be the same, in the same order.
+    pub fn restore(&mut self, state: MixtureState) -> Result<()> {
+        if state.source_names.len() != self.sources.len()
+            || state.tokens_drawn.len() != self.sources.len()
+        {
+            return Err(Error::invalid(
+                "state",
+                format!(
+                    "the saved state has {} sources but the mixture has {}",
+                    state.source_names.len(),
+                    self.sources.len()
+                ),
+            ));
+        }
+        for (index, (saved, source)) in state.source_names.iter().zip(&self.sources).enumerate() {
+            if *saved != source.name {
+                return Err(Error::invalid(
+                    "state",
+                    format!(
+                        "source {index} is {:?} but the saved state has {saved:?}",
+                        source.name
+                    ),
+                ));
+            }
+        }
+        self.rng = state.rng;
+        self.tokens_drawn = state.tokens_drawn;
+        self.batches_drawn = state.batches_drawn;
+        Ok(())
+    }
+
+    /// The validation windows of [`Mixture::val_batches`], as `(source, start)` pairs, at most
+    /// `max_windows` of them.
+    fn val_windows(&self, max_windows: usize) -> Vec<(usize, usize)> {
+        let seq_len = self.seq_len;
+        let window_counts: Vec<usize> = self
+            .sources
+            .iter()
+            .map(|source| source.val.len().saturating_sub(1) / seq_len)
+            .collect();
+        let rounds = window_counts.iter().copied().max().unwrap_or(0);
+        let mut windows = Vec::new();
+        for round in 0..rounds {
+            for (index, &count) in window_counts.iter().enumerate() {
+                if windows.len() == max_windows {
+                    return windows;
+                }
+                if round < count {
+                    windows.push((index, round * seq_len));
+                }
+            }
+        }
+        windows
+    }
+
+    /// Deterministic validation batches of `batch_size` rows, at most `max_batches` of them (the last may
+    /// be smaller). Window `k` of a source is its validation tokens `k·T ..= k·T + T` (`T = seq_len`), so
+    /// consecutive windows share their boundary token as an input but never a target. Sources take turns:
+    /// window 0 of every source in order, then window 1 of every source, and so on, skipping sources that
+    /// have run out; a source with fewer than `T + 1` validation tokens contributes nothing.
+    ///
+    /// # Panics
+    /// If `batch_size` is 0.
+    pub fn val_batches(&self, batch_size: usize, max_batches: usize) -> Vec<Batch> {
+        assert!(batch_size > 0, "val_batches: batch_size must be positive");
+        let windows = self.val_windows(batch_size.saturating_mul(max_batches));
+        let mut window = vec![0u32; self.seq_len + 1];
+        windows
+            .chunks(batch_size)
+            .map(|rows| {
+                let mut batch = Batch::with_capacity(rows.len(), self.seq_len);
+                for &(index, start) in rows {
+                    self.sources[index].val.read_into(start, &mut window);
+                    batch.push_window(&window);
+                }
+                batch
+            })
+            .collect()
+    }
+
+    /// The target tokens and text bytes of the batches [`Mixture::val_batches`] returns for the same
+    /// arguments: each window of source `s` counts `seq_len` target tokens and
+    /// `seq_len × val_bytes(s) / val_tokens(s)` bytes. Then `bpb = mean nats per target token × tokens /
+    /// bytes / ln 2` ([`ValCounts::bits_per_byte`]).
+    pub fn val_counts(&self, batch_size: usize, max_batches: usize) -> ValCounts {
+        let windows = self.val_windows(batch_size.saturating_mul(max_batches));
+        let seq_len = self.seq_len as f64;
+        ValCounts {
+            target_tokens: (windows.len() * self.seq_len) as u64,
+            bytes: windows
+                .iter()
+                .map(|&(index, _)| seq_len * self.sources[index].val_bytes_per_token())
+                .sum(),
+        }
+    }
+}
+
+/// Checks one source of a mixture of windows of `seq_len + 1` tokens over `vocab_size`.
+fn check_source(source: &Source, seq_len: usize, vocab_size: u32) -> Result<()> {
+    let what = format!("source {:?}", source.name);
+    if !source.weight.is_finite() || source.weight < 0.0 {
+        return Err(Error::invalid(
+            what,
+            format!(
+                "weight must be finite and non-negative, got {}",
+                source.weight
+            ),
+        ));
+    }
+    if source.train.len() < seq_len + 1 {
+        return Err(Error::invalid(
+            what,
+            format!(
+                "training split has {} tokens, fewer than seq_len + 1 = {}",
+                source.train.len(),
+                seq_len + 1
+            ),
+        ));
+    }
+    if source.train.vocab_size() != vocab_size || source.val.vocab_size() != vocab_size {
+        return Err(Error::invalid(
+            what,
+            format!(
+                "shards have vocab sizes {} and {}, but the mixture uses {vocab_size}",
+                source.train.vocab_size(),
+                source.val.vocab_size()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::TempDir;
+    use std::path::PathBuf;
+
+    /// The files in `cache_dir`, sorted.
+    fn cached_shard_paths(cache_dir: &Path) -> Vec<PathBuf> {
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(cache_dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .collect();
+        paths.sort();
+        paths
+    }
+
+    /// Generated prose with a few non-ASCII words.
+    fn sample_text(seed: u64, lines: usize) -> String {
+        const WORDS: &[&str] = &[
+            "the", "river", "ran", "past", "a", "mill", "where", "millers", "sang", "über", "café",
+            "and",
+        ];
+        let mut rng = Rng::new(seed);
+        let mut text = String::new();
+        for _ in 0..lines {
+            let length = 4 + rng.below(10) as usize;
+            let words: Vec<&str> = (0..length)
+                .map(|_| WORDS[rng.below(WORDS.len() as u64) as usize])
+                .collect();
+            text.push_str(&words.join(" "));
+            text.push_str(".\n");
+        }
+        text
+    }
+
+    fn tokenizer_for(texts: &[&str]) -> Tokenizer {
+        let bytes: Vec<&[u8]> = texts.iter().map(|text| text.as_bytes()).collect();
+        Tokenizer::train(&bytes, 300).unwrap()
+    }
+
+    /// A source over hand-made shards: train tokens `0..train_len`, val tokens `0..val_len`.
+    fn counting_source(dir: &TempDir, name: &str, train_len: u32, val_len: u32) -> Source {
+        let train_path = dir.path().join(format!("{name}.train"));
+        let val_path = dir.path().join(format!("{name}.val"));
+        let train: Vec<u32> = (0..train_len).collect();
+        let val: Vec<u32> = (0..val_len).collect();
+        Shard::write(&train_path, &train, 100_000).unwrap();
+        Shard::write(&val_path, &val, 100_000).unwrap();
+        Source {
+            name: name.to_string(),
+            train: Shard::open(&train_path).unwrap(),
+            val: Shard::open(&val_path).unwrap(),
+            train_bytes: u64::from(train_len) * 3,
+            val_bytes: u64::from(val_len) * 4,
+            weight: 1.0,
+            epochs: 1.0,
+        }
+    }
+
+    #[test]
+    fn prepares_splits_and_reuses_the_cache() {
+        let dir = TempDir::new("sampler-prepare");
+        let text = sample_text(1, 400);
+        let text_path = dir.path().join("river.txt");
+        std::fs::write(&text_path, &text).unwrap();
+        let tokenizer = tokenizer_for(&[&text]);
+        let cache = dir.path().join("cache");
+        let source = prepare_source("river", &text_path, &tokenizer, &cache, 0.1).unwrap();
+
+        assert_eq!(source.train_bytes + source.val_bytes, text.len() as u64);
+        let train_text = tokenizer.decode(&source.train.to_vec());
+        let val_text = tokenizer.decode(&source.val.to_vec());
+        assert!(train_text.ends_with(b"\n"));
+        assert_eq!([train_text.clone(), val_text].concat(), text.as_bytes());
+        let fraction = source.val_bytes as f64 / text.len() as f64;
+        assert!((fraction - 0.1).abs() < 0.01, "val fraction {fraction}");
+
+        let paths = cached_shard_paths(&cache);
+        assert_eq!(paths.len(), 2);
+        let key = format!(
+            "{:016x}-{:016x}",
+            fnv1a_64(text.as_bytes()),
+            tokenizer.fingerprint()
+        );
+        assert!(paths
+            .iter()
+            .all(|path| path.to_string_lossy().contains(&key)));
+
+        // A valid shard already in place is reused as it is ...
+        let train_path = paths
+            .iter()
+            .find(|p| p.to_string_lossy().ends_with(".train.tgs"))
+            .unwrap();
+        Shard::write(train_path, &[1, 2, 3], tokenizer.vocab_size() as u32).unwrap();
+        let reused = prepare_source("river", &text_path, &tokenizer, &cache, 0.1).unwrap();
+        assert_eq!(reused.train.to_vec(), [1, 2, 3]);
+        // ... and a corrupt one is rebuilt.
+        std::fs::write(train_path, b"garbage").unwrap();
+        let rebuilt = prepare_source("river", &text_path, &tokenizer, &cache, 0.1).unwrap();
+        assert_eq!(tokenizer.decode(&rebuilt.train.to_vec()), train_text);
+        assert_eq!(cached_shard_paths(&cache).len(), 2);
+    }
+
+    #[test]
+    fn prepare_rejects_bad_corpora() {
+        let dir = TempDir::new("sampler-bad-corpora");
+        let tokenizer = tokenizer_for(&["some words here\n"]);
+        let cache = dir.path().join("cache");
+        let missing = dir.path().join("missing.txt");
+        let error = prepare_source("x", &missing, &tokenizer, &cache, 0.05).unwrap_err();
+        assert!(matches!(error, Error::Io { .. }), "{error}");
+        assert!(error.to_string().contains("missing.txt"), "{error}");
+
+        let empty = dir.path().join("empty.txt");
+        std::fs::write(&empty, b"").unwrap();
+        let error = prepare_source("x", &empty, &tokenizer, &cache, 0.05).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("empty.txt: text corpus is empty"),
+            "{error}"
+        );
+
+        let binary = dir.path().join("binary.txt");
+        std::fs::write(&binary, b"ok\n\xff\xfe").unwrap();
+        let error = prepare_source("x", &binary, &tokenizer, &cache, 0.05).unwrap_err();
+        assert!(matches!(error, Error::Format { .. }), "{error}");
+        assert!(
+            error
+                .to_string()
+                .contains("not valid utf-8 (first bad byte at offset 3)"),
+            "{error}"
+        );
+
+        let good = dir.path().join("good.txt");
+        std::fs::write(&good, b"one\ntwo\n").unwrap();
+        let error = prepare_source("x", &good, &tokenizer, &cache, 1.0).unwrap_err();
+        assert!(error.to_string().contains("val_fraction"), "{error}");
+    }
+
+    #[test]
+    fn split_points_fall_after_newlines() {
+        assert_eq!(split_point("aaaa\nbbbb\ncccc\ndddd\n", 0.25), 15);
+        assert_eq!(split_point("aaaa\nbbbb\n", 0.0), 10);
+        assert_eq!(split_point("no newline at all", 0.5), 9);
+        assert_eq!(split_point("ééééé", 0.5), 6);
+        assert_eq!(split_point("line\nrest", 0.3), 5);
+        assert_eq!(split_point("line\nrest", 0.05), 9);
+    }
+
+    #[test]
+    fn batches_are_shifted_windows_from_the_weighted_sources() {
+        let dir = TempDir::new("sampler-batches");
+        let sources = vec![
+            counting_source(&dir, "big", 5000, 100).with_weight(3.0),
+            counting_source(&dir, "small", 1000, 100)
+                .with_weight(1.0)
+                .with_epochs(4.0),
+        ];
+        let seq_len = 16;
+        let mut mixture = Mixture::new(sources, seq_len, 42).unwrap();
+        let mut rows_seen = 0;
+        for _ in 0..200 {
+            let batch = mixture.next_batch(8);
+            assert_eq!((batch.batch_size, batch.seq_len), (8, seq_len));
+            assert_eq!(batch.inputs.len(), 8 * seq_len);
+            for row in 0..8 {
+                let inputs = &batch.inputs[row * seq_len..(row + 1) * seq_len];
+                let targets = &batch.targets[row * seq_len..(row + 1) * seq_len];
+                for t in 0..seq_len {
+                    assert_eq!(targets[t], inputs[t] + 1, "targets are the next tokens");
+                }
+                rows_seen += 1;
+            }
+        }
+        assert_eq!(mixture.batches_drawn(), 200);
+        let drawn = [mixture.tokens_drawn(0), mixture.tokens_drawn(1)];
+        assert_eq!(drawn[0] + drawn[1], (rows_seen * seq_len) as u64);
+        let share = drawn[0] as f64 / (drawn[0] + drawn[1]) as f64;
+        assert!(
+            (share - 0.75).abs() < 0.05,
+            "share of the heavy source {share}"
+        );
+        assert!((mixture.epochs_seen(1) - drawn[1] as f64 / 1000.0).abs() < 1e-12);
+        assert_eq!(mixture.sources()[1].epochs, 4.0);
+    }
+
+    #[test]
+    fn windows_reach_both_ends_of_a_source() {
+        let dir = TempDir::new("sampler-ends");
+        let mut mixture = Mixture::new(vec![counting_source(&dir, "tiny", 6, 0)], 4, 7).unwrap();
+        let mut firsts = std::collections::BTreeSet::new();
+        for _ in 0..200 {
+            firsts.insert(mixture.next_batch(1).inputs[0]);
+        }
+        assert_eq!(firsts.into_iter().collect::<Vec<_>>(), [0, 1]);
+    }
+
+    #[test]
+    fn restored_state_repeats_the_batches() {
+        let dir = TempDir::new("sampler-state");
+        let make = || {
+            let sources = vec![
+                counting_source(&dir, "a", 3000, 50),
+                counting_source(&dir, "b", 2000, 50).with_weight(0.5),
+            ];
+            Mixture::new(sources, 32, 9).unwrap()
+        };
+        let mut mixture = make();
+        for _ in 0..3 {
+            mixture.next_batch(4);
+        }
+        let saved = serde_json::to_string(&mixture.state()).unwrap();
+        let expected: Vec<Batch> = (0..2).map(|_| mixture.next_batch(4)).collect();
+        let state_after = mixture.state();
+
+        let mut resumed = make();
+        resumed
+            .restore(serde_json::from_str(&saved).unwrap())
+            .unwrap();
+        let again: Vec<Batch> = (0..2).map(|_| resumed.next_batch(4)).collect();
+        assert_eq!(again, expected);
+        assert_eq!(resumed.state(), state_after);
+        assert_eq!(resumed.batches_drawn(), 5);
+
+        let mut wrong = Mixture::new(vec![counting_source(&dir, "a", 3000, 50)], 32, 9).unwrap();
+        let error = wrong
+            .restore(serde_json::from_str(&saved).unwrap())
+            .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("2 sources but the mixture has 1"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn mixture_rejects_bad_sources() {
+        let dir = TempDir::new("sampler-reject");
+        let error = Mixture::new(vec![counting_source(&dir, "short", 16, 0)], 16, 0).unwrap_err();
+        assert!(
+            error.to_string().contains("fewer than seq_len + 1 = 17"),
+            "{error}"
+        );
+        assert!(error.to_string().contains("\"short\""), "{error}");
+        let negative = counting_source(&dir, "neg", 100, 0).with_weight(-1.0);
+        assert!(Mixture::new(vec![negative], 8, 0).is_err());
+        let zero = counting_source(&dir, "zero", 100, 0).with_weight(0.0);
+        assert!(Mixture::new(vec![zero], 8, 0).is_err());
+        assert!(Mixture::new(Vec::new(), 8, 0).is_err());
+        assert!(Mixture::new(vec![counting_source(&dir, "ok", 100, 0)], 0, 0).is_err());
+    }
+
+    #[test]
+    fn validation_windows_are_deterministic_and_target_disjoint() {
+        let dir = TempDir::new("sampler-val");
+        let sources = vec![
+            counting_source(&dir, "a", 100, 41),
+            counting_source(&dir, "b", 100, 21),
+        ];
+        let mixture = Mixture::new(sources, 10, 3).unwrap();
+        // Source a has (41 - 1) / 10 = 4 windows, b has 2: order a0 b0 a1 b1 a2 a3.
+        let batches = mixture.val_batches(4, usize::MAX);
+        assert_eq!(batches, mixture.val_batches(4, usize::MAX));
+        assert_eq!(batches.len(), 2);
+        assert_eq!((batches[0].batch_size, batches[1].batch_size), (4, 2));
+        let firsts: Vec<u32> = batches
+            .iter()
+            .flat_map(|batch| batch.inputs.chunks(10).map(|row| row[0]))
+            .collect();
+        assert_eq!(firsts, [0, 0, 10, 10, 20, 30]);
+        for batch in &batches {
+            for (input, target) in batch.inputs.iter().zip(&batch.targets) {
+                assert_eq!(*target, input + 1);
+            }
+        }
+
+        let counts = mixture.val_counts(4, usize::MAX);
+        assert_eq!(counts.target_tokens, 60);
+        // Every val split has 4 bytes per token in `counting_source`.
+        assert!((counts.bytes - 240.0).abs() < 1e-9);
+        let bpb = counts.bits_per_byte(std::f64::consts::LN_2 * 4.0);
+        assert!((bpb - 1.0).abs() < 1e-12, "{bpb}");
+
+        let limited = mixture.val_batches(4, 1);
+        assert_eq!(limited.len(), 1);
+        assert_eq!(mixture.val_counts(4, 1).target_tokens, 40);
+    }
+
+    #[test]
+    fn prepared_sources_feed_a_mixture() {
+        let dir = TempDir::new("sampler-end-to-end");
+        let first = sample_text(2, 300);
+        let second = sample_text(3, 200);
+        let tokenizer = tokenizer_for(&[&first, &second]);
+        let cache = dir.path().join("cache");
+        let mut sources = Vec::new();
+        for (name, text) in [("first", &first), ("second", &second)] {
+            let path = dir.path().join(format!("{name}.txt"));
+            std::fs::write(&path, text).unwrap();
+            sources.push(
+                prepare_source(name, &path, &tokenizer, &cache, DEFAULT_VAL_FRACTION).unwrap(),
+            );
+        }
+        let mut mixture = Mixture::new(sources, 8, 1).unwrap();
+        let batch = mixture.next_batch(3);
+        assert!(batch
+            .inputs
+            .iter()
+            .all(|&id| (id as usize) < tokenizer.vocab_size()));
+        let counts = mixture.val_counts(2, 3);
+        assert_eq!(counts.target_tokens, 6 * 8);
+        let ratio = counts.bytes / counts.target_tokens as f64;
+        assert!(ratio > 1.0 && ratio < 8.0, "bytes per token {ratio}");
+    }
+}

@@ -1,0 +1,406 @@
+//! Fused causal scaled-dot-product attention with grouped-query heads, in the FlashAttention-2 shape.
+//!
+//! `q: [B, H, Tq, D]`, `k, v: [B, Hkv, Tk, D]` (`H` a multiple of `Hkv`, `Tk ≥ Tq`) → `[B, H, Tq, D]`.
+//! Query `i` attends keys `j ≤ i + (Tk − Tq)` (so a KV cache of earlier positions works), scale `1/√D`.
+//!
+//! Forward: per (batch, head), query tiles of `BR` rows meet key tiles of `BC` keys; an online softmax keeps
+//! the running maximum, denominator and output accumulator per row. Tiles wholly above the diagonal are never
+//! visited and masked scores are never computed. Only O and the row log-sum-exp are kept — nothing of size T².
+//!
+//! Backward (derivation in docs/kernels.md): `Dᵢ = rowsum(dOᵢ ⊙ Oᵢ)`; per key tile, `P` is recomputed from
+//! Q, K and the log-sum-exp; `dV += Pᵀ dO`, `dS = P ⊙ (dO Vᵀ − D)`, `dQ += dS K / √D`, `dK += dSᵀ Q / √D`.
+//! One task per (batch, key/value head) owns dK, dV and the dQ rows of its query heads: no atomics, and the
+//! result is deterministic.
+//!
+//! Inputs are read through their strides (the last dim must be contiguous); outputs are stored `[B, T, H, D]`
+//! and returned as `[B, H, T, D]` views, so the projections around attention reshape them for free.
+
+use super::{float_dispatch, with_compute_dtype};
+use crate::backend::cpu::StorageElement;
+use crate::dtype::Float;
+use crate::error::{Error, Result};
+use crate::tape::{any_tracked, record};
+use crate::tensor::Tensor;
+use rayon::prelude::*;
+
+/// Query rows per tile.
+pub const BR: usize = 32;
+/// Keys per tile.
+pub const BC: usize = 64;
+
+#[derive(Clone, Copy, Debug)]
+struct Geometry {
+    batch: usize,
+    heads: usize,
+    kv_heads: usize,
+    tq: usize,
+    tk: usize,
+    d: usize,
+    scale: f64,
+}
+
+impl Geometry {
+    fn offset(&self) -> usize {
+        self.tk - self.tq
+    }
+    fn group(&self) -> usize {
+        self.heads / self.kv_heads
+    }
+}
+
+/// Where row `(b, h, t)` of a `[B, H, T, D]` view starts.
+#[derive(Clone, Copy)]
+struct Rows {
+    offset: usize,
+    sb: usize,
+    sh: usize,
+    st: usize,
+}
+
+impl Rows {
+    fn of(t: &Tensor) -> Rows {
+        let s = t.strides();
+        Rows {
+            offset: t.layout.offset,
+            sb: s[0],
+            sh: s[1],
+            st: s[2],
+        }
+    }
+    #[inline]
+    fn at(&self, b: usize, h: usize, t: usize) -> usize {
+        self.offset + b * self.sb + h * self.sh + t * self.st
+    }
+}
+
+/// The storage slice of `t` with its row addressing.
+fn view<T: StorageElement>(t: &Tensor) -> (&[T], Rows) {
+    (t.data::<T>(), Rows::of(t))
+}
+
+#[inline]
+fn dot<T: Float>(a: &[T], b: &[T]) -> T {
+    let mut s = T::ZERO;
+    for (&x, &y) in a.iter().zip(b) {
+        s += x * y;
+    }
+    s
+}
+
+#[inline]
+fn axpy<T: Float>(alpha: T, x: &[T], y: &mut [T]) {
+    for (y, &x) in y.iter_mut().zip(x) {
+        *y += alpha * x;
+    }
+}
+
+fn check(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Geometry> {
+    let bad = || {
+        Error::shape(
+            "attention",
+            format!(
+                "q {:?}, k {:?}, v {:?} are not [B, H, Tq, D], [B, Hkv, Tk, D] x2 with Hkv dividing H and Tk >= Tq",
+                q.shape(),
+                k.shape(),
+                v.shape()
+            ),
+        )
+    };
+    if q.ndim() != 4 || k.ndim() != 4 || k.shape() != v.shape() {
+        return Err(bad());
+    }
+    let (qs, ks) = (q.shape(), k.shape());
+    if qs[0] != ks[0]
+        || qs[3] != ks[3]
+        || ks[1] == 0
+        || qs[1] % ks[1] != 0
+        || ks[2] < qs[2]
+        || qs[3] == 0
+    {
+        return Err(bad());
+    }
+    Ok(Geometry {
+        batch: qs[0],
+        heads: qs[1],
+        kv_heads: ks[1],
+        tq: qs[2],
+        tk: ks[2],
+        d: qs[3],
+        scale: 1.0 / (qs[3] as f64).sqrt(),
+    })
+}
+
+/// A view whose last dim is contiguous (copied only when it is not).
+fn rows_contiguous(t: &Tensor) -> Result<Tensor> {
+    if t.strides()[3] == 1 || t.shape()[3] == 1 {
+        Ok(t.clone())
+    } else {
+        t.contiguous()
+    }
+}
+
+/// Per (b, h): the output rows `[Tq, D]` and the row log-sum-exp `[Tq]`.
+fn forward_head<T: Float>(
+    q: (&[T], Rows),
+    k: (&[T], Rows),
+    v: (&[T], Rows),
+    g: &Geometry,
+    b: usize,
+    h: usize,
+) -> (Vec<T>, Vec<T>) {
+    let (d, off, scale) = (g.d, g.offset(), T::from_f64(g.scale));
+    let hk = h / g.group();
+    let mut out = vec![T::ZERO; g.tq * d];
+    let mut lse = vec![T::ZERO; g.tq];
+    let mut scores = [T::ZERO; BC];
+    let mut acc = vec![T::ZERO; BR * d];
+    let (mut m, mut l) = ([T::NEG_INFINITY; BR], [T::ZERO; BR]);
+    for i0 in (0..g.tq).step_by(BR) {
+        let i1 = (i0 + BR).min(g.tq);
+        acc.fill(T::ZERO);
+        m.fill(T::NEG_INFINITY);
+        l.fill(T::ZERO);
+        let keys_end = i1 - 1 + off + 1;
+        for j0 in (0..keys_end).step_by(BC) {
+            let j1 = (j0 + BC).min(g.tk);
+            for i in i0..i1 {
+                let jmax = j1.min(i + off + 1);
+                if jmax <= j0 {
+                    continue;
+                }
+                let r = i - i0;
+                let qrow = &q.0[q.1.at(b, h, i)..][..d];
+                let mut mx = m[r];
+                for j in j0..jmax {
+                    let s = dot(qrow, &k.0[k.1.at(b, hk, j)..][..d]) * scale;
+                    scores[j - j0] = s;
+                    mx = mx.max(s);
+                }
+                let alpha = (m[r] - mx).exp();
+                let a = &mut acc[r * d..(r + 1) * d];
+                a.iter_mut().for_each(|x| *x *= alpha);
+                let mut sum = l[r] * alpha;
+                for j in j0..jmax {
+                    let p = (scores[j - j0] - mx).exp();
+                    sum += p;
+                    axpy(p, &v.0[v.1.at(b, hk, j)..][..d], a);
+                }
+                l[r] = sum;
+                m[r] = mx;
+            }
+        }
+        for i in i0..i1 {
+            let r = i - i0;
+            let inv = T::ONE / l[r];
+            for (o, &a) in out[i * d..(i + 1) * d]
+                .iter_mut()
+                .zip(&acc[r * d..(r + 1) * d])
+            {
+                *o = a * inv;
+            }
+            lse[i] = m[r] + l[r].ln();
+        }
+    }
+    (out, lse)
+}
+
+/// Per (b, kv head): dQ rows of its query heads `[G, Tq, D]`, and dK, dV `[Tk, D]`.
+#[allow(clippy::too_many_arguments)]
+fn backward_group<T: Float>(
+    q: (&[T], Rows),
+    k: (&[T], Rows),
+    v: (&[T], Rows),
+    o: (&[T], Rows),
+    dout: (&[T], Rows),
+    lse: &[T],
+    g: &Geometry,
+    b: usize,
+    hk: usize,
+) -> (Vec<T>, Vec<T>, Vec<T>) {
+    let (d, off, scale, group) = (g.d, g.offset(), T::from_f64(g.scale), g.group());
+    let mut dq = vec![T::ZERO; group * g.tq * d];
+    let mut dk = vec![T::ZERO; g.tk * d];
+    let mut dv = vec![T::ZERO; g.tk * d];
+    let rowsum: Vec<Vec<T>> = (0..group)
+        .map(|gi| {
+            let h = hk * group + gi;
+            (0..g.tq)
+                .map(|i| {
+                    dot(
+                        &dout.0[dout.1.at(b, h, i)..][..d],
+                        &o.0[o.1.at(b, h, i)..][..d],
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    for j0 in (0..g.tk).step_by(BC) {
+        let j1 = (j0 + BC).min(g.tk);
+        for (gi, rowsum) in rowsum.iter().enumerate() {
+            let h = hk * group + gi;
+            let lse = &lse[(b * g.heads + h) * g.tq..][..g.tq];
+            for i in j0.saturating_sub(off)..g.tq {
+                let jmax = j1.min(i + off + 1);
+                let qrow = &q.0[q.1.at(b, h, i)..][..d];
+                let drow = &dout.0[dout.1.at(b, h, i)..][..d];
+                let dq_row = &mut dq[(gi * g.tq + i) * d..][..d];
+                for j in j0..jmax {
+                    let krow = &k.0[k.1.at(b, hk, j)..][..d];
+                    let vrow = &v.0[v.1.at(b, hk, j)..][..d];
+                    let p = (dot(qrow, krow) * scale - lse[i]).exp();
+                    axpy(p, drow, &mut dv[j * d..(j + 1) * d]);
+                    let ds = p * (dot(drow, vrow) - rowsum[i]) * scale;
+                    axpy(ds, krow, dq_row);
+                    axpy(ds, qrow, &mut dk[j * d..(j + 1) * d]);
+                }
+            }
+        }
+    }
+    (dq, dk, dv)
+}
+
+/// Writes per-(b, h) blocks `[T, D]` into a `[B, T, H, D]` buffer.
+fn interleave<T: Float>(
+    blocks: &[Vec<T>],
+    batch: usize,
+    heads: usize,
+    t: usize,
+    d: usize,
+) -> Vec<T> {
+    let mut out = vec![T::ZERO; batch * t * heads * d];
+    for (bh, block) in blocks.iter().enumerate() {
+        let (b, h) = (bh / heads, bh % heads);
+        for i in 0..t {
+            out[((b * t + i) * heads + h) * d..][..d].copy_from_slice(&block[i * d..(i + 1) * d]);
+        }
+    }
+    out
+}
+
+/// A `[B, T, H, D]` buffer as a `[B, H, T, D]` view.
+fn as_heads_view<T: StorageElement>(
+    data: Vec<T>,
+    b: usize,
+    t: usize,
+    h: usize,
+    d: usize,
+) -> Result<Tensor> {
+    Tensor::from_vec(data, &[b, t, h, d])?
+        .detach()
+        .permute(&[0, 2, 1, 3])
+}
+
+impl Tensor {
+    /// Causal attention of queries `self` over keys `k` and values `v` (see the module docs for shapes).
+    pub fn attention(&self, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+        let geo = check(self, k, v)?;
+        with_compute_dtype("attention", &[self, k, v], |xs| {
+            let (q, k, v) = (
+                rows_contiguous(&xs[0])?,
+                rows_contiguous(&xs[1])?,
+                rows_contiguous(&xs[2])?,
+            );
+            let (out, lse) = float_dispatch!(q.dtype(), T, {
+                let (qd, kd, vd) = (
+                    (q.data::<T>(), Rows::of(&q)),
+                    (k.data::<T>(), Rows::of(&k)),
+                    (v.data::<T>(), Rows::of(&v)),
+                );
+                let heads: Vec<(Vec<T>, Vec<T>)> = (0..geo.batch * geo.heads)
+                    .into_par_iter()
+                    .map(|bh| forward_head(qd, kd, vd, &geo, bh / geo.heads, bh % geo.heads))
+                    .collect();
+                let (outs, lses): (Vec<Vec<T>>, Vec<Vec<T>>) = heads.into_iter().unzip();
+                let out = interleave(&outs, geo.batch, geo.heads, geo.tq, geo.d);
+                let lse: Vec<T> = lses.concat();
+                let n = lse.len();
+                (
+                    as_heads_view(out, geo.batch, geo.tq, geo.heads, geo.d)?,
+                    Tensor::from_vec(lse, &[n])?,
+                )
+            });
+            let tracked = any_tracked(&[&q, &k, &v]);
+            let saved = tracked.then(|| (q.detach(), k.detach(), v.detach(), out.detach(), lse));
+            record("attention", &[&q, &k, &v], out, move |dout, _| {
+                let (q, k, v, o, lse) = saved.unwrap();
+                let dout = rows_contiguous(dout)?;
+                let grads = float_dispatch!(q.dtype(), T, {
+                    let lse = lse.contiguous_data::<T>();
+                    let parts: Vec<(Vec<T>, Vec<T>, Vec<T>)> = (0..geo.batch * geo.kv_heads)
+                        .into_par_iter()
+                        .map(|bk| {
+                            let (b, hk) = (bk / geo.kv_heads, bk % geo.kv_heads);
+                            backward_group(
+                                view::<T>(&q),
+                                view::<T>(&k),
+                                view::<T>(&v),
+                                view::<T>(&o),
+                                view::<T>(&dout),
+                                lse,
+                                &geo,
+                                b,
+                                hk,
+                            )
+                        })
+                        .collect();
+                    let group = geo.group();
+                    let mut dq_blocks = Vec::with_capacity(geo.batch * geo.heads);
+                    let (mut dk_blocks, mut dv_blocks) = (Vec::new(), Vec::new());
+                    for (dq, dk, dv) in parts {
+                        dq_blocks.extend(dq.chunks(geo.tq * geo.d).map(|c| c.to_vec()).take(group));
+                        dk_blocks.push(dk);
+                        dv_blocks.push(dv);
+                    }
+                    let (b, d) = (geo.batch, geo.d);
+                    vec![
+                        Some(as_heads_view(
+                            interleave(&dq_blocks, b, geo.heads, geo.tq, d),
+                            b,
+                            geo.tq,
+                            geo.heads,
+                            d,
+                        )?),
+                        Some(as_heads_view(
+                            interleave(&dk_blocks, b, geo.kv_heads, geo.tk, d),
+                            b,
+                            geo.tk,
+                            geo.kv_heads,
+                            d,
+                        )?),
+                        Some(as_heads_view(
+                            interleave(&dv_blocks, b, geo.kv_heads, geo.tk, d),
+                            b,
+                            geo.tk,
+                            geo.kv_heads,
+                            d,
+                        )?),
+                    ]
+                });
+                Ok(grads)
+            })
+        })
+    }
+}
+
+/// The composed reference: `softmax(Q Kᵀ / √D + mask) V`, with key/value heads repeated for each query group.
+pub fn attention_reference(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+    let geo = check(q, k, v)?;
+    let (b, h, hkv, tq, tk, d) = (geo.batch, geo.heads, geo.kv_heads, geo.tq, geo.tk, geo.d);
+    let expand = |t: &Tensor| -> Result<Tensor> {
+        t.unsqueeze(2)?
+            .broadcast_to(&[b, hkv, h / hkv, tk, d])?
+            .reshape(&[b, h, tk, d])
+    };
+    let mut mask = vec![0.0; tq * tk];
+    for i in 0..tq {
+        for j in (i + geo.offset() + 1)..tk {
+            mask[i * tk + j] = f64::NEG_INFINITY;
+        }
+    }
+    let mask = Tensor::from_f64_values(&mask, &[tq, tk], q.dtype());
+    q.matmul(&expand(k)?.transpose(-1, -2)?)?
+        .scale(geo.scale)?
+        .add(&mask)?
+        .softmax()?
+        .matmul(&expand(v)?)
+}

@@ -1,0 +1,127 @@
+//! Fused softmax + cross-entropy from logits with integer targets and an optional ignore index.
+//!
+//! `logits: [N, V]` (or `[.., V]`, flattened), `targets: [N]` → scalar `[]`: the mean of `lse(x) − x[target]`
+//! over the kept positions (0 when none is kept). The kernel keeps only the row log-sum-exp; backward
+//! recomputes the probabilities: `dx = (softmax(x) − onehot(target)) · dy / kept`, zero on ignored rows.
+
+use super::{float_dispatch, with_compute_dtype};
+use crate::backend::cpu::elementwise::for_each_row;
+use crate::dtype::{DType, Element, Float};
+use crate::error::{Error, Result};
+use crate::tape::{any_tracked, record};
+use crate::tensor::Tensor;
+use rayon::prelude::*;
+
+fn row_lse<T: Float>(row: &[T]) -> T {
+    let max = row.iter().fold(T::NEG_INFINITY, |m, &v| m.max(v));
+    max + row.iter().map(|&v| (v - max).exp()).sum::<T>().ln()
+}
+
+fn check(logits: &Tensor, targets: &[u32], ignore: Option<u32>) -> Result<(usize, usize)> {
+    if logits.ndim() == 0 {
+        return Err(Error::shape(
+            "cross_entropy",
+            "logits must have a class axis",
+        ));
+    }
+    let vocab = logits.shape()[logits.ndim() - 1];
+    let rows = logits.numel() / vocab.max(1);
+    if rows != targets.len() {
+        return Err(Error::shape(
+            "cross_entropy",
+            format!(
+                "logits {:?} hold {rows} rows but {} targets were given",
+                logits.shape(),
+                targets.len()
+            ),
+        ));
+    }
+    if let Some(&bad) = targets
+        .iter()
+        .find(|&&t| Some(t) != ignore && t as usize >= vocab)
+    {
+        return Err(Error::Index {
+            op: "cross_entropy",
+            msg: format!("target {bad} is out of range for {vocab} classes"),
+        });
+    }
+    Ok((rows, vocab))
+}
+
+impl Tensor {
+    /// Mean cross-entropy of these logits against `targets`, skipping positions equal to `ignore_index`.
+    pub fn cross_entropy(&self, targets: &[u32], ignore_index: Option<u32>) -> Result<Tensor> {
+        let (rows, vocab) = check(self, targets, ignore_index)?;
+        let targets = targets.to_vec();
+        let kept = targets.iter().filter(|&&t| Some(t) != ignore_index).count();
+        let norm = 1.0 / kept.max(1) as f64;
+        with_compute_dtype("cross_entropy", &[self], |xs| {
+            let x = xs[0].contiguous()?;
+            let dtype = x.dtype();
+            let (loss, lse) = float_dispatch!(dtype, T, {
+                let data = x.contiguous_data::<T>();
+                let lse: Vec<T> = data.par_chunks(vocab.max(1)).map(row_lse).collect();
+                let total: f64 = (0..rows)
+                    .filter(|&r| Some(targets[r]) != ignore_index)
+                    .map(|r| (lse[r] - data[r * vocab + targets[r] as usize]).to_f64())
+                    .sum();
+                (total * norm, Tensor::from_vec(lse, &[rows])?)
+            });
+            let out = Tensor::scalar(loss, dtype);
+            let saved = any_tracked(&[&x]).then(|| (x.detach(), lse));
+            record("cross_entropy", &[&x], out, move |g, _| {
+                let (x, lse) = saved.unwrap();
+                let scale = g.item()? * norm;
+                let grad = float_dispatch!(dtype, T, {
+                    let data = x.contiguous_data::<T>();
+                    let lse = lse.contiguous_data::<T>();
+                    let mut dx = vec![T::ZERO; data.len()];
+                    let shape = [rows, vocab];
+                    let s = T::from_f64(scale);
+                    for_each_row(&mut dx, &shape, |r, out| {
+                        let target = targets[r];
+                        if Some(target) == ignore_index {
+                            return;
+                        }
+                        let row = &data[r * vocab..(r + 1) * vocab];
+                        for (o, &v) in out.iter_mut().zip(row) {
+                            *o = (v - lse[r]).exp() * s;
+                        }
+                        out[target as usize] -= s;
+                    });
+                    Tensor::from_vec(dx, x.shape())?
+                });
+                Ok(vec![Some(grad)])
+            })
+        })
+    }
+}
+
+/// The composed reference: `−Σ log_softmax(x) ⊙ onehot(targets) / kept`.
+pub fn cross_entropy_reference(
+    logits: &Tensor,
+    targets: &[u32],
+    ignore_index: Option<u32>,
+) -> Result<Tensor> {
+    let (rows, vocab) = check(logits, targets, ignore_index)?;
+    let mut mask = vec![0.0; rows * vocab];
+    let mut kept = 0;
+    for (r, &t) in targets.iter().enumerate() {
+        if Some(t) != ignore_index {
+            mask[r * vocab + t as usize] = 1.0;
+            kept += 1;
+        }
+    }
+    let dtype = if logits.dtype() == DType::F64 {
+        DType::F64
+    } else {
+        DType::F32
+    };
+    let mask = Tensor::from_f64_values(&mask, &[rows, vocab], dtype).to_dtype(logits.dtype())?;
+    logits
+        .reshape(&[rows, vocab])?
+        .log_softmax()?
+        .mul(&mask)?
+        .sum_all()?
+        .scale(-1.0 / kept.max(1) as f64)
+}

@@ -1,0 +1,62 @@
+//! Embedding gather. `weight: [V, C]`, ids (u32) of shape `[..]` → `[.., C]`.
+//! Backward: scatter-add of the output gradient into `[V, C]` (repeated ids accumulate).
+
+use super::{float_dispatch, with_compute_dtype};
+use crate::error::{Error, Result};
+use crate::tape::record;
+use crate::tensor::Tensor;
+
+impl Tensor {
+    /// Rows `ids` of this `[V, C]` table, shaped `[ids_shape.., C]`.
+    pub fn embedding(&self, ids: &[u32], ids_shape: &[usize]) -> Result<Tensor> {
+        if self.ndim() != 2 || ids_shape.iter().product::<usize>() != ids.len() {
+            return Err(Error::shape(
+                "embedding",
+                format!(
+                    "weight {:?} must be [V, C] and {} ids must fill shape {ids_shape:?}",
+                    self.shape(),
+                    ids.len()
+                ),
+            ));
+        }
+        let (vocab, dim) = (self.shape()[0], self.shape()[1]);
+        if let Some(&bad) = ids.iter().find(|&&i| i as usize >= vocab) {
+            return Err(Error::Index {
+                op: "embedding",
+                msg: format!("id {bad} is out of range for a vocabulary of {vocab}"),
+            });
+        }
+        let ids = ids.to_vec();
+        let mut shape = ids_shape.to_vec();
+        shape.push(dim);
+        with_compute_dtype("embedding", &[self], |xs| {
+            let w = xs[0].contiguous()?;
+            let out = float_dispatch!(w.dtype(), T, {
+                let table = w.contiguous_data::<T>();
+                let mut out = Vec::with_capacity(ids.len() * dim);
+                for &i in &ids {
+                    out.extend_from_slice(&table[i as usize * dim..(i as usize + 1) * dim]);
+                }
+                Tensor::from_vec(out, &shape)?
+            });
+            let dtype = w.dtype();
+            record("embedding", &[&w], out, move |g, _| {
+                let g = g.contiguous()?;
+                let mut dw = Tensor::zeros(&[vocab, dim], dtype);
+                float_dispatch!(dtype, T, {
+                    let gv = g.contiguous_data::<T>();
+                    let d = dw.data_mut::<T>()?;
+                    for (row, &i) in gv.chunks(dim).zip(&ids) {
+                        for (acc, &v) in d[i as usize * dim..(i as usize + 1) * dim]
+                            .iter_mut()
+                            .zip(row)
+                        {
+                            *acc += v;
+                        }
+                    }
+                });
+                Ok(vec![Some(dw)])
+            })
+        })
+    }
+}

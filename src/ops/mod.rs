@@ -1,0 +1,82 @@
+//! The ops. One file per op (or per family sharing one kernel, like the four broadcast binaries): each adds
+//! its user-facing methods to `Tensor` in its own `impl Tensor` block, checks its operands (returning an `Error`
+//! that names the op and the shapes), runs its CPU kernel, and records one tape node whose closure is the
+//! op's backward. Fused ops keep their composed reference (built from primitive ops) beside them.
+//!
+//! Architecture invariant: every op has a backward; kernels are written for f32 and f64 (`Float`), and half
+//! types are upcast to f32 on entry (`with_compute_dtype`), so the dtype is matched once per kernel entry.
+
+mod attention;
+mod binary;
+mod cast;
+mod cat;
+mod cross_entropy;
+mod embedding;
+mod matmul;
+mod reduce;
+mod rmsnorm;
+mod rope;
+mod softmax;
+mod swiglu;
+mod unary;
+mod view;
+
+pub use attention::attention_reference;
+pub use cross_entropy::cross_entropy_reference;
+pub use rmsnorm::rms_norm_reference;
+pub use rope::{rope_interleaved_to_half, rope_reference, Rope};
+pub use swiglu::swiglu_reference;
+
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+/// Runs `$body` with `$T` bound to the Rust type of a compute dtype (f32 or f64).
+macro_rules! float_dispatch {
+    ($dtype:expr, $T:ident, $body:expr) => {
+        match $dtype {
+            $crate::dtype::DType::F32 => {
+                type $T = f32;
+                $body
+            }
+            $crate::dtype::DType::F64 => {
+                type $T = f64;
+                $body
+            }
+            other => {
+                unreachable!("internal: kernel reached with {other}; half types are upcast first")
+            }
+        }
+    };
+}
+pub(crate) use float_dispatch;
+
+/// Checks that `inputs` share one dtype, then runs `f` on them in the compute dtype: f32/f64 inputs pass as
+/// they are; bf16/f16 inputs are cast to f32 (recorded casts, so gradients flow) and the result cast back.
+pub(crate) fn with_compute_dtype(
+    op: &'static str,
+    inputs: &[&Tensor],
+    f: impl FnOnce(&[Tensor]) -> Result<Tensor>,
+) -> Result<Tensor> {
+    let dtype = inputs[0].dtype();
+    if let Some(other) = inputs.iter().find(|t| t.dtype() != dtype) {
+        return Err(Error::DType {
+            op,
+            msg: format!("operands are {dtype} and {}; cast one first", other.dtype()),
+        });
+    }
+    if dtype.compute() == dtype {
+        let owned: Vec<Tensor> = inputs.iter().map(|t| (*t).clone()).collect();
+        return f(&owned);
+    }
+    let upcast = inputs
+        .iter()
+        .map(|t| t.to_dtype(DType::F32))
+        .collect::<Result<Vec<_>>>()?;
+    f(&upcast)?.to_dtype(dtype)
+}
+
+/// Keeps a tensor for backward only when some input is tracked (saved tensors are detached).
+pub(crate) fn save(t: &Tensor, tracked: bool) -> Option<Tensor> {
+    tracked.then(|| t.detach())
+}

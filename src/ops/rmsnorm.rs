@@ -1,0 +1,131 @@
+//! Fused RMSNorm: `y = x / √(mean(x²) + eps) · w`.
+//!
+//! `x: [.., C]`, `w: [C]` → `[.., C]`. Forward keeps the per-row `rstd = 1/√(mean(x²) + eps)`.
+//! Backward (derivation in docs/kernels.md): `dw = Σ_rows dy ⊙ x · rstd`;
+//! `dx = rstd · (dy ⊙ w − x · rstd² · mean(dy ⊙ w ⊙ x))`.
+
+use super::{float_dispatch, with_compute_dtype};
+use crate::backend::cpu::elementwise::for_each_row;
+use crate::dtype::Float;
+use crate::error::{Error, Result};
+use crate::tape::{any_tracked, record};
+use crate::tensor::Tensor;
+use rayon::prelude::*;
+
+fn forward<T: Float>(x: &[T], w: &[T], shape: &[usize], eps: f64) -> (Vec<T>, Vec<T>) {
+    let c = w.len();
+    let rows = x.len() / c.max(1);
+    let rstd: Vec<T> = (0..rows)
+        .into_par_iter()
+        .map(|r| {
+            let row = &x[r * c..(r + 1) * c];
+            let ms = row.iter().map(|&v| v * v).sum::<T>() / T::from_f64(c as f64);
+            T::ONE / (ms + T::from_f64(eps)).sqrt()
+        })
+        .collect();
+    let mut y = vec![T::ZERO; x.len()];
+    for_each_row(&mut y, shape, |r, out| {
+        let row = &x[r * c..(r + 1) * c];
+        for ((o, &v), &wv) in out.iter_mut().zip(row).zip(w) {
+            *o = v * rstd[r] * wv;
+        }
+    });
+    (y, rstd)
+}
+
+fn backward<T: Float>(x: &[T], w: &[T], rstd: &[T], dy: &[T], shape: &[usize]) -> (Vec<T>, Vec<T>) {
+    let c = w.len();
+    let mut dx = vec![T::ZERO; x.len()];
+    let inv_c = T::from_f64(1.0 / c as f64);
+    for_each_row(&mut dx, shape, |r, out| {
+        let (xr, gr) = (&x[r * c..(r + 1) * c], &dy[r * c..(r + 1) * c]);
+        let dot: T = xr
+            .iter()
+            .zip(gr)
+            .zip(w)
+            .map(|((&a, &g), &wv)| a * g * wv)
+            .sum();
+        let k = rstd[r] * rstd[r] * dot * inv_c;
+        for (((o, &a), &g), &wv) in out.iter_mut().zip(xr).zip(gr).zip(w) {
+            *o = rstd[r] * (g * wv - a * k);
+        }
+    });
+    let rows = rstd.len();
+    let chunk = (rows / (4 * rayon::current_num_threads()).max(1)).max(16);
+    let dw = (0..rows)
+        .into_par_iter()
+        .chunks(chunk)
+        .map(|rs| {
+            let mut acc = vec![T::ZERO; c];
+            for r in rs {
+                let (xr, gr) = (&x[r * c..(r + 1) * c], &dy[r * c..(r + 1) * c]);
+                for ((a, &xv), &g) in acc.iter_mut().zip(xr).zip(gr) {
+                    *a += g * xv * rstd[r];
+                }
+            }
+            acc
+        })
+        .reduce(
+            || vec![T::ZERO; c],
+            |mut a, b| {
+                a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+                a
+            },
+        );
+    (dx, dw)
+}
+
+impl Tensor {
+    /// RMSNorm over the last axis with gain `weight: [C]`.
+    pub fn rms_norm(&self, weight: &Tensor, eps: f64) -> Result<Tensor> {
+        if self.ndim() == 0 || weight.shape() != [self.shape()[self.ndim() - 1]] {
+            return Err(Error::shape(
+                "rms_norm",
+                format!(
+                    "input {:?} and weight {:?} are not compatible",
+                    self.shape(),
+                    weight.shape()
+                ),
+            ));
+        }
+        with_compute_dtype("rms_norm", &[self, weight], |xs| {
+            let (x, w) = (xs[0].contiguous()?, xs[1].contiguous()?);
+            let shape = x.shape().to_vec();
+            let (y, rstd) = float_dispatch!(x.dtype(), T, {
+                let (y, rstd) = forward(
+                    x.contiguous_data::<T>(),
+                    w.contiguous_data::<T>(),
+                    &shape,
+                    eps,
+                );
+                let n = rstd.len();
+                (Tensor::from_vec(y, &shape)?, Tensor::from_vec(rstd, &[n])?)
+            });
+            let saved = any_tracked(&[&x, &w]).then(|| (x.detach(), w.detach(), rstd));
+            record("rms_norm", &[&x, &w], y, move |g, _| {
+                let (x, w, rstd) = saved.unwrap();
+                let g = g.contiguous()?;
+                let (dx, dw) = float_dispatch!(x.dtype(), T, {
+                    let (dx, dw) = backward(
+                        x.contiguous_data::<T>(),
+                        w.contiguous_data::<T>(),
+                        rstd.contiguous_data::<T>(),
+                        g.contiguous_data::<T>(),
+                        x.shape(),
+                    );
+                    (
+                        Tensor::from_vec(dx, x.shape())?,
+                        Tensor::from_vec(dw, w.shape())?,
+                    )
+                });
+                Ok(vec![Some(dx), Some(dw)])
+            })
+        })
+    }
+}
+
+/// The composed reference: `x · rsqrt(mean(x², -1) + eps) · w`.
+pub fn rms_norm_reference(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    let ms = x.mul(x)?.mean(&[-1], true)?;
+    x.mul(&ms.add_scalar(eps)?.rsqrt()?)?.mul(weight)
+}

@@ -1,0 +1,161 @@
+//! Pointwise math: neg, exp, log, sqrt, rsqrt, powf, silu, sigmoid, and scalar scale / add.
+//!
+//! `x: [..]` → `[..]`. Backward: `dx = dy · f'(x)`, with `f'` recomputed from the saved input.
+
+use super::{float_dispatch, save, with_compute_dtype};
+use crate::backend::cpu::elementwise;
+use crate::dtype::Float;
+use crate::error::Result;
+use crate::tape::{any_tracked, record};
+use crate::tensor::Tensor;
+
+#[derive(Clone, Copy, Debug)]
+enum Unary {
+    Neg,
+    Exp,
+    Log,
+    Sqrt,
+    Rsqrt,
+    Powf(f64),
+    Silu,
+    Sigmoid,
+    Scale(f64),
+    AddScalar(f64),
+}
+
+#[inline]
+fn sigmoid<T: Float>(x: T) -> T {
+    T::ONE / (T::ONE + (-x).exp())
+}
+
+impl Unary {
+    fn name(self) -> &'static str {
+        match self {
+            Unary::Neg => "neg",
+            Unary::Exp => "exp",
+            Unary::Log => "log",
+            Unary::Sqrt => "sqrt",
+            Unary::Rsqrt => "rsqrt",
+            Unary::Powf(_) => "powf",
+            Unary::Silu => "silu",
+            Unary::Sigmoid => "sigmoid",
+            Unary::Scale(_) => "scale",
+            Unary::AddScalar(_) => "add_scalar",
+        }
+    }
+
+    #[inline]
+    fn apply<T: Float>(self, x: T) -> T {
+        match self {
+            Unary::Neg => -x,
+            Unary::Exp => x.exp(),
+            Unary::Log => x.ln(),
+            Unary::Sqrt => x.sqrt(),
+            Unary::Rsqrt => T::ONE / x.sqrt(),
+            Unary::Powf(e) => x.powf(T::from_f64(e)),
+            Unary::Silu => x * sigmoid(x),
+            Unary::Sigmoid => sigmoid(x),
+            Unary::Scale(s) => x * T::from_f64(s),
+            Unary::AddScalar(s) => x + T::from_f64(s),
+        }
+    }
+
+    /// `f'(x)`.
+    #[inline]
+    fn derivative<T: Float>(self, x: T) -> T {
+        let half = T::from_f64(0.5);
+        match self {
+            Unary::Neg => -T::ONE,
+            Unary::Exp => x.exp(),
+            Unary::Log => T::ONE / x,
+            Unary::Sqrt => half / x.sqrt(),
+            Unary::Rsqrt => -half / (x * x.sqrt()),
+            Unary::Powf(e) => T::from_f64(e) * x.powf(T::from_f64(e - 1.0)),
+            Unary::Silu => {
+                let s = sigmoid(x);
+                s * (T::ONE + x * (T::ONE - s))
+            }
+            Unary::Sigmoid => {
+                let s = sigmoid(x);
+                s * (T::ONE - s)
+            }
+            Unary::Scale(s) => T::from_f64(s),
+            Unary::AddScalar(_) => T::ONE,
+        }
+    }
+
+    /// Whether the derivative is a constant (nothing needs saving).
+    fn constant_derivative(self) -> bool {
+        matches!(self, Unary::Neg | Unary::Scale(_) | Unary::AddScalar(_))
+    }
+}
+
+impl Tensor {
+    /// `-x`.
+    pub fn neg(&self) -> Result<Tensor> {
+        unary(Unary::Neg, self)
+    }
+    /// `eˣ`.
+    pub fn exp(&self) -> Result<Tensor> {
+        unary(Unary::Exp, self)
+    }
+    /// Natural logarithm.
+    pub fn log(&self) -> Result<Tensor> {
+        unary(Unary::Log, self)
+    }
+    /// Square root.
+    pub fn sqrt(&self) -> Result<Tensor> {
+        unary(Unary::Sqrt, self)
+    }
+    /// `1 / √x`.
+    pub fn rsqrt(&self) -> Result<Tensor> {
+        unary(Unary::Rsqrt, self)
+    }
+    /// `xᵉ`.
+    pub fn powf(&self, exponent: f64) -> Result<Tensor> {
+        unary(Unary::Powf(exponent), self)
+    }
+    /// `x · σ(x)`.
+    pub fn silu(&self) -> Result<Tensor> {
+        unary(Unary::Silu, self)
+    }
+    /// `σ(x) = 1 / (1 + e⁻ˣ)`.
+    pub fn sigmoid(&self) -> Result<Tensor> {
+        unary(Unary::Sigmoid, self)
+    }
+    /// `x · s`.
+    pub fn scale(&self, s: f64) -> Result<Tensor> {
+        unary(Unary::Scale(s), self)
+    }
+    /// `x + s`.
+    pub fn add_scalar(&self, s: f64) -> Result<Tensor> {
+        unary(Unary::AddScalar(s), self)
+    }
+}
+
+fn unary(op: Unary, x: &Tensor) -> Result<Tensor> {
+    with_compute_dtype(op.name(), &[x], |xs| {
+        let x = &xs[0];
+        let out = float_dispatch!(x.dtype(), T, {
+            let values = elementwise::unary(x.data::<T>(), &x.layout, |v: T| op.apply(v));
+            Tensor::from_vec(values, x.shape())?
+        });
+        let saved = save(x, any_tracked(&[x]) && !op.constant_derivative());
+        record(op.name(), &[x], out, move |g, _| {
+            let dx = match saved {
+                None => g.scale(op.derivative(0.0f64))?,
+                Some(x) => float_dispatch!(x.dtype(), T, {
+                    let values = elementwise::binary(
+                        g.data::<T>(),
+                        &g.layout,
+                        x.data::<T>(),
+                        &x.layout,
+                        |g: T, x: T| g * op.derivative(x),
+                    );
+                    Tensor::from_vec(values, x.shape())?
+                }),
+            };
+            Ok(vec![Some(dx)])
+        })
+    })
+}

@@ -1,0 +1,283 @@
+//! The tape: reverse-mode autodiff on a Wengert list.
+//!
+//! `Tape::watch` marks a tensor (a parameter) as a leaf; every op whose inputs include a tracked tensor appends
+//! one node holding its backward closure and what that closure saved. `Tape::backward` walks the nodes once,
+//! from the output down, and returns the gradient of every leaf.
+//!
+//! Guarantees:
+//! - the first gradient reaching a node is moved in; later ones (fan-in) are added;
+//! - each node's closure (and so everything it saved) is dropped as soon as it has run, and each intermediate
+//!   gradient as soon as it has been passed on;
+//! - inside `no_grad` nothing is recorded and no closure is built;
+//! - saved tensors are detached, so the tape never owns a handle to itself (no reference cycles);
+//! - a second backward over a consumed tape, or mixing tensors of two tapes, is an `Error::Tape`.
+
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// A backward closure: given the gradient of the op's output and which inputs need a gradient, returns one
+/// gradient per input (`None` where not needed), each of its input's shape.
+pub(crate) type BackwardFn =
+    Box<dyn FnOnce(&Tensor, &[bool]) -> Result<Vec<Option<Tensor>>> + Send>;
+
+struct Node {
+    op: &'static str,
+    inputs: Vec<Option<usize>>,
+    backward: Option<BackwardFn>,
+}
+
+#[derive(Default)]
+struct Inner {
+    nodes: Vec<Node>,
+    consumed: bool,
+}
+
+/// A recording of the ops applied to watched tensors. Cloning gives another handle to the same tape.
+#[derive(Clone, Default)]
+pub struct Tape {
+    inner: Arc<Mutex<Inner>>,
+}
+
+/// Where a tracked tensor sits on its tape.
+#[derive(Clone)]
+pub struct Track {
+    pub(crate) tape: Tape,
+    pub(crate) id: usize,
+}
+
+thread_local! {
+    static GRAD_ENABLED: Cell<bool> = const { Cell::new(true) };
+}
+
+/// Runs `f` with recording switched off on this thread: ops on tracked tensors give untracked results.
+pub fn no_grad<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            GRAD_ENABLED.with(|g| g.set(self.0));
+        }
+    }
+    let _restore = Restore(GRAD_ENABLED.with(|g| g.replace(false)));
+    f()
+}
+
+/// Whether ops on this thread are being recorded.
+pub fn grad_enabled() -> bool {
+    GRAD_ENABLED.with(|g| g.get())
+}
+
+/// Gradients returned by `Tape::backward`, keyed by the watched tensors.
+pub struct Gradients {
+    grads: HashMap<usize, Tensor>,
+    tape: Tape,
+}
+
+impl Gradients {
+    /// The gradient of a watched tensor, if the output depended on it.
+    pub fn get(&self, t: &Tensor) -> Option<&Tensor> {
+        let track = t.track.as_ref()?;
+        if !Arc::ptr_eq(&track.tape.inner, &self.tape.inner) {
+            return None;
+        }
+        self.grads.get(&track.id)
+    }
+
+    /// Moves the gradient of a watched tensor out.
+    pub fn remove(&mut self, t: &Tensor) -> Option<Tensor> {
+        let track = t.track.as_ref()?;
+        if !Arc::ptr_eq(&track.tape.inner, &self.tape.inner) {
+            return None;
+        }
+        self.grads.remove(&track.id)
+    }
+
+    /// Number of gradients held.
+    pub fn len(&self) -> usize {
+        self.grads.len()
+    }
+
+    /// Whether no gradient is held.
+    pub fn is_empty(&self) -> bool {
+        self.grads.is_empty()
+    }
+}
+
+impl Tape {
+    /// An empty tape.
+    pub fn new() -> Tape {
+        Tape::default()
+    }
+
+    /// Number of nodes recorded (leaves included).
+    pub fn len(&self) -> usize {
+        self.lock().nodes.len()
+    }
+
+    /// Whether nothing is recorded.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Returns `t` as a leaf of this tape (sharing its storage): gradients will be computed for it.
+    pub fn watch(&self, t: &Tensor) -> Tensor {
+        let mut out = t.detach();
+        let mut inner = self.lock();
+        let id = inner.nodes.len();
+        inner.nodes.push(Node {
+            op: "leaf",
+            inputs: Vec::new(),
+            backward: None,
+        });
+        out.track = Some(Track {
+            tape: self.clone(),
+            id,
+        });
+        out
+    }
+
+    /// Gradients of a scalar (one-element) `loss` with respect to every watched tensor it depends on.
+    pub fn backward(&self, loss: &Tensor) -> Result<Gradients> {
+        if loss.numel() != 1 {
+            return Err(Error::Tape {
+                op: "backward",
+                msg: format!(
+                    "output of shape {:?} is not a scalar; use backward_with_seed",
+                    loss.shape()
+                ),
+            });
+        }
+        let seed = Tensor::full(loss.shape(), 1.0, loss.dtype());
+        self.backward_with_seed(loss, seed)
+    }
+
+    /// Gradients of `Σ output · seed` (the vector-Jacobian product with `seed`, of `output`'s shape).
+    pub fn backward_with_seed(&self, output: &Tensor, seed: Tensor) -> Result<Gradients> {
+        if seed.shape() != output.shape() {
+            return Err(Error::Tape {
+                op: "backward",
+                msg: format!(
+                    "seed of shape {:?} does not match output of shape {:?}",
+                    seed.shape(),
+                    output.shape()
+                ),
+            });
+        }
+        let track = match &output.track {
+            Some(t) if Arc::ptr_eq(&t.tape.inner, &self.inner) => t.id,
+            _ => {
+                return Err(Error::Tape {
+                    op: "backward",
+                    msg: "output was not recorded on this tape (no watched tensor reaches it)"
+                        .into(),
+                })
+            }
+        };
+        let mut nodes = {
+            let mut inner = self.lock();
+            if inner.consumed {
+                return Err(Error::Tape {
+                    op: "backward",
+                    msg: "this tape was already consumed by an earlier backward".into(),
+                });
+            }
+            inner.consumed = true;
+            std::mem::take(&mut inner.nodes)
+        };
+        let mut grads: Vec<Option<Tensor>> = vec![None; nodes.len()];
+        grads[track] = Some(seed);
+        let mut leaves = HashMap::new();
+        no_grad(|| -> Result<()> {
+            for id in (0..=track).rev() {
+                let node = &mut nodes[id];
+                let Some(grad) = grads[id].take() else {
+                    node.backward = None;
+                    continue;
+                };
+                let Some(backward) = node.backward.take() else {
+                    leaves.insert(id, grad);
+                    continue;
+                };
+                let needs: Vec<bool> = node.inputs.iter().map(|i| i.is_some()).collect();
+                let input_grads = backward(&grad, &needs)?;
+                drop(grad);
+                debug_assert_eq!(input_grads.len(), node.inputs.len(), "{}", node.op);
+                for (input, g) in node.inputs.iter().zip(input_grads) {
+                    if let (Some(i), Some(g)) = (input, g) {
+                        grads[*i] = Some(match grads[*i].take() {
+                            None => g,
+                            Some(prev) => prev.add(&g)?,
+                        });
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        Ok(Gradients {
+            grads: leaves,
+            tape: self.clone(),
+        })
+    }
+}
+
+/// Records `output` of op `op` computed from `inputs`, with its backward. When no input is tracked (or inside
+/// `no_grad`) the output is returned untracked and the closure dropped.
+pub(crate) fn record(
+    op: &'static str,
+    inputs: &[&Tensor],
+    mut output: Tensor,
+    backward: impl FnOnce(&Tensor, &[bool]) -> Result<Vec<Option<Tensor>>> + Send + 'static,
+) -> Result<Tensor> {
+    if !grad_enabled() {
+        return Ok(output);
+    }
+    let mut tape: Option<&Tape> = None;
+    for t in inputs.iter().filter_map(|t| t.track.as_ref()) {
+        match tape {
+            None => tape = Some(&t.tape),
+            Some(first) if !Arc::ptr_eq(&first.inner, &t.tape.inner) => {
+                return Err(Error::Tape {
+                    op,
+                    msg: "inputs are recorded on two different tapes".into(),
+                })
+            }
+            Some(_) => {}
+        }
+    }
+    let Some(tape) = tape else {
+        return Ok(output);
+    };
+    let mut inner = tape.lock();
+    if inner.consumed {
+        return Err(Error::Tape {
+            op,
+            msg: "the tape of an input was already consumed by backward".into(),
+        });
+    }
+    let id = inner.nodes.len();
+    inner.nodes.push(Node {
+        op,
+        inputs: inputs
+            .iter()
+            .map(|t| t.track.as_ref().map(|t| t.id))
+            .collect(),
+        backward: Some(Box::new(backward)),
+    });
+    drop(inner);
+    output.track = Some(Track {
+        tape: tape.clone(),
+        id,
+    });
+    Ok(output)
+}
+
+/// Whether any of `inputs` would be recorded (so an op can skip saving what backward needs).
+pub(crate) fn any_tracked(inputs: &[&Tensor]) -> bool {
+    grad_enabled() && inputs.iter().any(|t| t.track.is_some())
+}

@@ -1,0 +1,111 @@
+//! The one helper every op test uses: forward against a reference, and tape gradients against central finite
+//! differences in f64.
+#![allow(dead_code)]
+
+use tapegrad::{DType, Rng, Tape, Tensor};
+
+/// How a test input is presented to an op: as is, or as a non-contiguous view of a larger base tensor.
+#[derive(Clone, Copy, Debug)]
+pub enum View {
+    Contiguous,
+    /// The base holds the last two dims swapped; the op sees its transpose.
+    Transposed,
+    /// The base is two rows longer along dim 0; the op sees the middle.
+    Narrowed,
+}
+
+impl View {
+    pub fn from_index(i: u8) -> View {
+        match i % 3 {
+            0 => View::Contiguous,
+            1 => View::Transposed,
+            _ => View::Narrowed,
+        }
+    }
+
+    /// The base tensor's shape for an op input of `shape`.
+    pub fn base_shape(self, shape: &[usize]) -> Vec<usize> {
+        let mut s = shape.to_vec();
+        match self {
+            View::Transposed if s.len() >= 2 => {
+                let n = s.len();
+                s.swap(n - 1, n - 2)
+            }
+            View::Narrowed if !s.is_empty() => s[0] += 2,
+            _ => {}
+        }
+        s
+    }
+
+    /// The op input seen through this view of `base`.
+    pub fn apply(self, base: &Tensor, shape: &[usize]) -> tapegrad::Result<Tensor> {
+        match self {
+            View::Transposed if shape.len() >= 2 => base.transpose(-1, -2),
+            View::Narrowed if !shape.is_empty() => base.narrow(0, 1, shape[0]),
+            _ => Ok(base.clone()),
+        }
+    }
+}
+
+/// f64 values in `[low, high)` with `shape`, seeded.
+pub fn values(shape: &[usize], low: f64, high: f64, seed: u64) -> Tensor {
+    Tensor::uniform(shape, low, high, DType::F64, &mut Rng::new(seed))
+}
+
+/// `Σ f(inputs) ⊙ r` for fixed random weights `r`: a scalar whose gradient exercises every output element.
+fn weighted(out: &Tensor, seed: u64) -> tapegrad::Result<Tensor> {
+    let r = values(out.shape(), -1.0, 1.0, seed ^ 0x5eed);
+    out.mul(&r)?.sum_all()
+}
+
+/// Checks `f` at `inputs` (f64): the forward against `reference` when given, and the tape's gradient of every
+/// input against central finite differences.
+pub fn check_op(
+    inputs: &[Tensor],
+    f: impl Fn(&[Tensor]) -> tapegrad::Result<Tensor>,
+    reference: Option<&dyn Fn(&[Tensor]) -> tapegrad::Result<Tensor>>,
+) {
+    let seed = 17;
+    let tape = Tape::new();
+    let tracked: Vec<Tensor> = inputs.iter().map(|t| tape.watch(t)).collect();
+    let out = f(&tracked).expect("forward");
+    if let Some(reference) = reference {
+        let expected = reference(inputs).expect("reference forward");
+        assert_eq!(out.shape(), expected.shape());
+        for (a, b) in out.to_f64_vec().iter().zip(expected.to_f64_vec()) {
+            // Both are f64 and differ only in summation order: 1e-9 relative is generous.
+            assert!(
+                (a - b).abs() <= 1e-9 * (1.0 + b.abs()),
+                "forward {a} vs reference {b}"
+            );
+        }
+    }
+    let loss = weighted(&out, seed).unwrap();
+    let grads = tape.backward(&loss).expect("backward");
+    let eval = |xs: &[Tensor]| weighted(&f(xs).unwrap(), seed).unwrap().item().unwrap();
+    // Central differences with h = 1e-5 in f64: truncation error ~ h² · |f'''| ≈ 1e-10 and rounding
+    // ~ 1e-16 · |loss| / h ≈ 1e-10 for the losses here, so 1e-6 (relative above 1) is far from both.
+    let h = 1e-5;
+    for (i, input) in inputs.iter().enumerate() {
+        let analytic = grads
+            .get(&tracked[i])
+            .map(|g| g.to_f64_vec())
+            .unwrap_or_else(|| vec![0.0; input.numel()]);
+        let base = input.to_f64_vec();
+        for e in 0..base.len() {
+            let shifted = |delta: f64| {
+                let mut v = base.clone();
+                v[e] += delta;
+                let mut xs = inputs.to_vec();
+                xs[i] = Tensor::from_vec(v, input.shape()).unwrap();
+                eval(&xs)
+            };
+            let numeric = (shifted(h) - shifted(-h)) / (2.0 * h);
+            let a = analytic[e];
+            assert!(
+                (a - numeric).abs() <= 1e-6 * (1.0 + numeric.abs()),
+                "input {i} element {e}: tape {a} vs finite difference {numeric}"
+            );
+        }
+    }
+}
