@@ -50,14 +50,13 @@ fn backward<T: Float>(x: &[T], w: &[T], rstd: &[T], dy: &[T], shape: &[usize]) -
             *o = rstd[r] * (g * wv - a * k);
         }
     });
+    // Per-chunk partial sums over a fixed chunking, added in order: deterministic for any thread count.
     let rows = rstd.len();
-    let chunk = (rows / (4 * rayon::current_num_threads()).max(1)).max(16);
-    let dw = (0..rows)
+    let partials: Vec<Vec<T>> = (0..rows.div_ceil(64))
         .into_par_iter()
-        .chunks(chunk)
-        .map(|rs| {
+        .map(|chunk| {
             let mut acc = vec![T::ZERO; c];
-            for r in rs {
+            for r in chunk * 64..(chunk * 64 + 64).min(rows) {
                 let (xr, gr) = (&x[r * c..(r + 1) * c], &dy[r * c..(r + 1) * c]);
                 for ((a, &xv), &g) in acc.iter_mut().zip(xr).zip(gr) {
                     *a += g * xv * rstd[r];
@@ -65,13 +64,11 @@ fn backward<T: Float>(x: &[T], w: &[T], rstd: &[T], dy: &[T], shape: &[usize]) -
             }
             acc
         })
-        .reduce(
-            || vec![T::ZERO; c],
-            |mut a, b| {
-                a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
-                a
-            },
-        );
+        .collect();
+    let mut dw = vec![T::ZERO; c];
+    for p in partials {
+        dw.iter_mut().zip(p).for_each(|(a, b)| *a += b);
+    }
     (dx, dw)
 }
 

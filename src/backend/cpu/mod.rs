@@ -87,3 +87,23 @@ storage_element!(f16, F16);
 
 /// Below this many elements an elementwise kernel runs on one thread (rayon's overhead would dominate).
 pub const PARALLEL_THRESHOLD: usize = 1 << 15;
+
+/// Asks glibc's allocator to keep freed memory for reuse instead of returning large blocks to the kernel:
+/// every op allocates fresh output buffers of megabytes, and without this each one is a new mapping whose
+/// pages fault in one by one (about 8% of a training step in a profile). A no-op on other platforms.
+pub fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn mallopt(param: i32, value: i32) -> i32;
+        }
+        const M_TRIM_THRESHOLD: i32 = -1;
+        const M_MMAP_THRESHOLD: i32 = -3;
+        // SAFETY: mallopt only changes allocator tuning parameters; both values are within glibc's limits
+        // (the mmap threshold's maximum is 32 MiB on 64-bit).
+        unsafe {
+            mallopt(M_MMAP_THRESHOLD, 32 << 20);
+            mallopt(M_TRIM_THRESHOLD, 1 << 30);
+        }
+    }
+}

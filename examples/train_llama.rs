@@ -1,0 +1,245 @@
+//! Trains a LLaMA on the bundled corpora (or your own) on the CPU.
+//!
+//! `cargo run --release --example train_llama` trains the `small` config on Shakespeare + Austen: a progress
+//! bar with loss, tokens/s, learning rate and ETA; `out/metrics.jsonl`; validation in nats per token and bits
+//! per byte; atomic checkpoints under `out/checkpoints/`; samples and `out/loss.png` at the end.
+
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tapegrad::llama::generate::{generate, Sampling};
+use tapegrad::llama::train::{TrainOptions, Trainer};
+use tapegrad::llama::Config;
+use tapegrad::optim::AdamWConfig;
+use tapegrad::{Device, Error, Result, Rng};
+
+#[derive(Parser, Debug)]
+#[command(about = "Train a LLaMA model with tapegrad")]
+struct Args {
+    /// Model preset: tiny, small, medium, gpu-125m, 7b, 13b, 33b, 65b.
+    #[arg(long, default_value = "small")]
+    config: String,
+    /// Optimizer steps.
+    #[arg(long, default_value_t = 420)]
+    steps: usize,
+    /// Sequences per step (default: the preset's).
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Tokens per sequence (default: the preset's).
+    #[arg(long)]
+    seq_len: Option<usize>,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 2e-3)]
+    lr: f64,
+    /// Warmup steps (capped at a tenth of the run).
+    #[arg(long, default_value_t = 50)]
+    warmup: usize,
+    /// Corpora as PATH or PATH:WEIGHT, repeatable (default: the bundled Shakespeare and Austen, weight 1 each).
+    #[arg(long)]
+    data: Vec<String>,
+    /// cpu or cuda.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Output folder for metrics, checkpoints, samples and the loss curve.
+    #[arg(long, default_value = "out")]
+    out: PathBuf,
+    /// Resume from the latest checkpoint in OUT/checkpoints.
+    #[arg(long)]
+    resume: bool,
+    #[arg(long, default_value_t = 1337)]
+    seed: u64,
+    /// Validate every N steps (and at the end).
+    #[arg(long, default_value_t = 100)]
+    eval_every: usize,
+    /// Validation batches per evaluation.
+    #[arg(long, default_value_t = 16)]
+    eval_batches: usize,
+    /// Checkpoint every N steps (and at the end).
+    #[arg(long, default_value_t = 200)]
+    save_every: usize,
+    /// Tokens generated per sample at the end (0: none).
+    #[arg(long, default_value_t = 120)]
+    sample_tokens: usize,
+}
+
+fn parse_data(specs: &[String]) -> Result<Vec<(PathBuf, f64)>> {
+    if specs.is_empty() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("data");
+        return Ok(vec![
+            (root.join("shakespeare.txt"), 1.0),
+            (root.join("austen.txt"), 1.0),
+        ]);
+    }
+    specs
+        .iter()
+        .map(|spec| match spec.rsplit_once(':') {
+            Some((path, w)) if w.parse::<f64>().is_ok() => {
+                Ok((PathBuf::from(path), w.parse().unwrap()))
+            }
+            _ => Ok((PathBuf::from(spec), 1.0)),
+        })
+        .collect()
+}
+
+fn append_json(path: &Path, value: serde_json::Value) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    writeln!(f, "{value}").map_err(|e| Error::io(path, e))
+}
+
+fn main() {
+    if let Err(e) = run(Args::parse()) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> Result<()> {
+    tapegrad::backend::cpu::keep_freed_memory();
+    let _device: Device = args.device.parse()?;
+    let preset = Config::preset(&args.config)?;
+    let default_batch = preset.batch_tokens / preset.config.max_seq_len;
+    let options = TrainOptions {
+        seq_len: args.seq_len.unwrap_or(preset.config.max_seq_len),
+        batch_size: args.batch_size.unwrap_or(default_batch.max(1)),
+        config: preset.config,
+        steps: args.steps,
+        lr: args.lr,
+        warmup_steps: args.warmup,
+        final_lr_fraction: 0.1,
+        data: parse_data(&args.data)?,
+        cache_dir: args.out.join("cache"),
+        seed: args.seed,
+        optimizer: AdamWConfig::default(),
+    };
+    std::fs::create_dir_all(&args.out).map_err(|e| Error::io(&args.out, e))?;
+    let ckpt_root = args.out.join("checkpoints");
+    let metrics = args.out.join("metrics.jsonl");
+    let mut trainer = if args.resume {
+        Trainer::resume(&ckpt_root, options)?
+    } else {
+        let _ = std::fs::remove_file(&metrics);
+        Trainer::new(options)?
+    };
+    let cfg = &trainer.model.config;
+    let flops_per_token = cfg.train_flops_per_token(trainer.options.seq_len);
+    eprintln!(
+        "model {}: {:.2} M parameters, {} layers, dim {}, vocab {}; {} steps of {} x {} tokens, {} threads",
+        args.config,
+        cfg.param_count() as f64 / 1e6,
+        cfg.n_layers,
+        cfg.dim,
+        cfg.vocab_size,
+        trainer.options.steps,
+        trainer.options.batch_size,
+        trainer.options.seq_len,
+        rayon::current_num_threads()
+    );
+    let total = trainer.options.steps as u64;
+    let bar = ProgressBar::new(total).with_position(trainer.step);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]",
+        )
+        .expect("template"),
+    );
+    let start = Instant::now();
+    let mut history: Vec<(u64, f64)> = Vec::new();
+    let mut val_history: Vec<(u64, f64)> = Vec::new();
+    let mut tokens_done = 0usize;
+    let mut last_eval = None;
+    while trainer.step < total {
+        let t0 = Instant::now();
+        let stats = trainer.train_step()?;
+        let dt = t0.elapsed().as_secs_f64();
+        tokens_done += stats.tokens;
+        let tps = stats.tokens as f64 / dt;
+        history.push((trainer.step, stats.loss));
+        bar.set_position(trainer.step);
+        bar.set_message(format!(
+            "loss {:.3} | {:.0} tok/s | {:.1} GFLOP/s | lr {:.2e}",
+            stats.loss,
+            tps,
+            tps * flops_per_token / 1e9,
+            stats.lr
+        ));
+        append_json(
+            &metrics,
+            serde_json::json!({"step": trainer.step, "loss": stats.loss, "lr": stats.lr, "grad_norm": stats.grad_norm,
+                "tokens_per_s": tps, "elapsed_s": start.elapsed().as_secs_f64()}),
+        )?;
+        let last = trainer.step == total;
+        if trainer.step % args.eval_every.max(1) as u64 == 0 || last {
+            let eval = trainer.evaluate(args.eval_batches)?;
+            val_history.push((trainer.step, eval.nats_per_token));
+            last_eval = Some(eval);
+            let line = format!(
+                "step {:>5}: train loss {:.3}, validation {:.3} nats/token, {:.3} bits/byte",
+                trainer.step, stats.loss, eval.nats_per_token, eval.bits_per_byte
+            );
+            if bar.is_hidden() {
+                eprintln!("{line}");
+            } else {
+                bar.println(line);
+            }
+            append_json(
+                &metrics,
+                serde_json::json!({"step": trainer.step, "val_loss": eval.nats_per_token, "val_bpb": eval.bits_per_byte,
+                    "elapsed_s": start.elapsed().as_secs_f64()}),
+            )?;
+        }
+        if trainer.step % args.save_every.max(1) as u64 == 0 || last {
+            trainer.save(&ckpt_root, 3)?;
+        }
+    }
+    bar.finish_and_clear();
+    let elapsed = start.elapsed().as_secs_f64();
+    eprintln!(
+        "trained {} steps in {:.1} s: {:.0} tokens/s, {:.1} GFLOP/s",
+        history.len(),
+        elapsed,
+        tokens_done as f64 / elapsed,
+        tokens_done as f64 * flops_per_token / elapsed / 1e9
+    );
+    if let Some(eval) = last_eval {
+        eprintln!(
+            "final validation: {:.4} nats/token, {:.4} bits/byte",
+            eval.nats_per_token, eval.bits_per_byte
+        );
+    }
+    tapegrad::llama::plot::loss_curve(&args.out.join("loss.png"), &history, &val_history)?;
+    if args.sample_tokens > 0 {
+        let mut samples = String::new();
+        let mut rng = Rng::new(args.seed);
+        for prompt in ["ROMEO:\n", "Elizabeth", "The king"] {
+            let ids = trainer.tokenizer.encode(prompt.as_bytes());
+            let sampling = Sampling {
+                temperature: 0.8,
+                top_p: 0.95,
+            };
+            let out = generate(
+                &trainer.model,
+                &ids,
+                args.sample_tokens,
+                sampling,
+                None,
+                &mut rng,
+            )?;
+            let text = format!(
+                "--- {prompt:?}\n{}{}\n",
+                prompt,
+                trainer.tokenizer.decode_lossy(&out)
+            );
+            println!("{text}");
+            samples.push_str(&text);
+        }
+        let path = args.out.join("samples.txt");
+        std::fs::write(&path, samples).map_err(|e| Error::io(&path, e))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,310 @@
+//! Checkpoints. Weights go to `model.safetensors` with Hugging Face names (f32) beside a transformers-style
+//! `config.json`, so a trained model loads in transformers; training checkpoints add `optimizer.safetensors`
+//! (both AdamW moments, `m.<name>` / `v.<name>`) and `state.json` (step, data position, RNG, schedule).
+//!
+//! Atomicity: a checkpoint is written into `step-NNNNNNNN.tmp/`, every file fsynced, the folder renamed to
+//! `step-NNNNNNNN/` and the parent fsynced; only then is `latest` (a one-line file, itself written atomically)
+//! pointed at it. A crash leaves either the old or the new checkpoint, never a torn one in `latest`.
+
+use super::config::Config;
+use super::model::{parameter_shapes, Block, Llama};
+use crate::data::shard::write_file_atomically;
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::optim::AdamW;
+use crate::tensor::Tensor;
+use safetensors::tensor::{Dtype as StDtype, TensorView};
+use safetensors::SafeTensors;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// Serializes named f32 tensors (contiguous) to safetensors bytes.
+pub fn to_safetensors(tensors: &[(String, Tensor)]) -> Result<Vec<u8>> {
+    let owned: Vec<(String, Tensor)> = tensors
+        .iter()
+        .map(|(n, t)| Ok((n.clone(), t.to_dtype(DType::F32)?.contiguous()?)))
+        .collect::<Result<_>>()?;
+    let views = owned
+        .iter()
+        .map(|(n, t)| {
+            let view = TensorView::new(StDtype::F32, t.shape().to_vec(), t.as_bytes()?)
+                .map_err(|e| Error::invalid("safetensors", format!("{n}: {e}")))?;
+            Ok((n.clone(), view))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    safetensors::serialize(views, &None).map_err(|e| Error::invalid("safetensors", e.to_string()))
+}
+
+/// Reads every tensor of a safetensors file as f32 (f32, f16 and bf16 are accepted).
+pub fn read_safetensors(path: &Path) -> Result<HashMap<String, Tensor>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let st = SafeTensors::deserialize(&bytes)
+        .map_err(|e| Error::format(path, format!("not a safetensors file: {e}")))?;
+    let mut out = HashMap::new();
+    for (name, view) in st.tensors() {
+        let data = view.data();
+        let values: Vec<f32> = match view.dtype() {
+            StDtype::F32 => data
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            StDtype::F16 => data
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            StDtype::BF16 => data
+                .chunks_exact(2)
+                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            other => {
+                return Err(Error::format(
+                    path,
+                    format!("tensor {name} has unsupported dtype {other:?}"),
+                ))
+            }
+        };
+        out.insert(name.clone(), Tensor::from_vec(values, view.shape())?);
+    }
+    Ok(out)
+}
+
+fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_file_atomically(path, |w| w.write_all(bytes))
+}
+
+/// The model's parameters with their names, in `visit` order.
+pub fn named_parameters(model: &Llama) -> Vec<(String, Tensor)> {
+    let mut out = Vec::new();
+    model.visit(&mut |n, t| out.push((n.to_string(), t.clone())));
+    out
+}
+
+/// A transformers `config.json` for `config`.
+pub fn hf_config_json(config: &Config) -> serde_json::Value {
+    serde_json::json!({
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": config.vocab_size,
+        "hidden_size": config.dim,
+        "intermediate_size": config.ffn_dim,
+        "num_hidden_layers": config.n_layers,
+        "num_attention_heads": config.n_heads,
+        "num_key_value_heads": config.n_kv_heads,
+        "head_dim": config.head_dim(),
+        "max_position_embeddings": config.max_seq_len,
+        "rms_norm_eps": config.norm_eps,
+        "rope_theta": config.rope_theta,
+        "tie_word_embeddings": config.tie_embeddings,
+        "hidden_act": "silu",
+        "attention_bias": false,
+        "mlp_bias": false,
+        "torch_dtype": "float32",
+        "tapegrad_config": config,
+    })
+}
+
+/// Writes `model.safetensors` and `config.json` into `dir` (created if needed).
+pub fn save_model(model: &Llama, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    write_bytes(
+        &dir.join("model.safetensors"),
+        &to_safetensors(&named_parameters(model))?,
+    )?;
+    let json = serde_json::to_vec_pretty(&hf_config_json(&model.config)).expect("json");
+    write_bytes(&dir.join("config.json"), &json)
+}
+
+/// Loads a model saved by `save_model` (our `config.json` and f32/f16/bf16 weights).
+pub fn load_model(dir: &Path) -> Result<Llama> {
+    let config_path = dir.join("config.json");
+    let text = std::fs::read(&config_path).map_err(|e| Error::io(&config_path, e))?;
+    let json: serde_json::Value = serde_json::from_slice(&text)
+        .map_err(|e| Error::format(&config_path, format!("bad json: {e}")))?;
+    let config: Config = serde_json::from_value(json["tapegrad_config"].clone())
+        .map_err(|e| Error::format(&config_path, format!("no usable tapegrad_config: {e}")))?;
+    config.validate()?;
+    let mut tensors = read_safetensors(&dir.join("model.safetensors"))?;
+    model_from_tensors(config, &mut tensors, &dir.join("model.safetensors"))
+}
+
+/// Builds a model from named tensors, checking every name and shape.
+pub fn model_from_tensors(
+    config: Config,
+    tensors: &mut HashMap<String, Tensor>,
+    path: &Path,
+) -> Result<Llama> {
+    for (name, shape) in parameter_shapes(&config) {
+        match tensors.get(&name) {
+            None => return Err(Error::format(path, format!("missing tensor {name}"))),
+            Some(t) if t.shape() != shape.as_slice() => {
+                return Err(Error::format(
+                    path,
+                    format!("{name} is {:?} but the config needs {shape:?}", t.shape()),
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    let mut take = |name: &str| -> Result<Tensor> {
+        tensors
+            .remove(name)
+            .ok_or_else(|| Error::format(path, format!("missing tensor {name}")))
+    };
+    let embed = take("model.embed_tokens.weight")?;
+    let blocks = (0..config.n_layers)
+        .map(|i| {
+            let mut p = |s: &str| take(&format!("model.layers.{i}.{s}"));
+            Ok(Block {
+                attn_norm: p("input_layernorm.weight")?,
+                wq: p("self_attn.q_proj.weight")?,
+                wk: p("self_attn.k_proj.weight")?,
+                wv: p("self_attn.v_proj.weight")?,
+                wo: p("self_attn.o_proj.weight")?,
+                mlp_norm: p("post_attention_layernorm.weight")?,
+                w_gate: p("mlp.gate_proj.weight")?,
+                w_up: p("mlp.up_proj.weight")?,
+                w_down: p("mlp.down_proj.weight")?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let norm = take("model.norm.weight")?;
+    let lm_head = if config.tie_embeddings {
+        None
+    } else {
+        Some(take("lm_head.weight")?)
+    };
+    Llama::from_parts(config, embed, blocks, norm, lm_head)
+}
+
+/// Writes a training checkpoint for `step` under `root` and points `root/latest` at it; keeps the newest
+/// `keep` checkpoints. `state` is the caller's resumable state (data position, RNG, schedule...).
+pub fn save_checkpoint(
+    root: &Path,
+    step: u64,
+    model: &Llama,
+    optimizer: &AdamW,
+    state: &serde_json::Value,
+    keep: usize,
+) -> Result<PathBuf> {
+    let name = format!("step-{step:08}");
+    let final_dir = root.join(&name);
+    let tmp = root.join(format!("{name}.tmp"));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    }
+    save_model(model, &tmp)?;
+    let params = named_parameters(model);
+    let mut moments = Vec::with_capacity(2 * params.len());
+    for (i, (n, t)) in params.iter().enumerate() {
+        moments.push((
+            format!("m.{n}"),
+            Tensor::from_slice(&optimizer.m[i], t.shape())?,
+        ));
+        moments.push((
+            format!("v.{n}"),
+            Tensor::from_slice(&optimizer.v[i], t.shape())?,
+        ));
+    }
+    write_bytes(
+        &tmp.join("optimizer.safetensors"),
+        &to_safetensors(&moments)?,
+    )?;
+    let full_state = serde_json::json!({
+        "step": step,
+        "optimizer_step": optimizer.step,
+        "optimizer": optimizer.config,
+        "train": state,
+    });
+    write_bytes(
+        &tmp.join("state.json"),
+        &serde_json::to_vec_pretty(&full_state).expect("json"),
+    )?;
+    if final_dir.exists() {
+        std::fs::remove_dir_all(&final_dir).map_err(|e| Error::io(&final_dir, e))?;
+    }
+    std::fs::rename(&tmp, &final_dir).map_err(|e| Error::io(&final_dir, e))?;
+    if let Ok(f) = std::fs::File::open(root) {
+        let _ = f.sync_all();
+    }
+    write_bytes(&root.join("latest"), name.as_bytes())?;
+    prune(root, keep)?;
+    Ok(final_dir)
+}
+
+fn prune(root: &Path, keep: usize) -> Result<()> {
+    let mut steps: Vec<PathBuf> = std::fs::read_dir(root)
+        .map_err(|e| Error::io(root, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("step-") && !n.ends_with(".tmp"))
+        })
+        .collect();
+    steps.sort();
+    let excess = steps.len().saturating_sub(keep.max(1));
+    for old in &steps[..excess] {
+        std::fs::remove_dir_all(old).map_err(|e| Error::io(old, e))?;
+    }
+    Ok(())
+}
+
+/// A loaded training checkpoint.
+pub struct Checkpoint {
+    pub step: u64,
+    pub model: Llama,
+    pub optimizer: AdamW,
+    pub state: serde_json::Value,
+}
+
+/// Loads the checkpoint `root/latest` points at (or `root` itself when it is a checkpoint folder).
+pub fn load_checkpoint(root: &Path) -> Result<Checkpoint> {
+    let latest = root.join("latest");
+    let dir = if latest.exists() {
+        let name = std::fs::read_to_string(&latest).map_err(|e| Error::io(&latest, e))?;
+        root.join(name.trim())
+    } else {
+        root.to_path_buf()
+    };
+    let model = load_model(&dir)?;
+    let state_path = dir.join("state.json");
+    let text = std::fs::read(&state_path).map_err(|e| Error::io(&state_path, e))?;
+    let full: serde_json::Value = serde_json::from_slice(&text)
+        .map_err(|e| Error::format(&state_path, format!("bad json: {e}")))?;
+    let field = |k: &str| {
+        full.get(k)
+            .cloned()
+            .ok_or_else(|| Error::format(&state_path, format!("missing {k}")))
+    };
+    let step = field("step")?
+        .as_u64()
+        .ok_or_else(|| Error::format(&state_path, "step is not a number"))?;
+    let config = serde_json::from_value(field("optimizer")?)
+        .map_err(|e| Error::format(&state_path, format!("bad optimizer config: {e}")))?;
+    let opt_path = dir.join("optimizer.safetensors");
+    let mut moments = read_safetensors(&opt_path)?;
+    let params = named_parameters(&model);
+    let mut optimizer = AdamW::new(config, &[]);
+    optimizer.step = field("optimizer_step")?.as_u64().unwrap_or(step);
+    for (n, t) in &params {
+        for (prefix, dst) in [("m", &mut optimizer.m), ("v", &mut optimizer.v)] {
+            let key = format!("{prefix}.{n}");
+            let m = moments
+                .remove(&key)
+                .ok_or_else(|| Error::format(&opt_path, format!("missing {key}")))?;
+            if m.shape() != t.shape() {
+                return Err(Error::format(
+                    &opt_path,
+                    format!("{key} is {:?}, expected {:?}", m.shape(), t.shape()),
+                ));
+            }
+            dst.push(m.to_vec::<f32>()?);
+        }
+    }
+    Ok(Checkpoint {
+        step,
+        model,
+        optimizer,
+        state: field("train")?,
+    })
+}

@@ -1,0 +1,14 @@
+//! The LLaMA model (Touvron et al., 2023): pre-normalization with RMSNorm, SwiGLU feed-forward, rotary
+//! embeddings, causal attention with optional grouped-query heads, optional tied embeddings; generation with a
+//! KV cache; checkpoints in the Hugging Face safetensors layout.
+
+pub mod checkpoint;
+pub mod config;
+pub mod generate;
+pub mod model;
+pub mod plot;
+pub mod train;
+
+pub use config::{Config, Preset};
+pub use generate::{generate, KvCache, Sampling};
+pub use model::Llama;

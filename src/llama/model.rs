@@ -1,0 +1,305 @@
+//! The LLaMA network. Parameters carry their Hugging Face names; `forward` maps token ids `[B, T]` to logits
+//! `[B, T, V]`, optionally appending to a KV cache for generation.
+//!
+//! Initialization: every weight normal with std 0.02, the two output projections of each block (attention
+//! `o_proj`, MLP `down_proj`) scaled by `1/√(2L)` so the residual stream's variance does not grow with depth;
+//! norm gains 1.
+
+use super::config::Config;
+use super::generate::KvCache;
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::ops::Rope;
+use crate::rng::Rng;
+use crate::tape::Tape;
+use crate::tensor::Tensor;
+
+/// One transformer block's parameters.
+#[derive(Clone)]
+pub struct Block {
+    pub attn_norm: Tensor,
+    pub wq: Tensor,
+    pub wk: Tensor,
+    pub wv: Tensor,
+    pub wo: Tensor,
+    pub mlp_norm: Tensor,
+    pub w_gate: Tensor,
+    pub w_up: Tensor,
+    pub w_down: Tensor,
+}
+
+/// A LLaMA model: configuration, parameters and rotary tables.
+#[derive(Clone)]
+pub struct Llama {
+    pub config: Config,
+    pub embed: Tensor,
+    pub blocks: Vec<Block>,
+    pub norm: Tensor,
+    /// The output head `[V, C]`; `None` when tied to the embedding.
+    pub lm_head: Option<Tensor>,
+    rope: Rope,
+}
+
+impl Llama {
+    /// A freshly initialized model (see the module docs), in `dtype`.
+    pub fn new(config: Config, dtype: DType, seed: u64) -> Result<Llama> {
+        config.validate()?;
+        let mut rng = Rng::new(seed);
+        let (c, f, v) = (config.dim, config.ffn_dim, config.vocab_size);
+        let kv = config.n_kv_heads * config.head_dim();
+        let std = 0.02;
+        let out_std = std / (2.0 * config.n_layers as f64).sqrt();
+        let mut normal = |shape: &[usize], s: f64| Tensor::randn(shape, s, dtype, &mut rng);
+        let embed = normal(&[v, c], std);
+        let blocks = (0..config.n_layers)
+            .map(|_| Block {
+                attn_norm: Tensor::ones(&[c], dtype),
+                wq: normal(&[c, c], std),
+                wk: normal(&[kv, c], std),
+                wv: normal(&[kv, c], std),
+                wo: normal(&[c, c], out_std),
+                mlp_norm: Tensor::ones(&[c], dtype),
+                w_gate: normal(&[f, c], std),
+                w_up: normal(&[f, c], std),
+                w_down: normal(&[c, f], out_std),
+            })
+            .collect();
+        let lm_head = (!config.tie_embeddings).then(|| normal(&[v, c], std));
+        Llama::from_parts(config, embed, blocks, Tensor::ones(&[c], dtype), lm_head)
+    }
+
+    /// A model from given parameters (shapes are checked against the config).
+    pub fn from_parts(
+        config: Config,
+        embed: Tensor,
+        blocks: Vec<Block>,
+        norm: Tensor,
+        lm_head: Option<Tensor>,
+    ) -> Result<Llama> {
+        config.validate()?;
+        let rope = Rope::new(config.head_dim(), config.max_seq_len, config.rope_theta)?;
+        let model = Llama {
+            config,
+            embed,
+            blocks,
+            norm,
+            lm_head,
+            rope,
+        };
+        model.check_shapes()?;
+        Ok(model)
+    }
+
+    fn check_shapes(&self) -> Result<()> {
+        let expected = parameter_shapes(&self.config);
+        let mut problems = Vec::new();
+        let mut seen = 0;
+        self.visit(&mut |name, t| {
+            seen += 1;
+            match expected.iter().find(|(n, _)| n == name) {
+                Some((_, shape)) if shape.as_slice() == t.shape() => {}
+                Some((_, shape)) => {
+                    problems.push(format!("{name} is {:?}, expected {shape:?}", t.shape()))
+                }
+                None => problems.push(format!("{name} is not a parameter of this config")),
+            }
+        });
+        if self.blocks.len() != self.config.n_layers || seen != expected.len() {
+            problems.push(format!(
+                "{} blocks for {} layers",
+                self.blocks.len(),
+                self.config.n_layers
+            ));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::invalid("model", problems.join("; ")))
+        }
+    }
+
+    /// Visits every parameter with its Hugging Face name, in a fixed order.
+    pub fn visit(&self, f: &mut dyn FnMut(&str, &Tensor)) {
+        f("model.embed_tokens.weight", &self.embed);
+        for (i, b) in self.blocks.iter().enumerate() {
+            for (suffix, t) in block_params(b) {
+                f(&format!("model.layers.{i}.{suffix}"), t);
+            }
+        }
+        f("model.norm.weight", &self.norm);
+        if let Some(head) = &self.lm_head {
+            f("lm_head.weight", head);
+        }
+    }
+
+    /// Every parameter, mutably, in the order of `visit`.
+    pub fn params_mut(&mut self) -> Vec<&mut Tensor> {
+        let mut out = vec![&mut self.embed];
+        for b in &mut self.blocks {
+            out.extend([
+                &mut b.attn_norm,
+                &mut b.wq,
+                &mut b.wk,
+                &mut b.wv,
+                &mut b.wo,
+                &mut b.mlp_norm,
+                &mut b.w_gate,
+                &mut b.w_up,
+                &mut b.w_down,
+            ]);
+        }
+        out.push(&mut self.norm);
+        if let Some(head) = &mut self.lm_head {
+            out.push(head);
+        }
+        out
+    }
+
+    /// Visits every parameter mutably, in the order of `visit`.
+    pub fn visit_mut(&mut self, f: &mut dyn FnMut(&str, &mut Tensor)) {
+        let mut names = Vec::new();
+        self.visit(&mut |n, _| names.push(n.to_string()));
+        for (name, t) in names.iter().zip(self.params_mut()) {
+            f(name, t);
+        }
+    }
+
+    /// Replaces every parameter by its leaf on `tape`, returning them (in `visit` order) for `Gradients::get`.
+    pub fn watch(&mut self, tape: &Tape) -> Vec<Tensor> {
+        let mut leaves = Vec::new();
+        self.visit_mut(&mut |_, t| {
+            *t = tape.watch(t);
+            leaves.push(t.clone());
+        });
+        leaves
+    }
+
+    /// Detaches every parameter from any tape.
+    pub fn unwatch(&mut self) {
+        self.visit_mut(&mut |_, t| *t = t.detach());
+    }
+
+    /// Logits `[B, T, V]` for token ids `[B, T]` (row-major). With a cache, the ids continue the cached
+    /// sequence and their keys and values are appended.
+    pub fn forward(
+        &self,
+        ids: &[u32],
+        batch: usize,
+        seq_len: usize,
+        mut cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
+        let cfg = &self.config;
+        let start = cache.as_ref().map_or(0, |c| c.len());
+        if start + seq_len > cfg.max_seq_len {
+            return Err(Error::invalid(
+                "seq_len",
+                format!(
+                    "positions up to {} exceed the model's max_seq_len {}",
+                    start + seq_len,
+                    cfg.max_seq_len
+                ),
+            ));
+        }
+        let (c, h, hkv, d) = (cfg.dim, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim());
+        let mut x = self.embed.embedding(ids, &[batch, seq_len])?;
+        for (layer, b) in self.blocks.iter().enumerate() {
+            let hn = x.rms_norm(&b.attn_norm, cfg.norm_eps)?;
+            let q = hn
+                .linear(&b.wq)?
+                .reshape(&[batch, seq_len, h, d])?
+                .rope(&self.rope, start)?;
+            let k = hn
+                .linear(&b.wk)?
+                .reshape(&[batch, seq_len, hkv, d])?
+                .rope(&self.rope, start)?;
+            let v = hn.linear(&b.wv)?.reshape(&[batch, seq_len, hkv, d])?;
+            let heads = [0, 2, 1, 3];
+            let (q, mut k, mut v) = (q.permute(&heads)?, k.permute(&heads)?, v.permute(&heads)?);
+            if let Some(cache) = cache.as_deref_mut() {
+                (k, v) = cache.append(layer, k, v)?;
+            }
+            let attn = q
+                .attention(&k, &v)?
+                .permute(&heads)?
+                .reshape(&[batch, seq_len, c])?;
+            x = x.add(&attn.linear(&b.wo)?)?;
+            let hn = x.rms_norm(&b.mlp_norm, cfg.norm_eps)?;
+            let gated = hn.linear(&b.w_gate)?.swiglu(&hn.linear(&b.w_up)?)?;
+            x = x.add(&gated.linear(&b.w_down)?)?;
+        }
+        if let Some(cache) = cache {
+            cache.advance(seq_len);
+        }
+        let x = x.rms_norm(&self.norm, cfg.norm_eps)?;
+        x.linear(self.lm_head.as_ref().unwrap_or(&self.embed))
+    }
+
+    /// Mean next-token cross-entropy (nats) of `inputs` against `targets`, both `[B, T]`.
+    pub fn loss(
+        &self,
+        inputs: &[u32],
+        targets: &[u32],
+        batch: usize,
+        seq_len: usize,
+    ) -> Result<Tensor> {
+        let logits = self.forward(inputs, batch, seq_len, None)?;
+        logits
+            .reshape(&[batch * seq_len, self.config.vocab_size])?
+            .cross_entropy(targets, None)
+    }
+}
+
+const BLOCK_NAMES: [&str; 9] = [
+    "input_layernorm.weight",
+    "self_attn.q_proj.weight",
+    "self_attn.k_proj.weight",
+    "self_attn.v_proj.weight",
+    "self_attn.o_proj.weight",
+    "post_attention_layernorm.weight",
+    "mlp.gate_proj.weight",
+    "mlp.up_proj.weight",
+    "mlp.down_proj.weight",
+];
+
+fn block_params(b: &Block) -> [(&'static str, &Tensor); 9] {
+    let t = [
+        &b.attn_norm,
+        &b.wq,
+        &b.wk,
+        &b.wv,
+        &b.wo,
+        &b.mlp_norm,
+        &b.w_gate,
+        &b.w_up,
+        &b.w_down,
+    ];
+    std::array::from_fn(|i| (BLOCK_NAMES[i], t[i]))
+}
+
+/// Every parameter's Hugging Face name and shape for `config`, in `visit` order.
+pub fn parameter_shapes(config: &Config) -> Vec<(String, Vec<usize>)> {
+    let (c, f, v) = (config.dim, config.ffn_dim, config.vocab_size);
+    let kv = config.n_kv_heads * config.head_dim();
+    let mut out = vec![("model.embed_tokens.weight".to_string(), vec![v, c])];
+    let block = [
+        vec![c],
+        vec![c, c],
+        vec![kv, c],
+        vec![kv, c],
+        vec![c, c],
+        vec![c],
+        vec![f, c],
+        vec![f, c],
+        vec![c, f],
+    ];
+    for i in 0..config.n_layers {
+        for (name, shape) in BLOCK_NAMES.iter().zip(&block) {
+            out.push((format!("model.layers.{i}.{name}"), shape.clone()));
+        }
+    }
+    out.push(("model.norm.weight".into(), vec![c]));
+    if !config.tie_embeddings {
+        out.push(("lm_head.weight".into(), vec![v, c]));
+    }
+    out
+}

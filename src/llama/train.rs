@@ -1,0 +1,281 @@
+//! The training loop behind `train_llama`: data preparation (tokenizer trained once and cached, shards
+//! memory-mapped), one AdamW step per call on a fresh tape, validation in nats per token and bits per byte,
+//! and resumable checkpoints holding the weights, both moments, the data position and the schedule.
+
+use super::checkpoint::{load_checkpoint, save_checkpoint};
+use super::config::Config;
+use super::model::Llama;
+use crate::data::{prepare_source, Mixture, MixtureState, Tokenizer, DEFAULT_VAL_FRACTION};
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::optim::{AdamW, AdamWConfig, CosineSchedule};
+use crate::tape::{no_grad, Tape};
+use crate::tensor::Tensor;
+use std::path::{Path, PathBuf};
+
+/// Everything a run is configured by.
+#[derive(Clone, Debug)]
+pub struct TrainOptions {
+    pub config: Config,
+    pub steps: usize,
+    pub batch_size: usize,
+    pub seq_len: usize,
+    pub lr: f64,
+    pub warmup_steps: usize,
+    pub final_lr_fraction: f64,
+    /// Text corpora and their sampling weights.
+    pub data: Vec<(PathBuf, f64)>,
+    /// Where tokenizers and shards are cached.
+    pub cache_dir: PathBuf,
+    pub seed: u64,
+    pub optimizer: AdamWConfig,
+}
+
+/// What one training step did.
+#[derive(Clone, Copy, Debug)]
+pub struct StepStats {
+    pub loss: f64,
+    pub lr: f64,
+    pub grad_norm: f64,
+    pub tokens: usize,
+}
+
+/// Validation figures.
+#[derive(Clone, Copy, Debug)]
+pub struct EvalStats {
+    pub nats_per_token: f64,
+    pub bits_per_byte: f64,
+}
+
+/// A model, its optimizer, schedule and data stream.
+pub struct Trainer {
+    pub model: Llama,
+    pub optimizer: AdamW,
+    pub schedule: CosineSchedule,
+    pub mixture: Mixture,
+    pub tokenizer: Tokenizer,
+    pub step: u64,
+    pub options: TrainOptions,
+}
+
+/// Loads the tokenizer cached for these corpora and vocabulary size, or trains and caches it.
+pub fn prepare_tokenizer(
+    data: &[(PathBuf, f64)],
+    vocab_size: usize,
+    cache_dir: &Path,
+) -> Result<Tokenizer> {
+    let mut texts = Vec::new();
+    for (path, _) in data {
+        texts.push(std::fs::read(path).map_err(|e| Error::io(path, e))?);
+    }
+    let mut hash = crate::data::Fnv1a64::new();
+    for t in &texts {
+        hash.update(t);
+    }
+    let path = cache_dir.join(format!(
+        "tokenizer-{vocab_size}-{:016x}.json",
+        hash.finish()
+    ));
+    if let Ok(tok) = Tokenizer::load(&path) {
+        return Ok(tok);
+    }
+    std::fs::create_dir_all(cache_dir).map_err(|e| Error::io(cache_dir, e))?;
+    let slices: Vec<&[u8]> = texts.iter().map(|t| t.as_slice()).collect();
+    let tok = Tokenizer::train(&slices, vocab_size)?;
+    tok.save(&path)?;
+    Ok(tok)
+}
+
+impl Trainer {
+    /// A fresh run: tokenizer, shards, model and optimizer.
+    pub fn new(options: TrainOptions) -> Result<Trainer> {
+        Trainer::check(&options)?;
+        let tokenizer =
+            prepare_tokenizer(&options.data, options.config.vocab_size, &options.cache_dir)?;
+        let mut config = options.config.clone();
+        // The trained vocabulary can come out smaller than asked on a tiny corpus; the model follows it.
+        config.vocab_size = tokenizer.vocab_size();
+        let model = Llama::new(config, DType::F32, options.seed)?;
+        let mut sizes = Vec::new();
+        model.visit(&mut |_, t| sizes.push(t.numel()));
+        let optimizer = AdamW::new(options.optimizer.clone(), &sizes);
+        Trainer::assemble(options, tokenizer, model, optimizer, 0)
+    }
+
+    fn check(o: &TrainOptions) -> Result<()> {
+        let positive = [
+            ("--steps", o.steps),
+            ("--batch-size", o.batch_size),
+            ("--seq-len", o.seq_len),
+        ];
+        for (flag, v) in positive {
+            if v == 0 {
+                return Err(Error::invalid(flag, "must be positive"));
+            }
+        }
+        if o.seq_len > o.config.max_seq_len {
+            return Err(Error::invalid(
+                "--seq-len",
+                format!(
+                    "{} exceeds the model's max_seq_len {}",
+                    o.seq_len, o.config.max_seq_len
+                ),
+            ));
+        }
+        if !(o.lr > 0.0 && o.lr.is_finite()) {
+            return Err(Error::invalid(
+                "--lr",
+                format!("{} must be a positive number", o.lr),
+            ));
+        }
+        if o.data.is_empty() {
+            return Err(Error::invalid("--data", "no corpus given"));
+        }
+        for (path, weight) in &o.data {
+            if !path.is_file() {
+                return Err(Error::invalid(
+                    "--data",
+                    format!("{} is not a file", path.display()),
+                ));
+            }
+            if !(*weight > 0.0 && weight.is_finite()) {
+                return Err(Error::invalid(
+                    "--data",
+                    format!("weight {weight} of {} must be positive", path.display()),
+                ));
+            }
+        }
+        o.config.validate()
+    }
+
+    fn assemble(
+        options: TrainOptions,
+        tokenizer: Tokenizer,
+        model: Llama,
+        optimizer: AdamW,
+        step: u64,
+    ) -> Result<Trainer> {
+        let mut sources = Vec::new();
+        for (path, weight) in &options.data {
+            let name = path
+                .file_stem()
+                .map_or("corpus".into(), |s| s.to_string_lossy().into_owned());
+            let source = prepare_source(
+                &name,
+                path,
+                &tokenizer,
+                &options.cache_dir,
+                DEFAULT_VAL_FRACTION,
+            )?;
+            sources.push(source.with_weight(*weight));
+        }
+        let mixture = Mixture::new(sources, options.seq_len, options.seed)?;
+        let schedule = CosineSchedule::new(
+            options.lr,
+            options.warmup_steps,
+            options.steps,
+            options.final_lr_fraction,
+        );
+        Ok(Trainer {
+            model,
+            optimizer,
+            schedule,
+            mixture,
+            tokenizer,
+            step,
+            options,
+        })
+    }
+
+    /// Continues the run saved under `root` (its `latest` checkpoint). The corpora, batch and sequence sizes come
+    /// from `options`; the model, optimizer, step and data position from the checkpoint.
+    pub fn resume(root: &Path, options: TrainOptions) -> Result<Trainer> {
+        Trainer::check(&options)?;
+        let ckpt = load_checkpoint(root)?;
+        let tokenizer =
+            prepare_tokenizer(&options.data, options.config.vocab_size, &options.cache_dir)?;
+        if ckpt.model.config.vocab_size != tokenizer.vocab_size() {
+            return Err(Error::invalid(
+                "--resume",
+                format!(
+                    "checkpoint vocabulary {} differs from the tokenizer's {}",
+                    ckpt.model.config.vocab_size,
+                    tokenizer.vocab_size()
+                ),
+            ));
+        }
+        let mut trainer =
+            Trainer::assemble(options, tokenizer, ckpt.model, ckpt.optimizer, ckpt.step)?;
+        let state: MixtureState =
+            serde_json::from_value(ckpt.state["mixture"].clone()).map_err(|e| {
+                Error::format(root, format!("bad data position in the checkpoint: {e}"))
+            })?;
+        trainer.mixture.restore(state)?;
+        Ok(trainer)
+    }
+
+    /// Saves a checkpoint of the current step under `root`, keeping the newest `keep`.
+    pub fn save(&self, root: &Path, keep: usize) -> Result<PathBuf> {
+        let state =
+            serde_json::json!({ "mixture": self.mixture.state(), "schedule": self.schedule });
+        save_checkpoint(root, self.step, &self.model, &self.optimizer, &state, keep)
+    }
+
+    /// One optimizer step on a fresh batch.
+    pub fn train_step(&mut self) -> Result<StepStats> {
+        let (b, t) = (self.options.batch_size, self.options.seq_len);
+        let batch = self.mixture.next_batch(b);
+        let tape = Tape::new();
+        let leaves = self.model.watch(&tape);
+        let loss = self.model.loss(&batch.inputs, &batch.targets, b, t);
+        self.model.unwatch();
+        let loss = loss?;
+        let mut grads = tape.backward(&loss)?;
+        let grads: Vec<Tensor> = leaves
+            .iter()
+            .map(|l| {
+                grads
+                    .remove(l)
+                    .unwrap_or_else(|| Tensor::zeros(l.shape(), l.dtype()))
+            })
+            .collect();
+        drop((leaves, tape));
+        let lr = self.schedule.lr(self.step as usize);
+        let mut params = self.model.params_mut();
+        let info = self.optimizer.step(&mut params, &grads, lr)?;
+        self.step += 1;
+        Ok(StepStats {
+            loss: loss.item()?,
+            lr,
+            grad_norm: info.grad_norm,
+            tokens: b * t,
+        })
+    }
+
+    /// Mean validation loss over up to `max_batches` batches, in nats per token and bits per byte.
+    pub fn evaluate(&self, max_batches: usize) -> Result<EvalStats> {
+        let b = self.options.batch_size;
+        let batches = self.mixture.val_batches(b, max_batches);
+        let (mut total, mut count) = (0.0, 0usize);
+        no_grad(|| -> Result<()> {
+            for batch in &batches {
+                let loss = self.model.loss(
+                    &batch.inputs,
+                    &batch.targets,
+                    batch.batch_size,
+                    batch.seq_len,
+                )?;
+                let n = batch.targets.len();
+                total += loss.item()? * n as f64;
+                count += n;
+            }
+            Ok(())
+        })?;
+        let nats = total / count.max(1) as f64;
+        let counts = self.mixture.val_counts(b, max_batches);
+        Ok(EvalStats {
+            nats_per_token: nats,
+            bits_per_byte: counts.bits_per_byte(nats),
+        })
+    }
+}

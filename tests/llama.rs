@@ -1,0 +1,166 @@
+//! The LLaMA module: overfitting one batch, checkpoint round trips, KV-cache generation against the full
+//! forward pass, and the training loop on the bundled corpus.
+
+use std::path::PathBuf;
+use tapegrad::llama::checkpoint::{load_checkpoint, load_model, save_checkpoint, save_model};
+use tapegrad::llama::generate::KvCache;
+use tapegrad::llama::train::{TrainOptions, Trainer};
+use tapegrad::llama::{Config, Llama};
+use tapegrad::optim::{AdamW, AdamWConfig, CosineSchedule};
+use tapegrad::{no_grad, DType, Tape, Tensor};
+
+fn tiny() -> Config {
+    Config::preset("tiny").unwrap().config
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tapegrad-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn values(t: &Tensor) -> Vec<f64> {
+    t.to_f64_vec()
+}
+
+#[test]
+fn tiny_overfits_one_batch() {
+    let mut model = Llama::new(tiny(), DType::F32, 1).unwrap();
+    let (b, t) = (2, 16);
+    let ids: Vec<u32> = (0..b * t + 1).map(|i| (i * 37 % 500) as u32).collect();
+    let inputs: Vec<u32> = ids[..b * t].to_vec();
+    let targets: Vec<u32> = ids[1..].to_vec();
+    let mut sizes = Vec::new();
+    model.visit(&mut |_, p| sizes.push(p.numel()));
+    let mut opt = AdamW::new(
+        AdamWConfig {
+            weight_decay: 0.0,
+            ..Default::default()
+        },
+        &sizes,
+    );
+    let schedule = CosineSchedule::new(3e-3, 10, 300, 0.1);
+    let mut last = f64::INFINITY;
+    for step in 0..300 {
+        let tape = Tape::new();
+        let leaves = model.watch(&tape);
+        let loss = model.loss(&inputs, &targets, b, t).unwrap();
+        model.unwatch();
+        let mut grads = tape.backward(&loss).unwrap();
+        let grads: Vec<Tensor> = leaves.iter().map(|l| grads.remove(l).unwrap()).collect();
+        opt.step(&mut model.params_mut(), &grads, schedule.lr(step))
+            .unwrap();
+        last = loss.item().unwrap();
+        if last < 0.05 {
+            break;
+        }
+    }
+    assert!(last < 0.05, "loss after training on one batch: {last}");
+}
+
+#[test]
+fn kv_cache_gives_the_same_logits_as_the_full_forward() {
+    let model = Llama::new(tiny(), DType::F32, 2).unwrap();
+    let ids: Vec<u32> = vec![5, 17, 300, 2, 99, 41, 7, 8, 250, 3];
+    no_grad(|| {
+        let full = model.forward(&ids, 1, ids.len(), None).unwrap();
+        let mut cache = KvCache::new();
+        // A prompt of 4, then one token at a time.
+        let mut rows = vec![model.forward(&ids[..4], 1, 4, Some(&mut cache)).unwrap()];
+        for &id in &ids[4..] {
+            rows.push(model.forward(&[id], 1, 1, Some(&mut cache)).unwrap());
+        }
+        let cached = Tensor::cat(&rows, 1).unwrap();
+        for (a, b) in values(&full).iter().zip(values(&cached)) {
+            // f32, same arithmetic per position except the summation order over keys: 1e-4 absolute.
+            assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+        }
+        assert_eq!(cache.len(), ids.len());
+    });
+}
+
+#[test]
+fn model_and_training_checkpoints_round_trip() {
+    let dir = temp_dir("ckpt");
+    let mut config = tiny();
+    config.tie_embeddings = true;
+    let model = Llama::new(config, DType::F32, 3).unwrap();
+    save_model(&model, &dir.join("model")).unwrap();
+    let loaded = load_model(&dir.join("model")).unwrap();
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    model.visit(&mut |n, t| a.push((n.to_string(), values(t))));
+    loaded.visit(&mut |n, t| b.push((n.to_string(), values(t))));
+    assert_eq!(a, b);
+    assert!(
+        !a.iter().any(|(n, _)| n == "lm_head.weight"),
+        "tied models store no head"
+    );
+
+    let sizes: Vec<usize> = a.iter().map(|(_, v)| v.len()).collect();
+    let mut opt = AdamW::new(AdamWConfig::default(), &sizes);
+    opt.step = 7;
+    opt.m[0][3] = 0.25;
+    opt.v[1][0] = 0.5;
+    let state = serde_json::json!({"position": 42});
+    for step in [1, 2, 3, 4] {
+        save_checkpoint(&dir.join("ckpts"), step, &model, &opt, &state, 2).unwrap();
+    }
+    let kept: Vec<_> = std::fs::read_dir(dir.join("ckpts"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(kept.len(), 3, "two checkpoints and `latest`: {kept:?}");
+    let ckpt = load_checkpoint(&dir.join("ckpts")).unwrap();
+    assert_eq!(ckpt.step, 4);
+    assert_eq!(ckpt.optimizer.step, 7);
+    assert_eq!(ckpt.optimizer.m, opt.m);
+    assert_eq!(ckpt.optimizer.v, opt.v);
+    assert_eq!(ckpt.state, state);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn training_on_the_bundled_corpus_resumes_exactly() {
+    let dir = temp_dir("train");
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data");
+    // A small slice of the corpus keeps the test quick; the full files are used by the main job.
+    let text = std::fs::read_to_string(root.join("shakespeare.txt")).unwrap();
+    let corpus = dir.join("corpus.txt");
+    std::fs::write(&corpus, &text[..200_000]).unwrap();
+    let options = TrainOptions {
+        config: tiny(),
+        steps: 6,
+        batch_size: 2,
+        seq_len: 32,
+        lr: 1e-3,
+        warmup_steps: 2,
+        final_lr_fraction: 0.1,
+        data: vec![(corpus, 1.0)],
+        cache_dir: dir.join("cache"),
+        seed: 5,
+        optimizer: AdamWConfig::default(),
+    };
+    let mut straight = Trainer::new(options.clone()).unwrap();
+    let losses: Vec<f64> = (0..6)
+        .map(|_| straight.train_step().unwrap().loss)
+        .collect();
+    assert!(losses.iter().all(|l| l.is_finite()));
+
+    let mut first = Trainer::new(options.clone()).unwrap();
+    for _ in 0..3 {
+        first.train_step().unwrap();
+    }
+    first.save(&dir.join("ckpts"), 3).unwrap();
+    let mut resumed = Trainer::resume(&dir.join("ckpts"), options).unwrap();
+    assert_eq!(resumed.step, 3);
+    let rest: Vec<f64> = (0..3).map(|_| resumed.train_step().unwrap().loss).collect();
+    assert_eq!(
+        rest,
+        losses[3..].to_vec(),
+        "a resumed run repeats the uninterrupted one bit for bit"
+    );
+    let eval = resumed.evaluate(2).unwrap();
+    assert!(eval.bits_per_byte.is_finite() && eval.bits_per_byte > 0.0);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
