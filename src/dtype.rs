@@ -97,10 +97,30 @@ pub trait Float:
     fn max(self, other: Self) -> Self;
     fn abs(self) -> Self;
     fn mul_add(self, a: Self, b: Self) -> Self;
+    /// `eˣ` for hot loops: exact for f64; for f32 a branch-free polynomial the compiler vectorizes, within
+    /// 5e-7 relative of `exp` (see `fast_exp_f32`).
+    fn fast_exp(self) -> Self;
+}
+
+/// `eˣ` in f32, branch-free so loops over it vectorize: `x = n · ln 2 + r` with `n` rounded by the
+/// add-and-subtract-1.5·2²³ trick and `r` computed with a two-part ln 2 (Cody–Waite), then `eʳ` for
+/// `|r| ≤ ln2/2` by its degree-6 Taylor polynomial (truncation below 1.2e-7) and `2ⁿ` built in the exponent
+/// bits. Within 5e-7 relative of `exp`. Inputs are clamped to `[-87, 88]`, so `-∞` gives about 1.6e-38
+/// rather than 0 — negligible next to any probability kept.
+#[inline(always)]
+pub fn fast_exp_f32(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0; // 1.5 · 2^23
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    let x = x.clamp(-87.0, 88.0);
+    let n = (x * std::f32::consts::LOG2_E + MAGIC) - MAGIC;
+    let r = (x - n * LN2_HI) - n * LN2_LO;
+    let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    f32::from_bits(((n as i32 + 127) << 23) as u32) * p
 }
 
 macro_rules! float {
-    ($t:ty) => {
+    ($t:ty, $fast_exp:expr) => {
         impl Float for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -137,8 +157,29 @@ macro_rules! float {
             fn mul_add(self, a: Self, b: Self) -> Self {
                 self * a + b
             }
+            #[inline(always)]
+            fn fast_exp(self) -> Self {
+                $fast_exp(self)
+            }
         }
     };
 }
-float!(f32);
-float!(f64);
+float!(f32, fast_exp_f32);
+float!(f64, f64::exp);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_exp_is_within_its_documented_error() {
+        let mut worst = 0.0f64;
+        for i in -8700..=8800 {
+            let x = i as f32 * 0.01;
+            let exact = (x as f64).exp();
+            worst = worst.max(((fast_exp_f32(x) as f64) - exact).abs() / exact);
+        }
+        assert!(worst < 5e-7, "worst relative error {worst}");
+        assert!(fast_exp_f32(f32::NEG_INFINITY) < 1e-37);
+    }
+}

@@ -169,8 +169,11 @@ proptest! {
         let c = *shape.last().unwrap();
         let x = base(&shape, view, -2.0, 2.0, seed);
         let w = values(&[c], 0.5, 1.5, seed + 1);
-        let reference = |xs: &[Tensor]| tapegrad::ops::rms_norm_reference(&view.apply(&xs[0], &shape)?, &xs[1], 1e-6);
-        check_op(&[x, w], |xs| view.apply(&xs[0], &shape)?.rms_norm(&xs[1], 1e-6), Some(&reference));
+        // eps 0.1, not 1e-6: with one channel and |x| near 0 the norm bends on the scale √eps, and central
+        // differences with h = 1e-5 need the third derivative bounded there. tests/fused.rs covers eps 1e-6.
+        let eps = 0.1;
+        let reference = |xs: &[Tensor]| tapegrad::ops::rms_norm_reference(&view.apply(&xs[0], &shape)?, &xs[1], eps);
+        check_op(&[x, w], |xs| view.apply(&xs[0], &shape)?.rms_norm(&xs[1], eps), Some(&reference));
     }
 
     #[test]

@@ -151,7 +151,40 @@ fn rows_contiguous(t: &Tensor) -> Result<Tensor> {
     }
 }
 
+/// Copies keys `j0..j0 + n` of `(b, hk)` transposed into `tile[dd · BC + jj]`, so products with a query row
+/// run along the keys (vectorized) instead of as one horizontal dot product per key.
+#[inline(always)]
+fn transpose_tile<T: Float>(
+    src: (&[T], Rows),
+    b: usize,
+    hk: usize,
+    j0: usize,
+    n: usize,
+    d: usize,
+    tile: &mut [T],
+) {
+    for jj in 0..n {
+        let row = &src.0[src.1.at(b, hk, j0 + jj)..][..d];
+        for (dd, &x) in row.iter().enumerate() {
+            tile[dd * BC + jj] = x;
+        }
+    }
+}
+
+/// `out[jj] = Σ_dd row[dd] · tile[dd · BC + jj]` for `jj < out.len()`.
+#[inline(always)]
+fn row_times_tile<T: Float>(row: &[T], tile: &[T], out: &mut [T]) {
+    out.fill(T::ZERO);
+    let n = out.len();
+    for (dd, &x) in row.iter().enumerate() {
+        for (o, &t) in out.iter_mut().zip(&tile[dd * BC..dd * BC + n]) {
+            *o += x * t;
+        }
+    }
+}
+
 /// Per (b, h): the output rows `[Tq, D]` and the row log-sum-exp `[Tq]`.
+#[inline(always)]
 fn forward_head<T: Float>(
     q: (&[T], Rows),
     k: (&[T], Rows),
@@ -165,6 +198,8 @@ fn forward_head<T: Float>(
     let mut out = vec![T::ZERO; g.tq * d];
     let mut lse = vec![T::ZERO; g.tq];
     let mut scores = [T::ZERO; BC];
+    let mut k_tile = vec![T::ZERO; d * BC];
+    let mut q_scaled = vec![T::ZERO; d];
     let mut acc = vec![T::ZERO; BR * d];
     let (mut m, mut l) = ([T::NEG_INFINITY; BR], [T::ZERO; BR]);
     for i0 in (0..g.tq).step_by(BR) {
@@ -175,27 +210,27 @@ fn forward_head<T: Float>(
         let keys_end = i1 - 1 + off + 1;
         for j0 in (0..keys_end).step_by(BC) {
             let j1 = (j0 + BC).min(g.tk);
+            transpose_tile(k, b, hk, j0, j1 - j0, d, &mut k_tile);
             for i in i0..i1 {
                 let jmax = j1.min(i + off + 1);
                 if jmax <= j0 {
                     continue;
                 }
-                let r = i - i0;
-                let qrow = &q.0[q.1.at(b, h, i)..][..d];
-                let mut mx = m[r];
-                for j in j0..jmax {
-                    let s = dot(qrow, &k.0[k.1.at(b, hk, j)..][..d]) * scale;
-                    scores[j - j0] = s;
-                    mx = mx.max(s);
+                let (r, n) = (i - i0, jmax - j0);
+                for (qs, &x) in q_scaled.iter_mut().zip(&q.0[q.1.at(b, h, i)..][..d]) {
+                    *qs = x * scale;
                 }
-                let alpha = (m[r] - mx).exp();
+                let s = &mut scores[..n];
+                row_times_tile(&q_scaled, &k_tile, s);
+                let mx = s.iter().fold(m[r], |a, &x| a.max(x));
+                let alpha = T::fast_exp(m[r] - mx);
                 let a = &mut acc[r * d..(r + 1) * d];
                 a.iter_mut().for_each(|x| *x *= alpha);
+                s.iter_mut().for_each(|x| *x = T::fast_exp(*x - mx));
                 let mut sum = l[r] * alpha;
-                for j in j0..jmax {
-                    let p = (scores[j - j0] - mx).exp();
+                for (jj, &p) in s.iter().enumerate() {
                     sum += p;
-                    axpy(p, &v.0[v.1.at(b, hk, j)..][..d], a);
+                    axpy(p, &v.0[v.1.at(b, hk, j0 + jj)..][..d], a);
                 }
                 l[r] = sum;
                 m[r] = mx;
@@ -218,6 +253,7 @@ fn forward_head<T: Float>(
 
 /// Per (b, kv head): dQ rows of its query heads `[G, Tq, D]`, and dK, dV `[Tk, D]`.
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 fn backward_group<T: Float>(
     q: (&[T], Rows),
     k: (&[T], Rows),
@@ -233,6 +269,9 @@ fn backward_group<T: Float>(
     let mut dq = vec![T::ZERO; group * g.tq * d];
     let mut dk = vec![T::ZERO; g.tk * d];
     let mut dv = vec![T::ZERO; g.tk * d];
+    let (mut k_tile, mut v_tile) = (vec![T::ZERO; d * BC], vec![T::ZERO; d * BC]);
+    let (mut p, mut dp) = ([T::ZERO; BC], [T::ZERO; BC]);
+    let mut q_scaled = vec![T::ZERO; d];
     let rowsum: Vec<Vec<T>> = (0..group)
         .map(|gi| {
             let h = hk * group + gi;
@@ -248,27 +287,115 @@ fn backward_group<T: Float>(
         .collect();
     for j0 in (0..g.tk).step_by(BC) {
         let j1 = (j0 + BC).min(g.tk);
+        transpose_tile(k, b, hk, j0, j1 - j0, d, &mut k_tile);
+        transpose_tile(v, b, hk, j0, j1 - j0, d, &mut v_tile);
         for (gi, rowsum) in rowsum.iter().enumerate() {
             let h = hk * group + gi;
             let lse = &lse[(b * g.heads + h) * g.tq..][..g.tq];
             for i in j0.saturating_sub(off)..g.tq {
-                let jmax = j1.min(i + off + 1);
+                let n = j1.min(i + off + 1) - j0;
                 let qrow = &q.0[q.1.at(b, h, i)..][..d];
                 let drow = &dout.0[dout.1.at(b, h, i)..][..d];
+                for (qs, &x) in q_scaled.iter_mut().zip(qrow) {
+                    *qs = x * scale;
+                }
+                let (p, dp) = (&mut p[..n], &mut dp[..n]);
+                row_times_tile(&q_scaled, &k_tile, p);
+                p.iter_mut().for_each(|x| *x = T::fast_exp(*x - lse[i]));
+                row_times_tile(drow, &v_tile, dp);
+                // dp becomes dS = P ⊙ (dO Vᵀ − D) / √D.
+                for (ds, &pj) in dp.iter_mut().zip(p.iter()) {
+                    *ds = pj * (*ds - rowsum[i]) * scale;
+                }
                 let dq_row = &mut dq[(gi * g.tq + i) * d..][..d];
-                for j in j0..jmax {
-                    let krow = &k.0[k.1.at(b, hk, j)..][..d];
-                    let vrow = &v.0[v.1.at(b, hk, j)..][..d];
-                    let p = (dot(qrow, krow) * scale - lse[i]).exp();
-                    axpy(p, drow, &mut dv[j * d..(j + 1) * d]);
-                    let ds = p * (dot(drow, vrow) - rowsum[i]) * scale;
-                    axpy(ds, krow, dq_row);
-                    axpy(ds, qrow, &mut dk[j * d..(j + 1) * d]);
+                for jj in 0..n {
+                    let j = j0 + jj;
+                    axpy(p[jj], drow, &mut dv[j * d..(j + 1) * d]);
+                    axpy(dp[jj], &k.0[k.1.at(b, hk, j)..][..d], dq_row);
+                    axpy(dp[jj], qrow, &mut dk[j * d..(j + 1) * d]);
                 }
             }
         }
     }
     (dq, dk, dv)
+}
+
+/// The kernels compiled twice: for AVX2 + FMA (chosen at run time when the CPU has them) and portably.
+mod dispatch {
+    use super::*;
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn forward_avx2<T: Float>(
+        q: (&[T], Rows),
+        k: (&[T], Rows),
+        v: (&[T], Rows),
+        g: &Geometry,
+        b: usize,
+        h: usize,
+    ) -> (Vec<T>, Vec<T>) {
+        forward_head(q, k, v, g, b, h)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn backward_avx2<T: Float>(
+        q: (&[T], Rows),
+        k: (&[T], Rows),
+        v: (&[T], Rows),
+        o: (&[T], Rows),
+        dout: (&[T], Rows),
+        lse: &[T],
+        g: &Geometry,
+        b: usize,
+        hk: usize,
+    ) -> (Vec<T>, Vec<T>, Vec<T>) {
+        backward_group(q, k, v, o, dout, lse, g, b, hk)
+    }
+
+    fn has_avx2() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        return std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
+        #[allow(unreachable_code)]
+        false
+    }
+
+    pub(super) fn forward<T: Float>(
+        q: (&[T], Rows),
+        k: (&[T], Rows),
+        v: (&[T], Rows),
+        g: &Geometry,
+        b: usize,
+        h: usize,
+    ) -> (Vec<T>, Vec<T>) {
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2() {
+            // SAFETY: the CPU supports the features the function was compiled for.
+            return unsafe { forward_avx2(q, k, v, g, b, h) };
+        }
+        forward_head(q, k, v, g, b, h)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn backward<T: Float>(
+        q: (&[T], Rows),
+        k: (&[T], Rows),
+        v: (&[T], Rows),
+        o: (&[T], Rows),
+        dout: (&[T], Rows),
+        lse: &[T],
+        g: &Geometry,
+        b: usize,
+        hk: usize,
+    ) -> (Vec<T>, Vec<T>, Vec<T>) {
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2() {
+            // SAFETY: as above.
+            return unsafe { backward_avx2(q, k, v, o, dout, lse, g, b, hk) };
+        }
+        backward_group(q, k, v, o, dout, lse, g, b, hk)
+    }
 }
 
 /// Writes per-(b, h) blocks `[T, D]` into a `[B, T, H, D]` buffer.
@@ -320,7 +447,7 @@ impl Tensor {
                 );
                 let heads: Vec<(Vec<T>, Vec<T>)> = (0..geo.batch * geo.heads)
                     .into_par_iter()
-                    .map(|bh| forward_head(qd, kd, vd, &geo, bh / geo.heads, bh % geo.heads))
+                    .map(|bh| dispatch::forward(qd, kd, vd, &geo, bh / geo.heads, bh % geo.heads))
                     .collect();
                 let (outs, lses): (Vec<Vec<T>>, Vec<Vec<T>>) = heads.into_iter().unzip();
                 let out = interleave(&outs, geo.batch, geo.heads, geo.tq, geo.d);
@@ -342,7 +469,7 @@ impl Tensor {
                         .into_par_iter()
                         .map(|bk| {
                             let (b, hk) = (bk / geo.kv_heads, bk % geo.kv_heads);
-                            backward_group(
+                            dispatch::backward(
                                 view::<T>(&q),
                                 view::<T>(&k),
                                 view::<T>(&v),
