@@ -22,7 +22,7 @@ struct Args {
     #[arg(long, default_value = "small")]
     config: String,
     /// Optimizer steps.
-    #[arg(long, default_value_t = 420)]
+    #[arg(long, default_value_t = 400)]
     steps: usize,
     /// Sequences per step (default: the preset's).
     #[arg(long)]
@@ -54,7 +54,7 @@ struct Args {
     #[arg(long, default_value_t = 100)]
     eval_every: usize,
     /// Validation batches per evaluation.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 8)]
     eval_batches: usize,
     /// Checkpoint every N steps (and at the end).
     #[arg(long, default_value_t = 200)]

@@ -157,7 +157,7 @@ impl Tape {
         self.backward_with_seed(loss, seed)
     }
 
-    /// Gradients of `Σ output · seed` (the vector-Jacobian product with `seed`, of `output`'s shape).
+    /// Gradients of `Σ output · seed` (the vector-Jacobian product with `seed`, of `output`'s shape and dtype).
     pub fn backward_with_seed(&self, output: &Tensor, seed: Tensor) -> Result<Gradients> {
         if seed.shape() != output.shape() {
             return Err(Error::Tape {
@@ -166,6 +166,16 @@ impl Tape {
                     "seed of shape {:?} does not match output of shape {:?}",
                     seed.shape(),
                     output.shape()
+                ),
+            });
+        }
+        if seed.dtype() != output.dtype() {
+            return Err(Error::DType {
+                op: "backward",
+                msg: format!(
+                    "seed is {} but the output is {}",
+                    seed.dtype(),
+                    output.dtype()
                 ),
             });
         }

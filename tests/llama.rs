@@ -104,7 +104,10 @@ fn model_and_training_checkpoints_round_trip() {
     opt.v[1][0] = 0.5;
     let state = serde_json::json!({"position": 42});
     for step in [1, 2, 3, 4] {
-        save_checkpoint(&dir.join("ckpts"), step, &model, &opt, &state, 2).unwrap();
+        save_checkpoint(&dir.join("ckpts"), step, &model, &opt, &state, 2, &|_| {
+            Ok(())
+        })
+        .unwrap();
     }
     let kept: Vec<_> = std::fs::read_dir(dir.join("ckpts"))
         .unwrap()

@@ -177,7 +177,8 @@ pub fn model_from_tensors(
 }
 
 /// Writes a training checkpoint for `step` under `root` and points `root/latest` at it; keeps the newest
-/// `keep` checkpoints. `state` is the caller's resumable state (data position, RNG, schedule...).
+/// `keep` checkpoints. `state` is the caller's resumable state (data position, RNG, schedule...);
+/// `write_extra` may add files (a tokenizer) to the folder before it is renamed into place.
 pub fn save_checkpoint(
     root: &Path,
     step: u64,
@@ -185,6 +186,7 @@ pub fn save_checkpoint(
     optimizer: &AdamW,
     state: &serde_json::Value,
     keep: usize,
+    write_extra: &dyn Fn(&Path) -> Result<()>,
 ) -> Result<PathBuf> {
     let name = format!("step-{step:08}");
     let final_dir = root.join(&name);
@@ -219,6 +221,7 @@ pub fn save_checkpoint(
         &tmp.join("state.json"),
         &serde_json::to_vec_pretty(&full_state).expect("json"),
     )?;
+    write_extra(&tmp)?;
     if final_dir.exists() {
         std::fs::remove_dir_all(&final_dir).map_err(|e| Error::io(&final_dir, e))?;
     }
@@ -257,15 +260,26 @@ pub struct Checkpoint {
     pub state: serde_json::Value,
 }
 
+/// The checkpoint folder `root/latest` names, or `root` itself when it has no `latest`.
+pub fn latest_dir(root: &Path) -> Result<PathBuf> {
+    let latest = root.join("latest");
+    if !latest.exists() {
+        return Ok(root.to_path_buf());
+    }
+    let name = std::fs::read_to_string(&latest).map_err(|e| Error::io(&latest, e))?;
+    let name = name.trim();
+    if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
+        return Err(Error::format(
+            &latest,
+            format!("{name:?} is not a checkpoint name"),
+        ));
+    }
+    Ok(root.join(name))
+}
+
 /// Loads the checkpoint `root/latest` points at (or `root` itself when it is a checkpoint folder).
 pub fn load_checkpoint(root: &Path) -> Result<Checkpoint> {
-    let latest = root.join("latest");
-    let dir = if latest.exists() {
-        let name = std::fs::read_to_string(&latest).map_err(|e| Error::io(&latest, e))?;
-        root.join(name.trim())
-    } else {
-        root.to_path_buf()
-    };
+    let dir = latest_dir(root)?;
     let model = load_model(&dir)?;
     let state_path = dir.join("state.json");
     let text = std::fs::read(&state_path).map_err(|e| Error::io(&state_path, e))?;

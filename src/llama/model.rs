@@ -216,7 +216,7 @@ impl Llama {
             let heads = [0, 2, 1, 3];
             let (q, mut k, mut v) = (q.permute(&heads)?, k.permute(&heads)?, v.permute(&heads)?);
             if let Some(cache) = cache.as_deref_mut() {
-                (k, v) = cache.append(layer, k, v)?;
+                (k, v) = cache.append(layer, k, v, cfg.max_seq_len)?;
             }
             let attn = q
                 .attention(&k, &v)?

@@ -218,7 +218,17 @@ impl Trainer {
     pub fn save(&self, root: &Path, keep: usize) -> Result<PathBuf> {
         let state =
             serde_json::json!({ "mixture": self.mixture.state(), "schedule": self.schedule });
-        save_checkpoint(root, self.step, &self.model, &self.optimizer, &state, keep)
+        let tokenizer = &self.tokenizer;
+        let write_tokenizer = |dir: &Path| tokenizer.save(dir.join("tokenizer.json"));
+        save_checkpoint(
+            root,
+            self.step,
+            &self.model,
+            &self.optimizer,
+            &state,
+            keep,
+            &write_tokenizer,
+        )
     }
 
     /// One optimizer step on a fresh batch.

@@ -16,7 +16,7 @@
 //! and returned as `[B, H, T, D]` views, so the projections around attention reshape them for free.
 
 use super::{float_dispatch, with_compute_dtype};
-use crate::backend::cpu::StorageElement;
+use crate::backend::cpu::{dot, StorageElement};
 use crate::dtype::Float;
 use crate::error::{Error, Result};
 use crate::tape::{any_tracked, record};
@@ -76,27 +76,6 @@ impl Rows {
 /// The storage slice of `t` with its row addressing.
 fn view<T: StorageElement>(t: &Tensor) -> (&[T], Rows) {
     (t.data::<T>(), Rows::of(t))
-}
-
-/// A dot product in eight independent lanes, so the compiler vectorizes it (a single running sum would
-/// serialize on the add latency).
-#[inline]
-fn dot<T: Float>(a: &[T], b: &[T]) -> T {
-    let n = a.len().min(b.len());
-    let mut lanes = [T::ZERO; 8];
-    let (a8, b8) = (a[..n].chunks_exact(8), b[..n].chunks_exact(8));
-    let (ta, tb) = (a8.remainder(), b8.remainder());
-    for (x, y) in a8.zip(b8) {
-        for l in 0..8 {
-            lanes[l] += x[l] * y[l];
-        }
-    }
-    let mut s = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5]))
-        + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
-    for (&x, &y) in ta.iter().zip(tb) {
-        s += x * y;
-    }
-    s
 }
 
 #[inline]

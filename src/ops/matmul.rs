@@ -15,9 +15,18 @@ use crate::shape::broadcast_shapes;
 use crate::tape::{any_tracked, record};
 use crate::tensor::Tensor;
 
-/// Whether dims `0..=last` of `t` merge into one dim (each stride is the next one times its size).
+/// Whether dims `0..=last` of `t` merge into one dim of stride `strides[last]`: every dim of size above 1 must
+/// step over all the dims after it (its stride is `strides[last]` times their sizes). Size-1 dims have no say,
+/// but their sizes still count, so a size-1 dim cannot hide a gap between the dims around it.
 fn mergeable(t: &Tensor, last: usize) -> bool {
-    (0..last).all(|d| t.strides()[d] == t.strides()[d + 1] * t.shape()[d + 1] || t.shape()[d] == 1)
+    let mut span = t.strides()[last];
+    for d in (0..last).rev() {
+        span *= t.shape()[d + 1];
+        if t.shape()[d] != 1 && t.strides()[d] != span {
+            return false;
+        }
+    }
+    true
 }
 
 fn check(op: &'static str, a: &Tensor, b: &Tensor) -> Result<Vec<usize>> {

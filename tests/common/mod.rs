@@ -58,12 +58,15 @@ fn weighted(out: &Tensor, seed: u64) -> tapegrad::Result<Tensor> {
     out.mul(&r)?.sum_all()
 }
 
+/// A forward computation over the inputs.
+pub type Forward<'a> = &'a dyn Fn(&[Tensor]) -> tapegrad::Result<Tensor>;
+
 /// Checks `f` at `inputs` (f64): the forward against `reference` when given, and the tape's gradient of every
 /// input against central finite differences.
 pub fn check_op(
     inputs: &[Tensor],
     f: impl Fn(&[Tensor]) -> tapegrad::Result<Tensor>,
-    reference: Option<&dyn Fn(&[Tensor]) -> tapegrad::Result<Tensor>>,
+    reference: Option<Forward<'_>>,
 ) {
     let seed = 17;
     let tape = Tape::new();

@@ -162,6 +162,10 @@ pub fn gemm<T: GemmFloat>(
         scale_c(m, n, beta, c, ldc);
         return;
     }
+    if m <= SKINNY_ROWS {
+        skinny(m, n, k, alpha, a, b, beta, c, ldc);
+        return;
+    }
     let parallel = m * n * k >= PARALLEL_WORK;
     let out = SharedOut(c.as_mut_ptr());
     let m_panels = m.div_ceil(MR);
@@ -233,6 +237,60 @@ pub fn gemm<T: GemmFloat>(
             } else {
                 (0..tiles_m * tiles_n).for_each(run_tile);
             }
+        }
+    }
+}
+
+/// Products with at most this many rows (one token at a time in generation) skip packing: packing B would
+/// read and write all of it once more, doubling the memory traffic of what is a matrix-vector product.
+const SKINNY_ROWS: usize = 4;
+
+/// `C = alpha · A · B + beta · C` for few rows: dot products along B's columns when they are contiguous (a
+/// transposed weight), otherwise rows of B accumulated in order. Parallel over column blocks.
+#[allow(clippy::too_many_arguments)]
+fn skinny<T: Float>(
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: T,
+    a: MatRef<'_, T>,
+    b: MatRef<'_, T>,
+    beta: T,
+    c: &mut [T],
+    ldc: usize,
+) {
+    const COLUMNS: usize = 64;
+    for i in 0..m {
+        let row: Vec<T> = (0..k).map(|p| a.at(i, p)).collect();
+        let out = &mut c[i * ldc..i * ldc + n];
+        let block = |(jb, out): (usize, &mut [T])| {
+            let j0 = jb * COLUMNS;
+            if b.row_stride == 1 {
+                for (jj, o) in out.iter_mut().enumerate() {
+                    let start = b.offset + (j0 + jj) * b.col_stride;
+                    let v = alpha * super::dot(&row, &b.data[start..start + k]);
+                    *o = if beta == T::ZERO { v } else { v + beta * *o };
+                }
+            } else {
+                let mut acc = vec![T::ZERO; out.len()];
+                for (p, &x) in row.iter().enumerate() {
+                    for (jj, acc) in acc.iter_mut().enumerate() {
+                        *acc += x * b.at(p, j0 + jj);
+                    }
+                }
+                for (o, v) in out.iter_mut().zip(acc) {
+                    *o = if beta == T::ZERO {
+                        alpha * v
+                    } else {
+                        alpha * v + beta * *o
+                    };
+                }
+            }
+        };
+        if n * k >= PARALLEL_WORK {
+            out.par_chunks_mut(COLUMNS).enumerate().for_each(block);
+        } else {
+            out.chunks_mut(COLUMNS).enumerate().for_each(block);
         }
     }
 }

@@ -1,0 +1,76 @@
+//! Samples text from a trained checkpoint with the KV cache.
+//!
+//! `cargo run --release --example generate -- --checkpoint out/checkpoints --prompt "ROMEO:"`
+
+use clap::Parser;
+use std::path::PathBuf;
+use std::time::Instant;
+use tapegrad::data::Tokenizer;
+use tapegrad::llama::checkpoint::{latest_dir, load_model};
+use tapegrad::llama::generate::{generate, Sampling};
+use tapegrad::{Error, Result, Rng};
+
+#[derive(Parser, Debug)]
+#[command(about = "Generate text from a tapegrad checkpoint")]
+struct Args {
+    /// A checkpoint folder, or a folder of checkpoints with a `latest` file.
+    #[arg(long, default_value = "out/checkpoints")]
+    checkpoint: PathBuf,
+    #[arg(long, default_value = "ROMEO:\n")]
+    prompt: String,
+    /// New tokens to generate.
+    #[arg(long, default_value_t = 200)]
+    max_tokens: usize,
+    /// 0 for greedy decoding.
+    #[arg(long, default_value_t = 0.8)]
+    temperature: f64,
+    #[arg(long, default_value_t = 0.95)]
+    top_p: f64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+fn main() {
+    if let Err(e) = run(Args::parse()) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> Result<()> {
+    if !(args.top_p > 0.0 && args.top_p <= 1.0) {
+        return Err(Error::invalid(
+            "--top-p",
+            format!("{} is not in (0, 1]", args.top_p),
+        ));
+    }
+    tapegrad::backend::cpu::keep_freed_memory();
+    let dir = latest_dir(&args.checkpoint)?;
+    let model = load_model(&dir)?;
+    let tokenizer = Tokenizer::load(dir.join("tokenizer.json"))?;
+    let prompt = tokenizer.encode(args.prompt.as_bytes());
+    let sampling = Sampling {
+        temperature: args.temperature,
+        top_p: args.top_p,
+    };
+    let start = Instant::now();
+    let out = generate(
+        &model,
+        &prompt,
+        args.max_tokens,
+        sampling,
+        None,
+        &mut Rng::new(args.seed),
+    )?;
+    let secs = start.elapsed().as_secs_f64();
+    println!("{}{}", args.prompt, tokenizer.decode_lossy(&out));
+    eprintln!(
+        "{} prompt + {} new tokens in {:.2} s: {:.0} tokens/s (KV cache, {} threads)",
+        prompt.len(),
+        out.len(),
+        secs,
+        out.len() as f64 / secs,
+        rayon::current_num_threads()
+    );
+    Ok(())
+}
