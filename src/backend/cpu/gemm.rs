@@ -24,6 +24,8 @@ const MC: usize = 96;
 const NT: usize = 256;
 /// Columns of B packed at once.
 const NC: usize = 4096;
+/// The most elements of A packed at once (16 MiB of f32): deeper products are packed in several phases.
+const PACKED_A_LIMIT: usize = 1 << 22;
 /// Below this many multiply-adds the GEMM runs on the calling thread.
 const PARALLEL_WORK: usize = 1 << 18;
 
@@ -49,11 +51,57 @@ pub trait GemmFloat: Float {
     fn micro_kernel(kc: usize, a: &[Self], b: &[Self], out: &mut [Self; MR * NR]) {
         portable_kernel(kc, a, b, out)
     }
+
+    /// Runs `f` with packing buffers of at least `len_a` and `len_b` elements, reused across calls.
+    fn with_scratch<R>(
+        len_a: usize,
+        len_b: usize,
+        f: impl FnOnce(&mut [Self], &mut [Self]) -> R,
+    ) -> R;
 }
 
-impl GemmFloat for f64 {}
+/// Runs `f` with two scratch buffers of at least `len_a` and `len_b` elements from `cell`, kept for the next
+/// call on this thread (fresh multi-megabyte buffers would fault their pages in on every product). A nested
+/// call on the same thread, which finds the cell borrowed, allocates its own.
+fn with_cell_scratch<T: Float, R>(
+    cell: &std::cell::RefCell<(Vec<T>, Vec<T>)>,
+    len_a: usize,
+    len_b: usize,
+    f: impl FnOnce(&mut [T], &mut [T]) -> R,
+) -> R {
+    match cell.try_borrow_mut() {
+        Ok(mut buffers) => {
+            let (a, b) = &mut *buffers;
+            if a.len() < len_a {
+                a.resize(len_a, T::ZERO);
+            }
+            if b.len() < len_b {
+                b.resize(len_b, T::ZERO);
+            }
+            f(&mut a[..len_a], &mut b[..len_b])
+        }
+        Err(_) => f(&mut vec![T::ZERO; len_a], &mut vec![T::ZERO; len_b]),
+    }
+}
+
+macro_rules! scratch {
+    ($t:ty) => {
+        fn with_scratch<R>(len_a: usize, len_b: usize, f: impl FnOnce(&mut [$t], &mut [$t]) -> R) -> R {
+            thread_local! {
+                static SCRATCH: std::cell::RefCell<(Vec<$t>, Vec<$t>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+            }
+            SCRATCH.with(|cell| with_cell_scratch(cell, len_a, len_b, f))
+        }
+    };
+}
+
+impl GemmFloat for f64 {
+    scratch!(f64);
+}
 
 impl GemmFloat for f32 {
+    scratch!(f32);
+
     fn micro_kernel(kc: usize, a: &[f32], b: &[f32], out: &mut [f32; MR * NR]) {
         #[cfg(target_arch = "x86_64")]
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
@@ -169,76 +217,134 @@ pub fn gemm<T: GemmFloat>(
     let parallel = m * n * k >= PARALLEL_WORK;
     let out = SharedOut(c.as_mut_ptr());
     let m_panels = m.div_ceil(MR);
-    let mut packed_a = vec![T::ZERO; m_panels * MR * KC.min(k)];
-    let mut packed_b = vec![T::ZERO; NC.min(n).div_ceil(NR) * NR * KC.min(k)];
-    for jc in (0..n).step_by(NC) {
-        let nc = NC.min(n - jc);
-        for pc in (0..k).step_by(KC) {
-            let kc = KC.min(k - pc);
-            let beta_now = if pc == 0 { beta } else { T::ONE };
-            let b_panels = nc.div_ceil(NR);
-            let pb = &mut packed_b[..b_panels * NR * kc];
-            let pa = &mut packed_a[..m_panels * MR * kc];
-            if parallel {
-                pb.par_chunks_mut(NR * kc)
-                    .enumerate()
-                    .for_each(|(jr, panel)| pack_b(b, pc, kc, jc + jr * NR, n, panel));
-                pa.par_chunks_mut(MR * kc)
-                    .enumerate()
-                    .for_each(|(ir, panel)| pack_a(a, ir * MR, m, pc, kc, panel));
-            } else {
-                pb.chunks_mut(NR * kc)
-                    .enumerate()
-                    .for_each(|(jr, panel)| pack_b(b, pc, kc, jc + jr * NR, n, panel));
-                pa.chunks_mut(MR * kc)
-                    .enumerate()
-                    .for_each(|(ir, panel)| pack_a(a, ir * MR, m, pc, kc, panel));
-            }
-            let (pa, pb) = (&*pa, &*pb);
-            let tiles_m = m.div_ceil(MC);
-            let tiles_n = nc.div_ceil(NT);
-            let run_tile = |t: usize| {
-                let (ti, tj) = (t / tiles_n, t % tiles_n);
-                let rows = ti * MC..(ti * MC + MC).min(m);
-                let cols = tj * NT..(tj * NT + NT).min(nc);
-                let mut acc = [T::ZERO; MR * NR];
-                for j0 in cols.clone().step_by(NR) {
-                    let b_panel = &pb[(j0 / NR) * NR * kc..(j0 / NR + 1) * NR * kc];
-                    let nr = NR.min(cols.end - j0);
-                    for i0 in rows.clone().step_by(MR) {
-                        let a_panel = &pa[(i0 / MR) * MR * kc..(i0 / MR + 1) * MR * kc];
-                        let mr = MR.min(m - i0);
-                        T::micro_kernel(kc, a_panel, b_panel, &mut acc);
-                        for i in 0..mr {
-                            // SAFETY: rows i0..i0+mr and columns jc+j0..jc+j0+nr of C belong to this tile only,
-                            // and lie inside C (checked by the assert at the top).
-                            let row = unsafe {
-                                std::slice::from_raw_parts_mut(
-                                    out.ptr().add((i0 + i) * ldc + jc + j0),
-                                    nr,
-                                )
-                            };
-                            let acc_row = &acc[i * NR..i * NR + nr];
-                            if beta_now == T::ZERO {
-                                for (c, &v) in row.iter_mut().zip(acc_row) {
-                                    *c = alpha * v;
-                                }
-                            } else {
-                                for (c, &v) in row.iter_mut().zip(acc_row) {
-                                    *c = alpha * v + beta_now * *c;
+    // Depth packed per parallel phase: all of it unless the packed A would pass PACKED_A_LIMIT elements.
+    let depth = (PACKED_A_LIMIT / (m_panels * MR)).max(KC) / KC * KC;
+    let depth = depth.min(k.div_ceil(KC) * KC);
+    let b_panels_max = NC.min(n).div_ceil(NR);
+    T::with_scratch(
+        m_panels * MR * depth,
+        b_panels_max * NR * depth,
+        |packed_a, packed_b| {
+            for jc in (0..n).step_by(NC) {
+                let nc = NC.min(n - jc);
+                let b_panels = nc.div_ceil(NR);
+                for pg in (0..k).step_by(depth) {
+                    // Blocks of KC depth in this phase; block `q` covers `pg + q·KC ..`, and its panels start at
+                    // `q · panels · unit · KC` (the last block may be shorter; its panels are packed `kc` deep).
+                    let blocks: Vec<(usize, usize)> = (pg..(pg + depth).min(k))
+                        .step_by(KC)
+                        .map(|pc| (pc, KC.min(k - pc)))
+                        .collect();
+                    let pa_len = m_panels * MR * KC;
+                    let pb_len = b_panels * NR * KC;
+                    let pack_b_panel = |(idx, panel): (usize, &mut [T])| {
+                        let ((pc, kc), jr) = (blocks[idx / b_panels], idx % b_panels);
+                        pack_b(b, pc, kc, jc + jr * NR, n, &mut panel[..NR * kc]);
+                    };
+                    let pack_a_panel = |(idx, panel): (usize, &mut [T])| {
+                        let ((pc, kc), ir) = (blocks[idx / m_panels], idx % m_panels);
+                        pack_a(a, ir * MR, m, pc, kc, &mut panel[..MR * kc]);
+                    };
+                    let pb_all = &mut packed_b[..blocks.len() * pb_len];
+                    let pa_all = &mut packed_a[..blocks.len() * pa_len];
+                    if parallel {
+                        rayon::join(
+                            || {
+                                pb_all
+                                    .par_chunks_mut(NR * KC)
+                                    .enumerate()
+                                    .for_each(pack_b_panel)
+                            },
+                            || {
+                                pa_all
+                                    .par_chunks_mut(MR * KC)
+                                    .enumerate()
+                                    .for_each(pack_a_panel)
+                            },
+                        );
+                    } else {
+                        pb_all
+                            .chunks_mut(NR * KC)
+                            .enumerate()
+                            .for_each(pack_b_panel);
+                        pa_all
+                            .chunks_mut(MR * KC)
+                            .enumerate()
+                            .for_each(pack_a_panel);
+                    }
+                    let (pa_all, pb_all) = (&*pa_all, &*pb_all);
+                    let (mc, nt) = if parallel {
+                        tile_sizes(m, nc)
+                    } else {
+                        (MC, NT)
+                    };
+                    let (tiles_m, tiles_n) = (m.div_ceil(mc), nc.div_ceil(nt));
+                    let run_tile = |t: usize| {
+                        let (ti, tj) = (t / tiles_n, t % tiles_n);
+                        let rows = ti * mc..(ti * mc + mc).min(m);
+                        let cols = tj * nt..(tj * nt + nt).min(nc);
+                        let mut acc = [T::ZERO; MR * NR];
+                        for (q, &(pc, kc)) in blocks.iter().enumerate() {
+                            let beta_now = if pc == 0 { beta } else { T::ONE };
+                            let (pa, pb) = (&pa_all[q * pa_len..], &pb_all[q * pb_len..]);
+                            for j0 in cols.clone().step_by(NR) {
+                                let b_panel = &pb[(j0 / NR) * NR * KC..][..NR * kc];
+                                let nr = NR.min(cols.end - j0);
+                                for i0 in rows.clone().step_by(MR) {
+                                    let a_panel = &pa[(i0 / MR) * MR * KC..][..MR * kc];
+                                    let mr = MR.min(m - i0);
+                                    T::micro_kernel(kc, a_panel, b_panel, &mut acc);
+                                    for i in 0..mr {
+                                        // SAFETY: rows i0..i0+mr and columns jc+j0..jc+j0+nr of C belong to this tile
+                                        // only, and lie inside C (checked by the assert at the top).
+                                        let row = unsafe {
+                                            std::slice::from_raw_parts_mut(
+                                                out.ptr().add((i0 + i) * ldc + jc + j0),
+                                                nr,
+                                            )
+                                        };
+                                        let acc_row = &acc[i * NR..i * NR + nr];
+                                        if beta_now == T::ZERO {
+                                            for (c, &v) in row.iter_mut().zip(acc_row) {
+                                                *c = alpha * v;
+                                            }
+                                        } else {
+                                            for (c, &v) in row.iter_mut().zip(acc_row) {
+                                                *c = alpha * v + beta_now * *c;
+                                            }
+                                        }
+                                    }
                                 }
                             }
                         }
+                    };
+                    if parallel {
+                        (0..tiles_m * tiles_n).into_par_iter().for_each(run_tile);
+                    } else {
+                        (0..tiles_m * tiles_n).for_each(run_tile);
                     }
                 }
-            };
-            if parallel {
-                (0..tiles_m * tiles_n).into_par_iter().for_each(run_tile);
-            } else {
-                (0..tiles_m * tiles_n).for_each(run_tile);
             }
+        },
+    )
+}
+
+/// Tile sizes for `m` rows and `nc` columns: the largest (`MC × NT`) that still gives every thread about six
+/// tiles, so that small products keep both cores busy and the last tiles do not leave one idle. Halving keeps
+/// `mc` a multiple of `MR` and `nt` of `NR`.
+fn tile_sizes(m: usize, nc: usize) -> (usize, usize) {
+    let target = 6 * rayon::current_num_threads();
+    let (mut mc, mut nt) = (MC, NT);
+    while m.div_ceil(mc) * nc.div_ceil(nt) < target {
+        if nt > 4 * NR && nt >= mc {
+            nt /= 2;
+        } else if mc > 4 * MR {
+            mc /= 2;
+        } else {
+            break;
         }
     }
+    (mc, nt)
 }
 
 /// Products with at most this many rows (one token at a time in generation) skip packing: packing B would
@@ -313,6 +419,12 @@ fn pack_a<T: Float>(a: MatRef<'_, T>, i0: usize, m: usize, pc: usize, kc: usize,
                 panel[p * MR + i] = v;
             }
         }
+    } else if a.row_stride == 1 {
+        // A transposed (column-major): each depth step is a contiguous run of rows.
+        for (p, dst) in panel.chunks_exact_mut(MR).take(kc).enumerate() {
+            let start = a.offset + (pc + p) * a.col_stride + i0;
+            dst[..rows].copy_from_slice(&a.data[start..start + rows]);
+        }
     } else {
         for p in 0..kc {
             for i in 0..rows {
@@ -330,6 +442,19 @@ fn pack_a<T: Float>(a: MatRef<'_, T>, i0: usize, m: usize, pc: usize, kc: usize,
 /// Packs columns `j0..j0+NR` (zero past `n`) and depth `pc..pc+kc` of B as `panel[p · NR + j]`.
 fn pack_b<T: Float>(b: MatRef<'_, T>, pc: usize, kc: usize, j0: usize, n: usize, panel: &mut [T]) {
     let cols = NR.min(n - j0);
+    if b.row_stride == 1 && b.col_stride != 1 {
+        // B transposed (a weight read as Wᵀ): each column is a contiguous run of depth.
+        for j in 0..cols {
+            let start = b.offset + (j0 + j) * b.col_stride + pc;
+            for (p, &v) in b.data[start..start + kc].iter().enumerate() {
+                panel[p * NR + j] = v;
+            }
+        }
+        for p in 0..kc {
+            panel[p * NR + cols..p * NR + NR].fill(T::ZERO);
+        }
+        return;
+    }
     for p in 0..kc {
         let dst = &mut panel[p * NR..p * NR + NR];
         if b.col_stride == 1 {
