@@ -14,7 +14,6 @@ use crate::error::{Error, Result};
 use crate::optim::AdamW;
 use crate::tensor::Tensor;
 use safetensors::tensor::{Dtype as StDtype, TensorView};
-use safetensors::SafeTensors;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -33,39 +32,6 @@ pub fn to_safetensors(tensors: &[(String, Tensor)]) -> Result<Vec<u8>> {
         })
         .collect::<Result<Vec<_>>>()?;
     safetensors::serialize(views, &None).map_err(|e| Error::invalid("safetensors", e.to_string()))
-}
-
-/// Reads every tensor of a safetensors file as f32 (f32, f16 and bf16 are accepted).
-pub fn read_safetensors(path: &Path) -> Result<HashMap<String, Tensor>> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let st = SafeTensors::deserialize(&bytes)
-        .map_err(|e| Error::format(path, format!("not a safetensors file: {e}")))?;
-    let mut out = HashMap::new();
-    for (name, view) in st.tensors() {
-        let data = view.data();
-        let values: Vec<f32> = match view.dtype() {
-            StDtype::F32 => data
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            StDtype::F16 => data
-                .chunks_exact(2)
-                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            StDtype::BF16 => data
-                .chunks_exact(2)
-                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            other => {
-                return Err(Error::format(
-                    path,
-                    format!("tensor {name} has unsupported dtype {other:?}"),
-                ))
-            }
-        };
-        out.insert(name.clone(), Tensor::from_vec(values, view.shape())?);
-    }
-    Ok(out)
 }
 
 fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -99,7 +65,6 @@ pub fn hf_config_json(config: &Config) -> serde_json::Value {
         "attention_bias": false,
         "mlp_bias": false,
         "torch_dtype": "float32",
-        "tapegrad_config": config,
     })
 }
 
@@ -114,17 +79,9 @@ pub fn save_model(model: &Llama, dir: &Path) -> Result<()> {
     write_bytes(&dir.join("config.json"), &json)
 }
 
-/// Loads a model saved by `save_model` (our `config.json` and f32/f16/bf16 weights).
+/// Loads a model saved by `save_model` (or any Hugging Face LLaMA folder).
 pub fn load_model(dir: &Path) -> Result<Llama> {
-    let config_path = dir.join("config.json");
-    let text = std::fs::read(&config_path).map_err(|e| Error::io(&config_path, e))?;
-    let json: serde_json::Value = serde_json::from_slice(&text)
-        .map_err(|e| Error::format(&config_path, format!("bad json: {e}")))?;
-    let config: Config = serde_json::from_value(json["tapegrad_config"].clone())
-        .map_err(|e| Error::format(&config_path, format!("no usable tapegrad_config: {e}")))?;
-    config.validate()?;
-    let mut tensors = read_safetensors(&dir.join("model.safetensors"))?;
-    model_from_tensors(config, &mut tensors, &dir.join("model.safetensors"))
+    super::hf::load_hf(dir)
 }
 
 /// Builds a model from named tensors, checking every name and shape.
@@ -296,7 +253,7 @@ pub fn load_checkpoint(root: &Path) -> Result<Checkpoint> {
     let config = serde_json::from_value(field("optimizer")?)
         .map_err(|e| Error::format(&state_path, format!("bad optimizer config: {e}")))?;
     let opt_path = dir.join("optimizer.safetensors");
-    let mut moments = read_safetensors(&opt_path)?;
+    let mut moments = super::hf::read_tensors(&opt_path)?;
     let params = named_parameters(&model);
     let mut optimizer = AdamW::new(config, &[]);
     optimizer.step = field("optimizer_step")?.as_u64().unwrap_or(step);

@@ -5,6 +5,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod generate;
+pub mod hf;
 pub mod model;
 pub mod plot;
 pub mod train;

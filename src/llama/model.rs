@@ -249,6 +249,81 @@ impl Llama {
     }
 }
 
+/// What `Llama::causal_lm` computes.
+pub struct CausalLmOutput {
+    /// `[B, T, V]`.
+    pub logits: Tensor,
+    /// Mean cross-entropy of position t predicting token t + 1, over the `B · (T − 1)` predicted positions.
+    pub loss: f64,
+    /// `d loss / d parameter` with Hugging Face names, when asked for.
+    pub grads: Option<Vec<(String, Tensor)>>,
+}
+
+impl Llama {
+    /// Logits, the next-token loss as transformers computes it with `labels = input_ids`, and optionally every
+    /// parameter's gradient. `ids` are `[B, T]` row-major, `T ≥ 2`.
+    pub fn causal_lm(
+        &mut self,
+        ids: &[u32],
+        batch: usize,
+        seq_len: usize,
+        with_grads: bool,
+    ) -> Result<CausalLmOutput> {
+        if seq_len < 2 || ids.len() != batch * seq_len {
+            return Err(Error::invalid(
+                "ids",
+                format!(
+                    "{} ids do not form {batch} rows of {seq_len} (at least 2) tokens",
+                    ids.len()
+                ),
+            ));
+        }
+        let tape = Tape::new();
+        let leaves = if with_grads {
+            self.watch(&tape)
+        } else {
+            Vec::new()
+        };
+        let result = (|| {
+            let logits = self.forward(ids, batch, seq_len, None)?;
+            let v = self.config.vocab_size;
+            let shifted = logits
+                .narrow(1, 0, seq_len - 1)?
+                .reshape(&[batch * (seq_len - 1), v])?;
+            let targets: Vec<u32> = (0..batch)
+                .flat_map(|b| ids[b * seq_len + 1..(b + 1) * seq_len].to_vec())
+                .collect();
+            let loss = shifted.cross_entropy(&targets, None)?;
+            Ok::<_, Error>((logits, loss))
+        })();
+        self.unwatch();
+        let (logits, loss) = result?;
+        let grads = if with_grads {
+            let mut grads = tape.backward(&loss)?;
+            let mut names = Vec::new();
+            self.visit(&mut |n, _| names.push(n.to_string()));
+            let list = names
+                .into_iter()
+                .zip(&leaves)
+                .map(|(n, l)| {
+                    let g = grads
+                        .remove(l)
+                        .unwrap_or_else(|| Tensor::zeros(l.shape(), l.dtype()));
+                    (n, g)
+                })
+                .collect();
+            Some(list)
+        } else {
+            None
+        };
+        Ok(CausalLmOutput {
+            logits: logits.detach(),
+            loss: loss.item()?,
+            grads,
+        })
+    }
+}
+
 const BLOCK_NAMES: [&str; 9] = [
     "input_layernorm.weight",
     "self_attn.q_proj.weight",
