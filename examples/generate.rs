@@ -5,15 +5,16 @@
 use clap::Parser;
 use std::path::PathBuf;
 use std::time::Instant;
-use tapegrad::data::Tokenizer;
-use tapegrad::llama::checkpoint::{latest_dir, load_model};
+use tapegrad::llama::checkpoint::latest_dir;
 use tapegrad::llama::generate::{generate, Sampling};
+use tapegrad::llama::pretrained::load_pretrained;
 use tapegrad::{Error, Result, Rng};
 
 #[derive(Parser, Debug)]
 #[command(about = "Generate text from a tapegrad checkpoint")]
 struct Args {
-    /// A checkpoint folder, or a folder of checkpoints with a `latest` file.
+    /// A checkpoint folder (or a folder of checkpoints with a `latest` file), a Hugging Face folder, or a
+    /// GGUF file.
     #[arg(long, default_value = "out/checkpoints")]
     checkpoint: PathBuf,
     #[arg(long, default_value = "ROMEO:\n")]
@@ -45,10 +46,25 @@ fn run(args: Args) -> Result<()> {
         ));
     }
     tapegrad::backend::cpu::keep_freed_memory();
-    let dir = latest_dir(&args.checkpoint)?;
-    let model = load_model(&dir)?;
-    let tokenizer = Tokenizer::load(dir.join("tokenizer.json"))?;
-    let prompt = tokenizer.encode(args.prompt.as_bytes());
+    let path = if args.checkpoint.is_dir() {
+        latest_dir(&args.checkpoint)?
+    } else {
+        args.checkpoint.clone()
+    };
+    let started = Instant::now();
+    let (model, tokenizer) = load_pretrained(&path)?;
+    eprintln!(
+        "loaded {} in {:.2} s",
+        path.display(),
+        started.elapsed().as_secs_f64()
+    );
+    let tokenizer = tokenizer.ok_or_else(|| {
+        Error::invalid(
+            "--checkpoint",
+            format!("{} has no tokenizer", path.display()),
+        )
+    })?;
+    let prompt = tokenizer.encode(&args.prompt);
     let sampling = Sampling {
         temperature: args.temperature,
         top_p: args.top_p,
@@ -59,11 +75,11 @@ fn run(args: Args) -> Result<()> {
         &prompt,
         args.max_tokens,
         sampling,
-        None,
+        tokenizer.eos_id(),
         &mut Rng::new(args.seed),
     )?;
     let secs = start.elapsed().as_secs_f64();
-    println!("{}{}", args.prompt, tokenizer.decode_lossy(&out));
+    println!("{}{}", args.prompt, tokenizer.decode(&out));
     eprintln!(
         "{} prompt + {} new tokens in {:.2} s: {:.0} tokens/s (KV cache, {} threads)",
         prompt.len(),

@@ -48,6 +48,10 @@ struct Args {
     /// Resume from the latest checkpoint in OUT/checkpoints.
     #[arg(long)]
     resume: bool,
+    /// Finetune a pretrained model (a Hugging Face folder or a GGUF file) with its own tokenizer instead of
+    /// training `--config` from scratch.
+    #[arg(long, conflicts_with = "resume")]
+    init: Option<PathBuf>,
     #[arg(long, default_value_t = 1337)]
     seed: u64,
     /// Validate every N steps (and at the end).
@@ -56,6 +60,9 @@ struct Args {
     /// Validation batches per evaluation.
     #[arg(long, default_value_t = 8)]
     eval_batches: usize,
+    /// Validation batches for the evaluation at the end (0: the whole held-out split).
+    #[arg(long, default_value_t = 0)]
+    final_eval_batches: usize,
     /// Checkpoint every N steps (and at the end).
     #[arg(long, default_value_t = 200)]
     save_every: usize,
@@ -122,6 +129,9 @@ fn run(args: Args) -> Result<()> {
     let metrics = args.out.join("metrics.jsonl");
     let mut trainer = if args.resume {
         Trainer::resume(&ckpt_root, options)?
+    } else if let Some(init) = &args.init {
+        let _ = std::fs::remove_file(&metrics);
+        Trainer::from_pretrained(init, options)?
     } else {
         let _ = std::fs::remove_file(&metrics);
         Trainer::new(options)?
@@ -130,7 +140,7 @@ fn run(args: Args) -> Result<()> {
     let flops_per_token = cfg.train_flops_per_token(trainer.options.seq_len);
     eprintln!(
         "model {}: {:.2} M parameters, {} layers, dim {}, vocab {}; {} steps of {} x {} tokens, {} threads",
-        args.config,
+        args.init.as_ref().map_or(args.config.clone(), |p| p.display().to_string()),
         cfg.param_count() as f64 / 1e6,
         cfg.n_layers,
         cfg.dim,
@@ -206,18 +216,35 @@ fn run(args: Args) -> Result<()> {
         tokens_done as f64 / elapsed,
         tokens_done as f64 * flops_per_token / elapsed / 1e9
     );
-    if let Some(eval) = last_eval {
+    if last_eval.is_some() {
+        let batches = if args.final_eval_batches == 0 {
+            usize::MAX
+        } else {
+            args.final_eval_batches
+        };
+        let eval = trainer.evaluate(batches)?;
         eprintln!(
-            "final validation: {:.4} nats/token, {:.4} bits/byte",
-            eval.nats_per_token, eval.bits_per_byte
+            "final validation ({}): {:.4} nats/token, {:.4} bits/byte",
+            if batches == usize::MAX {
+                "the whole held-out split".to_string()
+            } else {
+                format!("{batches} batches")
+            },
+            eval.nats_per_token,
+            eval.bits_per_byte
         );
+        append_json(
+            &metrics,
+            serde_json::json!({"step": trainer.step, "final_val_loss": eval.nats_per_token,
+                "final_val_bpb": eval.bits_per_byte, "final_val_batches": batches.min(1 << 30)}),
+        )?;
     }
     tapegrad::llama::plot::loss_curve(&args.out.join("loss.png"), &history, &val_history)?;
     if args.sample_tokens > 0 {
         let mut samples = String::new();
         let mut rng = Rng::new(args.seed);
         for prompt in ["ROMEO:\n", "Elizabeth", "The king"] {
-            let ids = trainer.tokenizer.encode(prompt.as_bytes());
+            let ids = trainer.tokenizer.encode(prompt);
             let sampling = Sampling {
                 temperature: 0.8,
                 top_p: 0.95,
@@ -233,7 +260,7 @@ fn run(args: Args) -> Result<()> {
             let text = format!(
                 "--- {prompt:?}\n{}{}\n",
                 prompt,
-                trainer.tokenizer.decode_lossy(&out)
+                trainer.tokenizer.decode(&out)
             );
             println!("{text}");
             samples.push_str(&text);

@@ -5,6 +5,7 @@
 //! under a key of the corpus content hash and the tokenizer fingerprint, and the sampler's state can be
 //! saved and restored so that a resumed run draws exactly the batches an uninterrupted one would have.
 
+pub mod bpe_vocab;
 pub mod sampler;
 pub mod shard;
 pub mod tokenizer;
@@ -44,5 +45,28 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// What the data pipeline needs of a tokenizer: text to ids, a stable fingerprint for cache keys, and the
+/// vocabulary size for shard headers. Implemented by our `Tokenizer` and by tokenizers of pretrained models.
+pub trait Encoder: Sync {
+    /// Token ids of a UTF-8 text, without special tokens.
+    fn encode_text(&self, text: &[u8]) -> Vec<u32>;
+    /// A hash that changes whenever the encoding could.
+    fn fingerprint(&self) -> u64;
+    /// Number of token ids.
+    fn vocab_size(&self) -> usize;
+}
+
+impl Encoder for Tokenizer {
+    fn encode_text(&self, text: &[u8]) -> Vec<u32> {
+        self.encode_parallel(text)
+    }
+    fn fingerprint(&self) -> u64 {
+        Tokenizer::fingerprint(self)
+    }
+    fn vocab_size(&self) -> usize {
+        Tokenizer::vocab_size(self)
     }
 }

@@ -16,7 +16,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::data::shard::Shard;
-use crate::data::tokenizer::{fnv1a_64, Tokenizer};
+use crate::data::tokenizer::fnv1a_64;
 use crate::error::{Error, Result};
 use crate::rng::Rng;
 
@@ -73,7 +73,7 @@ impl Source {
 pub fn prepare_source(
     name: &str,
     text_path: impl AsRef<Path>,
-    tokenizer: &Tokenizer,
+    tokenizer: &dyn crate::data::Encoder,
     cache_dir: impl AsRef<Path>,
     val_fraction: f64,
 ) -> Result<Source> {
@@ -99,12 +99,12 @@ pub fn prepare_source(
     let train = cached_shard(
         &cache_dir.join(format!("{stem}.train.tgs")),
         vocab_size,
-        || tokenizer.encode_parallel(train_text),
+        || tokenizer.encode_text(train_text.as_ref()),
     )?;
     let val = cached_shard(
         &cache_dir.join(format!("{stem}.val.tgs")),
         vocab_size,
-        || tokenizer.encode_parallel(val_text),
+        || tokenizer.encode_text(val_text.as_ref()),
     )?;
     Ok(Source {
         name: name.to_string(),
@@ -517,6 +517,7 @@ fn check_source(source: &Source, seq_len: usize, vocab_size: u32) -> Result<()> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::tokenizer::Tokenizer;
     use crate::data::TempDir;
     use std::path::PathBuf;
 

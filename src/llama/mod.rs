@@ -4,10 +4,13 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod eval;
 pub mod generate;
+pub mod gguf;
 pub mod hf;
 pub mod model;
 pub mod plot;
+pub mod pretrained;
 pub mod train;
 
 pub use config::{Config, Preset};

@@ -5,6 +5,7 @@
 use super::checkpoint::{load_checkpoint, save_checkpoint};
 use super::config::Config;
 use super::model::Llama;
+use super::pretrained::{load_pretrained, TextTokenizer};
 use crate::data::{prepare_source, Mixture, MixtureState, Tokenizer, DEFAULT_VAL_FRACTION};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -53,7 +54,7 @@ pub struct Trainer {
     pub optimizer: AdamW,
     pub schedule: CosineSchedule,
     pub mixture: Mixture,
-    pub tokenizer: Tokenizer,
+    pub tokenizer: TextTokenizer,
     pub step: u64,
     pub options: TrainOptions,
 }
@@ -96,6 +97,25 @@ impl Trainer {
         // The trained vocabulary can come out smaller than asked on a tiny corpus; the model follows it.
         config.vocab_size = tokenizer.vocab_size();
         let model = Llama::new(config, DType::F32, options.seed)?;
+        Trainer::fresh(options, TextTokenizer::Ours(tokenizer), model)
+    }
+
+    /// Continues training a pretrained model (a Hugging Face folder or a GGUF file) on the corpora, with the
+    /// model's own tokenizer. The model's configuration replaces `options.config`.
+    pub fn from_pretrained(path: &Path, mut options: TrainOptions) -> Result<Trainer> {
+        let (model, tokenizer) = load_pretrained(path)?;
+        let tokenizer = tokenizer.ok_or_else(|| {
+            Error::invalid(
+                "--init",
+                format!("{} has no tokenizer to finetune with", path.display()),
+            )
+        })?;
+        options.config = model.config.clone();
+        Trainer::check(&options)?;
+        Trainer::fresh(options, tokenizer, model)
+    }
+
+    fn fresh(options: TrainOptions, tokenizer: TextTokenizer, model: Llama) -> Result<Trainer> {
         let mut sizes = Vec::new();
         model.visit(&mut |_, t| sizes.push(t.numel()));
         let optimizer = AdamW::new(options.optimizer.clone(), &sizes);
@@ -150,7 +170,7 @@ impl Trainer {
 
     fn assemble(
         options: TrainOptions,
-        tokenizer: Tokenizer,
+        tokenizer: TextTokenizer,
         model: Llama,
         optimizer: AdamW,
         step: u64,
@@ -188,17 +208,20 @@ impl Trainer {
     }
 
     /// Continues the run saved under `root` (its `latest` checkpoint). The corpora, batch and sequence sizes come
-    /// from `options`; the model, optimizer, step and data position from the checkpoint.
-    pub fn resume(root: &Path, options: TrainOptions) -> Result<Trainer> {
-        Trainer::check(&options)?;
+    /// from `options`; the model (and its configuration), tokenizer, optimizer, step and data position from the
+    /// checkpoint.
+    pub fn resume(root: &Path, mut options: TrainOptions) -> Result<Trainer> {
         let ckpt = load_checkpoint(root)?;
-        let tokenizer =
-            prepare_tokenizer(&options.data, options.config.vocab_size, &options.cache_dir)?;
+        options.config = ckpt.model.config.clone();
+        Trainer::check(&options)?;
+        let dir = super::checkpoint::latest_dir(root)?;
+        let tokenizer = TextTokenizer::load(&dir)?
+            .ok_or_else(|| Error::format(&dir, "the checkpoint holds no tokenizer"))?;
         if ckpt.model.config.vocab_size != tokenizer.vocab_size() {
-            return Err(Error::invalid(
-                "--resume",
+            return Err(Error::format(
+                &dir,
                 format!(
-                    "checkpoint vocabulary {} differs from the tokenizer's {}",
+                    "model vocabulary {} differs from the tokenizer's {}",
                     ckpt.model.config.vocab_size,
                     tokenizer.vocab_size()
                 ),
@@ -219,7 +242,7 @@ impl Trainer {
         let state =
             serde_json::json!({ "mixture": self.mixture.state(), "schedule": self.schedule });
         let tokenizer = &self.tokenizer;
-        let write_tokenizer = |dir: &Path| tokenizer.save(dir.join("tokenizer.json"));
+        let write_tokenizer = |dir: &Path| tokenizer.save(dir);
         save_checkpoint(
             root,
             self.step,

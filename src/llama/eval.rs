@@ -1,0 +1,166 @@
+//! Evaluation as in the LLaMA paper: perplexity and bits per byte on a text, and multiple-choice tasks scored
+//! by the log-likelihood of each choice given the context (as EleutherAI's lm-evaluation-harness does), with
+//! accuracy raw and normalized by the choice's length in bytes.
+
+use super::model::Llama;
+use super::pretrained::TextTokenizer;
+use crate::error::{Error, Result};
+use crate::tape::no_grad;
+use std::path::Path;
+
+/// Language-modelling figures on a text.
+#[derive(Clone, Copy, Debug)]
+pub struct TextScore {
+    pub tokens: usize,
+    pub nats_per_token: f64,
+    pub perplexity: f64,
+    /// Total nats / ln 2 over the bytes of the predicted tokens.
+    pub bits_per_byte: f64,
+}
+
+/// Sum of `log p(ids[i] | ids[..i])` for `i` in `from..ids.len()`, in one forward pass.
+pub fn log_likelihood(model: &Llama, ids: &[u32], from: usize) -> Result<f64> {
+    if from == 0 || from > ids.len() {
+        return Err(Error::invalid(
+            "log_likelihood",
+            format!("scored span {from}..{} needs a context", ids.len()),
+        ));
+    }
+    let t = ids.len();
+    no_grad(|| {
+        let logits = model.forward(ids, 1, t, None)?;
+        let v = model.config.vocab_size;
+        let logp = logits.reshape(&[t, v])?.log_softmax()?.to_f64_vec();
+        Ok((from..t).map(|i| logp[(i - 1) * v + ids[i] as usize]).sum())
+    })
+}
+
+/// Perplexity and bits per byte of `text`, in consecutive windows of `seq_len` tokens (each window's first
+/// token is the previous window's last, so every token after the first is predicted once).
+pub fn score_text(
+    model: &Llama,
+    tokenizer: &TextTokenizer,
+    text: &str,
+    seq_len: usize,
+) -> Result<TextScore> {
+    let ids = tokenizer.encode(text);
+    if ids.len() < 2 || seq_len < 2 {
+        return Err(Error::invalid(
+            "text",
+            "needs at least two tokens and seq_len >= 2",
+        ));
+    }
+    let seq_len = seq_len.min(model.config.max_seq_len);
+    let mut total = 0.0;
+    let mut start = 0;
+    while start + 1 < ids.len() {
+        let end = (start + seq_len).min(ids.len());
+        total -= log_likelihood(model, &ids[start..end], 1)?;
+        start = end - 1;
+    }
+    let predicted = ids.len() - 1;
+    let predicted_bytes = tokenizer.decode(&ids[1..]).len().max(1);
+    let nats = total / predicted as f64;
+    Ok(TextScore {
+        tokens: predicted,
+        nats_per_token: nats,
+        perplexity: nats.exp(),
+        bits_per_byte: total / std::f64::consts::LN_2 / predicted_bytes as f64,
+    })
+}
+
+/// One multiple-choice question.
+#[derive(Clone, Debug, serde::Deserialize)]
+pub struct Question {
+    pub context: String,
+    pub choices: Vec<String>,
+    pub answer: usize,
+}
+
+/// Accuracy over a task.
+#[derive(Clone, Copy, Debug)]
+pub struct TaskScore {
+    pub questions: usize,
+    /// Fraction where the choice with the highest log-likelihood is the answer.
+    pub accuracy: f64,
+    /// The same with each log-likelihood divided by the choice's length in bytes.
+    pub accuracy_normalized: f64,
+}
+
+/// Reads a JSONL task: one `{"context": ..., "choices": [...], "answer": i}` per line.
+pub fn read_task(path: &Path) -> Result<Vec<Question>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let mut out = Vec::new();
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let q: Question = serde_json::from_str(line)
+            .map_err(|e| Error::format(path, format!("line {}: {e}", i + 1)))?;
+        if q.choices.is_empty() || q.answer >= q.choices.len() {
+            return Err(Error::format(
+                path,
+                format!(
+                    "line {}: answer {} is not one of the choices",
+                    i + 1,
+                    q.answer
+                ),
+            ));
+        }
+        out.push(q);
+    }
+    Ok(out)
+}
+
+/// The log-likelihood of each choice given the context (context and choice tokenized separately, as the
+/// harness does), with each choice's length in bytes.
+pub fn score_choices(
+    model: &Llama,
+    tokenizer: &TextTokenizer,
+    q: &Question,
+) -> Result<Vec<(f64, usize)>> {
+    let context = tokenizer.encode(&q.context);
+    q.choices
+        .iter()
+        .map(|choice| {
+            let mut ids = context.clone();
+            ids.extend(tokenizer.encode(choice));
+            Ok((
+                log_likelihood(model, &ids, context.len().max(1))?,
+                choice.len().max(1),
+            ))
+        })
+        .collect()
+}
+
+/// Scores every question of a task.
+pub fn score_task(
+    model: &Llama,
+    tokenizer: &TextTokenizer,
+    questions: &[Question],
+) -> Result<TaskScore> {
+    let (mut raw, mut normalized) = (0usize, 0usize);
+    let argmax = |xs: &[f64]| {
+        xs.iter()
+            .enumerate()
+            .fold(
+                (0, f64::NEG_INFINITY),
+                |b, (i, &x)| if x > b.1 { (i, x) } else { b },
+            )
+            .0
+    };
+    for q in questions {
+        let scores = score_choices(model, tokenizer, q)?;
+        let ll: Vec<f64> = scores.iter().map(|s| s.0).collect();
+        let per_byte: Vec<f64> = scores.iter().map(|s| s.0 / s.1 as f64).collect();
+        raw += (argmax(&ll) == q.answer) as usize;
+        normalized += (argmax(&per_byte) == q.answer) as usize;
+    }
+    let n = questions.len().max(1) as f64;
+    Ok(TaskScore {
+        questions: questions.len(),
+        accuracy: raw as f64 / n,
+        accuracy_normalized: normalized as f64 / n,
+    })
+}

