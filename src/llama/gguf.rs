@@ -22,6 +22,7 @@ use memmap2::Mmap;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::llama::config::Config;
 
 /// The four bytes every GGUF file starts with.
 pub const GGUF_MAGIC: [u8; 4] = *b"GGUF";
@@ -1096,17 +1097,8 @@ fn dequant_q6_k(src: &[u8], dst: &mut [f32]) {
 /// with q/k projections un-permuted (see [`load_llama`]).
 #[derive(Clone)]
 pub struct GgufLlama {
-    pub vocab_size: usize,
-    pub dim: usize,
-    pub n_layers: usize,
-    pub n_heads: usize,
-    pub n_kv_heads: usize,
-    pub ffn_dim: usize,
-    pub max_seq_len: usize,
-    pub norm_eps: f64,
-    pub rope_theta: f64,
-    /// True when the file has no `output.weight`: the LM head reuses the token embedding.
-    pub tie_embeddings: bool,
+    /// The hyper-parameters; `tie_embeddings` is true when the file has no `output.weight`.
+    pub config: Config,
     /// `(hugging face name, row-major shape, data)` for every tensor in the file, in file order.
     pub tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
 }
@@ -1114,16 +1106,7 @@ pub struct GgufLlama {
 impl std::fmt::Debug for GgufLlama {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GgufLlama")
-            .field("vocab_size", &self.vocab_size)
-            .field("dim", &self.dim)
-            .field("n_layers", &self.n_layers)
-            .field("n_heads", &self.n_heads)
-            .field("n_kv_heads", &self.n_kv_heads)
-            .field("ffn_dim", &self.ffn_dim)
-            .field("max_seq_len", &self.max_seq_len)
-            .field("norm_eps", &self.norm_eps)
-            .field("rope_theta", &self.rope_theta)
-            .field("tie_embeddings", &self.tie_embeddings)
+            .field("config", &self.config)
             .field("tensors", &self.tensors.len())
             .finish()
     }
@@ -1296,7 +1279,7 @@ pub fn llama_from_gguf(gguf: &Gguf) -> Result<GgufLlama> {
         })
         .collect::<Result<Vec<_>>>()?;
 
-    Ok(GgufLlama {
+    let config = Config {
         vocab_size,
         dim,
         n_layers,
@@ -1307,8 +1290,8 @@ pub fn llama_from_gguf(gguf: &Gguf) -> Result<GgufLlama> {
         norm_eps,
         rope_theta,
         tie_embeddings,
-        tensors,
-    })
+    };
+    Ok(GgufLlama { config, tensors })
 }
 
 #[cfg(test)]
@@ -2125,18 +2108,18 @@ pub(crate) mod tests {
             let m = m.unwrap();
             assert_eq!(
                 (
-                    m.vocab_size,
-                    m.dim,
-                    m.n_layers,
-                    m.n_heads,
-                    m.n_kv_heads,
-                    m.ffn_dim
+                    m.config.vocab_size,
+                    m.config.dim,
+                    m.config.n_layers,
+                    m.config.n_heads,
+                    m.config.n_kv_heads,
+                    m.config.ffn_dim
                 ),
                 (10, 8, 2, 2, 1, 16)
             );
-            assert_eq!((m.max_seq_len, m.rope_theta), (64, 1e4));
-            assert!((m.norm_eps - 1e-5).abs() < 1e-10);
-            assert_eq!(m.tie_embeddings, tied);
+            assert_eq!((m.config.max_seq_len, m.config.rope_theta), (64, 1e4));
+            assert!((m.config.norm_eps - 1e-5).abs() < 1e-10);
+            assert_eq!(m.config.tie_embeddings, tied);
             assert_eq!(m.tensors.len(), 1 + 2 * 9 + 1 + usize::from(!tied));
             let (shape, data) = m.tensor("model.layers.1.self_attn.q_proj.weight").unwrap();
             assert_eq!((shape, data), (&[8usize, 8][..], &q[..]));
@@ -2208,13 +2191,19 @@ pub(crate) mod tests {
         let secs = t0.elapsed().as_secs_f64();
         println!("load_llama(SmolLM2-135M Q4_1): {secs:.3} s");
         assert_eq!(
-            (m.n_layers, m.dim, m.ffn_dim, m.n_heads, m.n_kv_heads),
+            (
+                m.config.n_layers,
+                m.config.dim,
+                m.config.ffn_dim,
+                m.config.n_heads,
+                m.config.n_kv_heads
+            ),
             (30, 576, 1536, 9, 3)
         );
-        assert_eq!((m.vocab_size, m.max_seq_len), (49152, 8192));
-        assert_eq!(m.rope_theta, 1e5);
-        assert!((m.norm_eps - 1e-5).abs() < 1e-9);
-        assert!(m.tie_embeddings);
+        assert_eq!((m.config.vocab_size, m.config.max_seq_len), (49152, 8192));
+        assert_eq!(m.config.rope_theta, 1e5);
+        assert!((m.config.norm_eps - 1e-5).abs() < 1e-9);
+        assert!(m.config.tie_embeddings);
         assert_eq!(m.tensors.len(), 272);
         assert_eq!(
             m.tensor("model.embed_tokens.weight").unwrap().0,

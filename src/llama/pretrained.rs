@@ -2,7 +2,6 @@
 //! `tokenizer.json` when it was trained here) or a GGUF file (weights dequantized to f32, llama.cpp's q/k row
 //! permutation undone, the tokenizer read from its metadata).
 
-use super::config::Config;
 use super::model::Llama;
 use crate::data::bpe_vocab::VocabTokenizer;
 use crate::data::Encoder;
@@ -111,24 +110,16 @@ pub fn load_pretrained(path: &Path) -> Result<(Llama, Option<TextTokenizer>)> {
     let tokenizer = VocabTokenizer::from_metadata(&metadata, path)?;
     drop(file);
     let loaded = gguf::load_llama(path)?;
-    let config = Config {
-        vocab_size: loaded.vocab_size,
-        dim: loaded.dim,
-        n_layers: loaded.n_layers,
-        n_heads: loaded.n_heads,
-        n_kv_heads: loaded.n_kv_heads,
-        ffn_dim: loaded.ffn_dim,
-        max_seq_len: loaded.max_seq_len,
-        norm_eps: loaded.norm_eps,
-        rope_theta: loaded.rope_theta,
-        tie_embeddings: loaded.tie_embeddings,
-    };
+    let config = loaded.config;
     let mut tensors: HashMap<String, Tensor> = HashMap::new();
     for (name, shape, values) in loaded.tensors {
         tensors.insert(name, Tensor::from_vec(values, &shape)?);
     }
     let model = super::checkpoint::model_from_tensors(config, &mut tensors, path)?;
-    Ok((model, Some(TextTokenizer::Vocab(Box::new(tokenizer), metadata))))
+    Ok((
+        model,
+        Some(TextTokenizer::Vocab(Box::new(tokenizer), metadata)),
+    ))
 }
 
 impl Encoder for TextTokenizer {
