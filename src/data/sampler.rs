@@ -414,7 +414,8 @@ impl Mixture {
     }
 
     /// The validation windows of [`Mixture::val_batches`], as `(source, start)` pairs, at most
-    /// `max_windows` of them.
+    /// `max_windows` of them: every window when they fit, otherwise `max_windows` evenly spaced ones of the
+    /// round-robin order, so a short evaluation samples the whole split rather than its beginning.
     fn val_windows(&self, max_windows: usize) -> Vec<(usize, usize)> {
         let seq_len = self.seq_len;
         let window_counts: Vec<usize> = self
@@ -426,22 +427,26 @@ impl Mixture {
         let mut windows = Vec::new();
         for round in 0..rounds {
             for (index, &count) in window_counts.iter().enumerate() {
-                if windows.len() == max_windows {
-                    return windows;
-                }
                 if round < count {
                     windows.push((index, round * seq_len));
                 }
             }
         }
-        windows
+        if windows.len() <= max_windows {
+            return windows;
+        }
+        let total = windows.len();
+        (0..max_windows)
+            .map(|i| windows[i * total / max_windows])
+            .collect()
     }
 
     /// Deterministic validation batches of `batch_size` rows, at most `max_batches` of them (the last may
     /// be smaller). Window `k` of a source is its validation tokens `k·T ..= k·T + T` (`T = seq_len`), so
     /// consecutive windows share their boundary token as an input but never a target. Sources take turns:
     /// window 0 of every source in order, then window 1 of every source, and so on, skipping sources that
-    /// have run out; a source with fewer than `T + 1` validation tokens contributes nothing.
+    /// have run out; a source with fewer than `T + 1` validation tokens contributes nothing. When more
+    /// windows exist than `batch_size · max_batches`, evenly spaced ones of that order are taken.
     ///
     /// # Panics
     /// If `batch_size` is 0.
@@ -803,6 +808,16 @@ mod tests {
         let limited = mixture.val_batches(4, 1);
         assert_eq!(limited.len(), 1);
         assert_eq!(mixture.val_counts(4, 1).target_tokens, 40);
+        // Four of the six windows, evenly spaced over the order a0 b0 a1 b1 a2 a3: a0 b0 b1 a2 — the
+        // sample reaches the end of the split instead of stopping at its beginning.
+        let spread: Vec<u32> = limited[0].inputs.chunks(10).map(|row| row[0]).collect();
+        assert_eq!(spread, [0, 0, 10, 20]);
+        let two: Vec<u32> = mixture.val_batches(2, 1)[0]
+            .inputs
+            .chunks(10)
+            .map(|row| row[0])
+            .collect();
+        assert_eq!(two, [0, 10], "windows 0 and 3 of the order: a0 and b1");
     }
 
     #[test]
