@@ -66,6 +66,10 @@ struct Args {
     /// Checkpoint every N steps (and at the end).
     #[arg(long, default_value_t = 200)]
     save_every: usize,
+    /// Stop after this many steps in a row whose loss or gradient norm was not finite (their updates are
+    /// skipped); the last checkpoint stays the last good one.
+    #[arg(long, default_value_t = 20)]
+    max_bad_steps: u64,
     /// Tokens generated per sample at the end (0: none).
     #[arg(long, default_value_t = 120)]
     sample_tokens: usize,
@@ -136,6 +140,12 @@ fn run(args: Args) -> Result<()> {
         let _ = std::fs::remove_file(&metrics);
         Trainer::new(options)?
     };
+    for warning in &trainer.warnings {
+        eprintln!("warning: {warning}; resuming from the previous intact checkpoint");
+    }
+    if args.resume {
+        eprintln!("resumed at step {}", trainer.step);
+    }
     let cfg = &trainer.model.config;
     let flops_per_token = cfg.train_flops_per_token(trainer.options.seq_len);
     eprintln!(
@@ -166,6 +176,28 @@ fn run(args: Args) -> Result<()> {
     while trainer.step < total {
         let t0 = Instant::now();
         let stats = trainer.train_step()?;
+        if stats.skipped {
+            let line = format!(
+                "warning: step {} skipped: loss {} / gradient norm {} not finite ({} in a row, {} in all)",
+                trainer.step, stats.loss, stats.grad_norm, trainer.skipped_in_a_row, trainer.skipped_steps
+            );
+            if bar.is_hidden() {
+                eprintln!("{line}");
+            } else {
+                bar.println(line);
+            }
+            if trainer.skipped_in_a_row >= args.max_bad_steps {
+                bar.abandon();
+                return Err(Error::invalid(
+                    "training",
+                    format!(
+                        "stopped after {} non-finite steps in a row; the last checkpoint in {} is the last good one",
+                        trainer.skipped_in_a_row,
+                        ckpt_root.display()
+                    ),
+                ));
+            }
+        }
         let dt = t0.elapsed().as_secs_f64();
         tokens_done += stats.tokens;
         let tps = stats.tokens as f64 / dt;
@@ -180,7 +212,7 @@ fn run(args: Args) -> Result<()> {
         ));
         append_json(
             &metrics,
-            serde_json::json!({"step": trainer.step, "loss": stats.loss, "lr": stats.lr, "grad_norm": stats.grad_norm,
+            serde_json::json!({"step": trainer.step, "loss": stats.loss, "skipped": stats.skipped, "lr": stats.lr, "grad_norm": stats.grad_norm,
                 "tokens_per_s": tps, "elapsed_s": start.elapsed().as_secs_f64()}),
         )?;
         let last = trainer.step == total;

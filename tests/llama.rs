@@ -167,3 +167,94 @@ fn training_on_the_bundled_corpus_resumes_exactly() {
     assert!(eval.bits_per_byte.is_finite() && eval.bits_per_byte > 0.0);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_damaged_checkpoint_is_detected_and_the_previous_intact_one_used() {
+    let dir = temp_dir("torn");
+    let model = Llama::new(tiny(), DType::F32, 6).unwrap();
+    let mut sizes = Vec::new();
+    model.visit(&mut |_, p| sizes.push(p.numel()));
+    let opt = AdamW::new(AdamWConfig::default(), &sizes);
+    let root = dir.join("ckpts");
+    for step in [10, 20] {
+        save_checkpoint(
+            &root,
+            step,
+            &model,
+            &opt,
+            &serde_json::json!({}),
+            3,
+            &|_| Ok(()),
+        )
+        .unwrap();
+    }
+    // Tear the newest checkpoint's weights: same length, one byte changed near the end.
+    let weights = root.join("step-00000020/model.safetensors");
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let n = bytes.len();
+    bytes[n - 3] ^= 0x40;
+    std::fs::write(&weights, bytes).unwrap();
+    let err = load_checkpoint(&root)
+        .err()
+        .expect("the torn file is detected")
+        .to_string();
+    assert!(
+        err.contains("model.safetensors") && err.contains("checksum"),
+        "{err}"
+    );
+    let (ckpt, passed_over) = tapegrad::llama::checkpoint::load_latest_intact(&root).unwrap();
+    assert_eq!(ckpt.step, 10);
+    assert_eq!(passed_over.len(), 1);
+    assert!(passed_over[0].contains("step-00000020"), "{passed_over:?}");
+    // A truncated file is detected the same way.
+    let truncated = root.join("step-00000010/optimizer.safetensors");
+    let bytes = std::fs::read(&truncated).unwrap();
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let err = tapegrad::llama::checkpoint::load_latest_intact(&root)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("no intact checkpoint"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_non_finite_loss_skips_the_update_and_is_counted() {
+    let dir = temp_dir("nan");
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data");
+    let text = std::fs::read_to_string(root.join("austen.txt")).unwrap();
+    std::fs::write(dir.join("corpus.txt"), &text[..100_000]).unwrap();
+    let options = TrainOptions {
+        config: tiny(),
+        steps: 4,
+        batch_size: 2,
+        seq_len: 16,
+        lr: 1e-3,
+        warmup_steps: 1,
+        final_lr_fraction: 0.1,
+        data: vec![(dir.join("corpus.txt"), 1.0)],
+        cache_dir: dir.join("cache"),
+        seed: 2,
+        optimizer: AdamWConfig::default(),
+    };
+    let mut trainer = Trainer::new(options).unwrap();
+    assert!(!trainer.train_step().unwrap().skipped);
+    // Poison one gain: every loss from now on is NaN.
+    trainer.model.norm.data_mut::<f32>().unwrap()[0] = f32::NAN;
+    let before = values(&trainer.model.blocks[0].wq);
+    for expected in 1..=2 {
+        let stats = trainer.train_step().unwrap();
+        assert!(stats.skipped && stats.loss.is_nan());
+        assert_eq!(
+            (trainer.skipped_steps, trainer.skipped_in_a_row),
+            (expected, expected)
+        );
+    }
+    assert_eq!(
+        values(&trainer.model.blocks[0].wq),
+        before,
+        "skipped steps change no weight"
+    );
+    assert_eq!(trainer.optimizer.step, 1, "nor the optimizer's step count");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -8,6 +8,7 @@
 
 use super::config::Config;
 use super::model::{parameter_shapes, Block, Llama};
+use crate::data::fnv1a_64;
 use crate::data::shard::write_file_atomically;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -179,6 +180,7 @@ pub fn save_checkpoint(
         &serde_json::to_vec_pretty(&full_state).expect("json"),
     )?;
     write_extra(&tmp)?;
+    write_checksums(&tmp)?;
     if final_dir.exists() {
         std::fs::remove_dir_all(&final_dir).map_err(|e| Error::io(&final_dir, e))?;
     }
@@ -211,6 +213,8 @@ fn prune(root: &Path, keep: usize) -> Result<()> {
 
 /// A loaded training checkpoint.
 pub struct Checkpoint {
+    /// The folder it was read from.
+    pub dir: PathBuf,
     pub step: u64,
     pub model: Llama,
     pub optimizer: AdamW,
@@ -236,7 +240,93 @@ pub fn latest_dir(root: &Path) -> Result<PathBuf> {
 
 /// Loads the checkpoint `root/latest` points at (or `root` itself when it is a checkpoint folder).
 pub fn load_checkpoint(root: &Path) -> Result<Checkpoint> {
-    let dir = latest_dir(root)?;
+    load_checkpoint_dir(&latest_dir(root)?)
+}
+
+/// The newest checkpoint under `root` whose files all match their checksums: the one `latest` names, or else
+/// the newest intact `step-*` folder. Returns it with a message for each damaged checkpoint passed over.
+pub fn load_latest_intact(root: &Path) -> Result<(Checkpoint, Vec<String>)> {
+    let first = latest_dir(root)?;
+    let mut steps: Vec<PathBuf> = std::fs::read_dir(root)
+        .map_err(|e| Error::io(root, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_dir()
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("step-") && !n.ends_with(".tmp"))
+        })
+        .collect();
+    steps.sort();
+    let candidates =
+        std::iter::once(first.clone()).chain(steps.into_iter().rev().filter(|p| *p != first));
+    let mut passed_over = Vec::new();
+    for dir in candidates {
+        match load_checkpoint_dir(&dir) {
+            Ok(ckpt) => return Ok((ckpt, passed_over)),
+            Err(e) => passed_over.push(format!("checkpoint {} is unusable ({e})", dir.display())),
+        }
+    }
+    Err(Error::format(
+        root,
+        format!("no intact checkpoint: {}", passed_over.join("; ")),
+    ))
+}
+
+/// Name of the file listing every other file of a checkpoint with its length and FNV-1a 64 hash.
+pub const CHECKSUMS_FILE: &str = "checksums.json";
+
+fn write_checksums(dir: &Path) -> Result<()> {
+    let mut sums = serde_json::Map::new();
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .filter_map(|e| e.ok().and_then(|e| e.file_name().into_string().ok()))
+        .filter(|n| n != CHECKSUMS_FILE)
+        .collect();
+    names.sort();
+    for name in names {
+        let path = dir.join(&name);
+        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        sums.insert(name, serde_json::json!({"bytes": bytes.len(), "fnv1a64": format!("{:016x}", fnv1a_64(&bytes))}));
+    }
+    write_bytes(
+        &dir.join(CHECKSUMS_FILE),
+        &serde_json::to_vec_pretty(&sums).expect("json"),
+    )
+}
+
+/// Checks every file a checkpoint's checksum list names (a torn or altered file is an error naming it).
+pub fn verify_checksums(dir: &Path) -> Result<()> {
+    let path = dir.join(CHECKSUMS_FILE);
+    let text = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+    let sums: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&text)
+        .map_err(|e| Error::format(&path, format!("bad json: {e}")))?;
+    for (name, expected) in &sums {
+        let file = dir.join(name);
+        if name.contains(['/', '\\']) {
+            return Err(Error::format(
+                &path,
+                format!("{name:?} is not a file of the checkpoint"),
+            ));
+        }
+        let bytes = std::fs::read(&file).map_err(|e| Error::io(&file, e))?;
+        let hash = format!("{:016x}", fnv1a_64(&bytes));
+        if expected["bytes"].as_u64() != Some(bytes.len() as u64)
+            || expected["fnv1a64"].as_str() != Some(&hash)
+        {
+            return Err(Error::format(
+                &file,
+                "does not match its checksum (torn or altered)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Loads the training checkpoint in folder `dir`, after checking its files against their checksums.
+pub fn load_checkpoint_dir(dir: &Path) -> Result<Checkpoint> {
+    let dir = dir.to_path_buf();
+    verify_checksums(&dir)?;
     let model = load_model(&dir)?;
     let state_path = dir.join("state.json");
     let text = std::fs::read(&state_path).map_err(|e| Error::io(&state_path, e))?;
@@ -273,6 +363,7 @@ pub fn load_checkpoint(root: &Path) -> Result<Checkpoint> {
         }
     }
     Ok(Checkpoint {
+        dir: dir.clone(),
         step,
         model,
         optimizer,

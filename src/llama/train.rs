@@ -2,7 +2,7 @@
 //! memory-mapped), one AdamW step per call on a fresh tape, validation in nats per token and bits per byte,
 //! and resumable checkpoints holding the weights, both moments, the data position and the schedule.
 
-use super::checkpoint::{load_checkpoint, save_checkpoint};
+use super::checkpoint::{load_latest_intact, save_checkpoint};
 use super::config::Config;
 use super::model::Llama;
 use super::pretrained::{load_pretrained, TextTokenizer};
@@ -36,6 +36,8 @@ pub struct TrainOptions {
 #[derive(Clone, Copy, Debug)]
 pub struct StepStats {
     pub loss: f64,
+    /// The loss or gradient norm was not finite and the update was skipped.
+    pub skipped: bool,
     pub lr: f64,
     pub grad_norm: f64,
     pub tokens: usize,
@@ -57,6 +59,11 @@ pub struct Trainer {
     pub tokenizer: TextTokenizer,
     pub step: u64,
     pub options: TrainOptions,
+    /// Steps whose update was skipped for a non-finite loss or gradient norm, in all and in a row.
+    pub skipped_steps: u64,
+    pub skipped_in_a_row: u64,
+    /// What resuming had to pass over (damaged checkpoints), for the caller to report.
+    pub warnings: Vec<String>,
 }
 
 /// Loads the tokenizer cached for these corpora and vocabulary size, or trains and caches it.
@@ -204,6 +211,9 @@ impl Trainer {
             tokenizer,
             step,
             options,
+            skipped_steps: 0,
+            skipped_in_a_row: 0,
+            warnings: Vec::new(),
         })
     }
 
@@ -211,10 +221,10 @@ impl Trainer {
     /// from `options`; the model (and its configuration), tokenizer, optimizer, step and data position from the
     /// checkpoint.
     pub fn resume(root: &Path, mut options: TrainOptions) -> Result<Trainer> {
-        let ckpt = load_checkpoint(root)?;
+        let (ckpt, warnings) = load_latest_intact(root)?;
         options.config = ckpt.model.config.clone();
         Trainer::check(&options)?;
-        let dir = super::checkpoint::latest_dir(root)?;
+        let dir = ckpt.dir.clone();
         let tokenizer = TextTokenizer::load(&dir)?
             .ok_or_else(|| Error::format(&dir, "the checkpoint holds no tokenizer"))?;
         if ckpt.model.config.vocab_size != tokenizer.vocab_size() {
@@ -234,6 +244,7 @@ impl Trainer {
                 Error::format(root, format!("bad data position in the checkpoint: {e}"))
             })?;
         trainer.mixture.restore(state)?;
+        trainer.warnings = warnings;
         Ok(trainer)
     }
 
@@ -274,13 +285,27 @@ impl Trainer {
             .collect();
         drop((leaves, tape));
         let lr = self.schedule.lr(self.step as usize);
-        let mut params = self.model.params_mut();
-        let info = self.optimizer.step(&mut params, &grads, lr)?;
+        let loss = loss.item()?;
+        let (grad_norm, skipped) = if loss.is_finite() {
+            let info = self
+                .optimizer
+                .step(&mut self.model.params_mut(), &grads, lr)?;
+            (info.grad_norm, info.skipped)
+        } else {
+            (f64::NAN, true)
+        };
+        if skipped {
+            self.skipped_steps += 1;
+            self.skipped_in_a_row += 1;
+        } else {
+            self.skipped_in_a_row = 0;
+        }
         self.step += 1;
         Ok(StepStats {
-            loss: loss.item()?,
+            loss,
+            skipped,
             lr,
-            grad_norm: info.grad_norm,
+            grad_norm,
             tokens: b * t,
         })
     }

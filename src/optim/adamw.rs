@@ -47,6 +47,8 @@ pub struct StepInfo {
     pub grad_norm: f64,
     /// The factor gradients were scaled by (1 when not clipped).
     pub clip_scale: f64,
+    /// The gradient norm was not finite, so nothing was updated (state and step count unchanged).
+    pub skipped: bool,
 }
 
 /// The global L2 norm of a set of f32 gradients.
@@ -110,6 +112,13 @@ impl AdamW {
             })
             .collect::<Result<_>>()?;
         let grad_norm = global_norm(&slices);
+        if !grad_norm.is_finite() {
+            return Ok(StepInfo {
+                grad_norm,
+                clip_scale: 0.0,
+                skipped: true,
+            });
+        }
         let clip = self.config.clip_norm;
         let clip_scale = if clip > 0.0 && grad_norm > clip {
             clip / grad_norm
@@ -158,6 +167,7 @@ impl AdamW {
         Ok(StepInfo {
             grad_norm,
             clip_scale,
+            skipped: false,
         })
     }
 }
@@ -190,6 +200,17 @@ mod tests {
             (gain[0] - 0.9).abs() < 1e-6 && (gain[1] + 2.1).abs() < 1e-6,
             "{gain:?}"
         );
+    }
+
+    #[test]
+    fn a_non_finite_gradient_skips_the_update() {
+        let mut opt = AdamW::new(AdamWConfig::default(), &[2]);
+        let mut w = Tensor::from_vec(vec![1.0f32, 2.0], &[2]).unwrap();
+        let g = Tensor::from_vec(vec![f32::NAN, 1.0], &[2]).unwrap();
+        let info = opt.step(&mut [&mut w], &[g], 0.1).unwrap();
+        assert!(info.skipped && !info.grad_norm.is_finite());
+        assert_eq!(w.to_vec::<f32>().unwrap(), vec![1.0, 2.0]);
+        assert_eq!((opt.step, opt.m[0][1], opt.v[0][1]), (0, 0.0, 0.0));
     }
 
     #[test]
