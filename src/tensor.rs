@@ -272,7 +272,7 @@ impl Tensor {
         })
     }
 
-    /// A view with another layout over the same storage, keeping the track (ops use it, then record).
+    /// A view with another layout over the same storage, untracked (the op that makes it records the node).
     pub(crate) fn with_layout(&self, layout: Layout) -> Tensor {
         Tensor {
             storage: self.storage.clone(),
