@@ -1,12 +1,11 @@
 //! A whole training step (forward, backward, AdamW) of the `small` config (and `medium` with
-//! `TAPEGRAD_BENCH_MEDIUM=1`), and fused attention forward + backward against the composed reference at
-//! T = 256 and 1024. Tokens/s = B · T / step time; FLOPs per token are in `Config::train_flops_per_token`.
+//! `TAPEGRAD_BENCH_MEDIUM=1`). Tokens/s = B · T / step time; FLOPs per token are in
+//! `Config::train_flops_per_token`.
 //!
 //! `cargo bench --bench train_step`
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use tapegrad::llama::{Config, Llama};
-use tapegrad::ops::attention_reference;
 use tapegrad::optim::{AdamW, AdamWConfig};
 use tapegrad::{DType, Rng, Tape, Tensor};
 
@@ -48,31 +47,5 @@ fn train_step(c: &mut Criterion) {
     }
 }
 
-fn attention(c: &mut Criterion) {
-    for t in [256usize, 1024] {
-        let (b, h, d) = (4, 8, 32);
-        let mut rng = Rng::new(2);
-        let q = Tensor::randn(&[b, h, t, d], 1.0, DType::F32, &mut rng);
-        let k = Tensor::randn(&[b, h, t, d], 1.0, DType::F32, &mut rng);
-        let v = Tensor::randn(&[b, h, t, d], 1.0, DType::F32, &mut rng);
-        let mut group = c.benchmark_group(format!("attention_fwd_bwd/T{t}"));
-        group.sample_size(10);
-        let run = |fused: bool| {
-            let tape = Tape::new();
-            let (q, k, v) = (tape.watch(&q), tape.watch(&k), tape.watch(&v));
-            let out = if fused {
-                q.attention(&k, &v)
-            } else {
-                attention_reference(&q, &k, &v)
-            }
-            .unwrap();
-            tape.backward(&out.sum_all().unwrap()).unwrap()
-        };
-        group.bench_function("fused", |bench| bench.iter(|| run(true)));
-        group.bench_function("composed", |bench| bench.iter(|| run(false)));
-        group.finish();
-    }
-}
-
-criterion_group!(benches, train_step, attention);
+criterion_group!(benches, train_step);
 criterion_main!(benches);
