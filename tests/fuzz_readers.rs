@@ -1,0 +1,143 @@
+//! Byte-mutation fuzzing of every file reader (proptest, so it runs in CI): valid safetensors, token shards,
+//! tokenizer files and Hugging Face configs are corrupted — bytes flipped, truncated, junk inserted — and each
+//! reader must return `Ok` or an `Err`, never panic, hang or allocate from untrusted sizes. (GGUF has the same
+//! check in `llama::gguf`'s unit tests.)
+
+use proptest::prelude::*;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use tapegrad::data::{Shard, Tokenizer};
+use tapegrad::llama::checkpoint::to_safetensors;
+use tapegrad::llama::hf::{config_from_json, read_tensors};
+use tapegrad::Tensor;
+
+fn dir() -> &'static PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let d = std::env::temp_dir().join(format!("tapegrad-fuzz-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    })
+}
+
+/// Valid files of each kind, made once.
+fn originals() -> &'static [(&'static str, Vec<u8>)] {
+    static FILES: OnceLock<Vec<(&'static str, Vec<u8>)>> = OnceLock::new();
+    FILES.get_or_init(|| {
+        let tensors = vec![
+            (
+                "a".to_string(),
+                Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3]).unwrap(),
+            ),
+            (
+                "b".to_string(),
+                Tensor::from_vec(vec![0.5f32; 4], &[4]).unwrap(),
+            ),
+        ];
+        let safetensors = to_safetensors(&tensors).unwrap();
+        let shard_path = dir().join("valid.tgs");
+        Shard::write(&shard_path, &[1, 2, 3, 500, 7, 9, 11], 600).unwrap();
+        let tokenizer = Tokenizer::train(
+            &[b"the cat sat on the mat, the cat ate 42 rats".as_slice()],
+            270,
+        )
+        .unwrap();
+        let tok_path = dir().join("valid-tokenizer.json");
+        tokenizer.save(&tok_path).unwrap();
+        let config = std::fs::read(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/data/tiny-llama/model/config.json"),
+        )
+        .unwrap();
+        vec![
+            ("safetensors", safetensors),
+            ("shard", std::fs::read(&shard_path).unwrap()),
+            ("tokenizer", std::fs::read(&tok_path).unwrap()),
+            ("config", config),
+        ]
+    })
+}
+
+/// Applies one mutation chosen by `kind` at positions drawn from `seeds`.
+fn mutate(bytes: &[u8], kind: u8, seeds: &[u64]) -> Vec<u8> {
+    let mut out = bytes.to_vec();
+    let at = |s: u64, n: usize| (s % n.max(1) as u64) as usize;
+    match kind % 4 {
+        0 => {
+            for &s in seeds {
+                let i = at(s, out.len());
+                out[i] ^= 1 << (s >> 32) % 8;
+            }
+        }
+        1 => out.truncate(at(seeds[0], bytes.len())),
+        2 => {
+            let i = at(seeds[0], out.len());
+            let junk: Vec<u8> = seeds.iter().map(|s| (s >> 8) as u8).collect();
+            out.splice(i..i, junk);
+        }
+        _ => {
+            // Overwrite with a large little-endian number, as a hostile length or offset field would be.
+            let i = at(seeds[0], out.len().saturating_sub(8));
+            let end = (i + 8).min(out.len());
+            out[i..end].copy_from_slice(&u64::MAX.to_le_bytes()[..end - i]);
+        }
+    }
+    out
+}
+
+/// Runs the reader of `kind` on `bytes`; only a panic fails.
+fn read(kind: &str, bytes: &[u8], case: u64) {
+    let path = dir().join(format!("case-{case}-{kind}"));
+    std::fs::write(&path, bytes).unwrap();
+    match kind {
+        "safetensors" => drop(read_tensors(&path)),
+        "shard" => {
+            if let Ok(shard) = Shard::open(&path) {
+                let _ = shard.to_vec();
+            }
+        }
+        "tokenizer" => {
+            if let Ok(t) = Tokenizer::load(&path) {
+                let ids = t.encode(b"the cat 42");
+                assert_eq!(
+                    t.decode(&ids),
+                    b"the cat 42",
+                    "a tokenizer that loads still round-trips"
+                );
+            }
+        }
+        _ => {
+            if let Ok(json) = serde_json::from_slice::<serde_json::Value>(bytes) {
+                let _ = config_from_json(&json, &path);
+            }
+        }
+    }
+    std::fs::remove_file(&path).unwrap();
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2048))]
+
+    #[test]
+    fn corrupted_files_are_errors_never_panics(which in 0usize..4, kind in 0u8..4, seeds in prop::collection::vec(any::<u64>(), 1..6), case: u64) {
+        let (name, bytes) = &originals()[which];
+        read(name, &mutate(bytes, kind, &seeds), case);
+    }
+}
+
+#[test]
+fn the_unmutated_files_read_cleanly() {
+    for (name, bytes) in originals() {
+        let path = dir().join(format!("clean-{name}"));
+        std::fs::write(&path, bytes).unwrap();
+        match *name {
+            "safetensors" => assert_eq!(read_tensors(&path).unwrap().len(), 2),
+            "shard" => assert_eq!(
+                Shard::open(&path).unwrap().to_vec(),
+                vec![1, 2, 3, 500, 7, 9, 11]
+            ),
+            "tokenizer" => assert!(Tokenizer::load(&path).is_ok()),
+            _ => assert!(config_from_json(&serde_json::from_slice(bytes).unwrap(), &path).is_ok()),
+        }
+    }
+}
