@@ -66,7 +66,7 @@ fn mutate(bytes: &[u8], kind: u8, seeds: &[u64]) -> Vec<u8> {
         0 => {
             for &s in seeds {
                 let i = at(s, out.len());
-                out[i] ^= 1 << (s >> 32) % 8;
+                out[i] ^= 1 << ((s >> 32) % 8);
             }
         }
         1 => out.truncate(at(seeds[0], bytes.len())),
