@@ -303,36 +303,6 @@ fn backward_group<T: Float>(
 mod dispatch {
     use super::*;
 
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn forward_avx2<T: Float>(
-        q: (&[T], Rows),
-        k: (&[T], Rows),
-        v: (&[T], Rows),
-        g: &Geometry,
-        b: usize,
-        h: usize,
-    ) -> (Vec<T>, Vec<T>) {
-        forward_head(q, k, v, g, b, h)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn backward_avx2<T: Float>(
-        q: (&[T], Rows),
-        k: (&[T], Rows),
-        v: (&[T], Rows),
-        o: (&[T], Rows),
-        dout: (&[T], Rows),
-        lse: &[T],
-        g: &Geometry,
-        b: usize,
-        hk: usize,
-    ) -> (Vec<T>, Vec<T>, Vec<T>) {
-        backward_group(q, k, v, o, dout, lse, g, b, hk)
-    }
-
     fn has_avx2() -> bool {
         #[cfg(target_arch = "x86_64")]
         return std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
@@ -340,41 +310,33 @@ mod dispatch {
         false
     }
 
-    pub(super) fn forward<T: Float>(
-        q: (&[T], Rows),
-        k: (&[T], Rows),
-        v: (&[T], Rows),
-        g: &Geometry,
-        b: usize,
-        h: usize,
-    ) -> (Vec<T>, Vec<T>) {
-        #[cfg(target_arch = "x86_64")]
-        if has_avx2() {
-            // SAFETY: the CPU supports the features the function was compiled for.
-            return unsafe { forward_avx2(q, k, v, g, b, h) };
-        }
-        forward_head(q, k, v, g, b, h)
+    /// `$name` runs `$kernel` compiled for AVX2 + FMA when the CPU has them (`$avx2`), and portably otherwise.
+    macro_rules! multiversion {
+        ($name:ident, $avx2:ident, $kernel:ident, ($($arg:ident: $ty:ty),*) -> $ret:ty) => {
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn $avx2<T: Float>($($arg: $ty),*) -> $ret {
+                $kernel($($arg),*)
+            }
+
+            #[allow(clippy::too_many_arguments)]
+            pub(super) fn $name<T: Float>($($arg: $ty),*) -> $ret {
+                #[cfg(target_arch = "x86_64")]
+                if has_avx2() {
+                    // SAFETY: the CPU supports the features the function was compiled for.
+                    return unsafe { $avx2($($arg),*) };
+                }
+                $kernel($($arg),*)
+            }
+        };
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn backward<T: Float>(
-        q: (&[T], Rows),
-        k: (&[T], Rows),
-        v: (&[T], Rows),
-        o: (&[T], Rows),
-        dout: (&[T], Rows),
-        lse: &[T],
-        g: &Geometry,
-        b: usize,
-        hk: usize,
-    ) -> (Vec<T>, Vec<T>, Vec<T>) {
-        #[cfg(target_arch = "x86_64")]
-        if has_avx2() {
-            // SAFETY: as above.
-            return unsafe { backward_avx2(q, k, v, o, dout, lse, g, b, hk) };
-        }
-        backward_group(q, k, v, o, dout, lse, g, b, hk)
-    }
+    multiversion!(forward, forward_avx2, forward_head,
+        (q: (&[T], Rows), k: (&[T], Rows), v: (&[T], Rows), g: &Geometry, b: usize, h: usize) -> (Vec<T>, Vec<T>));
+    multiversion!(backward, backward_avx2, backward_group,
+        (q: (&[T], Rows), k: (&[T], Rows), v: (&[T], Rows), o: (&[T], Rows), dout: (&[T], Rows), lse: &[T],
+         g: &Geometry, b: usize, hk: usize) -> (Vec<T>, Vec<T>, Vec<T>));
 }
 
 /// Writes per-(b, h) blocks `[T, D]` into a `[B, T, H, D]` buffer.
