@@ -258,3 +258,25 @@ fn a_non_finite_loss_skips_the_update_and_is_counted() {
     assert_eq!(trainer.optimizer.step, 1, "nor the optimizer's step count");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_checkpoint_whose_shapes_do_not_fit_its_config_is_an_error_naming_file_and_tensor() {
+    let dir = temp_dir("misfit");
+    let model = Llama::new(tiny(), DType::F32, 8).unwrap();
+    save_model(&model, &dir).unwrap();
+    let config_path = dir.join("config.json");
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&config_path).unwrap()).unwrap();
+    json["intermediate_size"] = 256.into();
+    std::fs::write(&config_path, json.to_string()).unwrap();
+    let err = load_model(&dir)
+        .err()
+        .expect("176-wide MLP weights do not fit 256")
+        .to_string();
+    assert!(err.contains(dir.to_str().unwrap()), "{err}");
+    assert!(
+        err.contains("mlp.gate_proj.weight is [176, 64], expected [256, 64]"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

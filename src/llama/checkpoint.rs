@@ -7,7 +7,7 @@
 //! pointed at it. A crash leaves either the old or the new checkpoint, never a torn one in `latest`.
 
 use super::config::Config;
-use super::model::{parameter_shapes, Block, Llama};
+use super::model::{Block, Llama};
 use crate::data::fnv1a_64;
 use crate::data::shard::write_file_atomically;
 use crate::dtype::DType;
@@ -91,18 +91,6 @@ pub fn model_from_tensors(
     tensors: &mut HashMap<String, Tensor>,
     path: &Path,
 ) -> Result<Llama> {
-    for (name, shape) in parameter_shapes(&config) {
-        match tensors.get(&name) {
-            None => return Err(Error::format(path, format!("missing tensor {name}"))),
-            Some(t) if t.shape() != shape.as_slice() => {
-                return Err(Error::format(
-                    path,
-                    format!("{name} is {:?} but the config needs {shape:?}", t.shape()),
-                ))
-            }
-            Some(_) => {}
-        }
-    }
     let mut take = |name: &str| -> Result<Tensor> {
         tensors
             .remove(name)
@@ -131,7 +119,9 @@ pub fn model_from_tensors(
     } else {
         Some(take("lm_head.weight")?)
     };
+    // `from_parts` checks every shape against the config; its error gains the file's name here.
     Llama::from_parts(config, embed, blocks, norm, lm_head)
+        .map_err(|e| Error::format(path, e.to_string()))
 }
 
 /// Writes a training checkpoint for `step` under `root` and points `root/latest` at it; keeps the newest
@@ -193,17 +183,24 @@ pub fn save_checkpoint(
     Ok(final_dir)
 }
 
-fn prune(root: &Path, keep: usize) -> Result<()> {
+/// The finished checkpoint folders (`step-*`, not `.tmp`) under `root`, oldest first.
+fn step_dirs(root: &Path) -> Result<Vec<PathBuf>> {
     let mut steps: Vec<PathBuf> = std::fs::read_dir(root)
         .map_err(|e| Error::io(root, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("step-") && !n.ends_with(".tmp"))
+            p.is_dir()
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("step-") && !n.ends_with(".tmp"))
         })
         .collect();
     steps.sort();
+    Ok(steps)
+}
+
+fn prune(root: &Path, keep: usize) -> Result<()> {
+    let steps = step_dirs(root)?;
     let excess = steps.len().saturating_sub(keep.max(1));
     for old in &steps[..excess] {
         std::fs::remove_dir_all(old).map_err(|e| Error::io(old, e))?;
@@ -247,17 +244,7 @@ pub fn load_checkpoint(root: &Path) -> Result<Checkpoint> {
 /// the newest intact `step-*` folder. Returns it with a message for each damaged checkpoint passed over.
 pub fn load_latest_intact(root: &Path) -> Result<(Checkpoint, Vec<String>)> {
     let first = latest_dir(root)?;
-    let mut steps: Vec<PathBuf> = std::fs::read_dir(root)
-        .map_err(|e| Error::io(root, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.is_dir()
-                && p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("step-") && !n.ends_with(".tmp"))
-        })
-        .collect();
-    steps.sort();
+    let steps = step_dirs(root)?;
     let candidates =
         std::iter::once(first.clone()).chain(steps.into_iter().rev().filter(|p| *p != first));
     let mut passed_over = Vec::new();

@@ -868,64 +868,51 @@ fn f16_at(b: &[u8], i: usize) -> f32 {
     f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
 }
 
-/// F32: little-endian IEEE floats.
-fn dequant_f32(src: &[u8], dst: &mut [f32]) {
-    for (d, s) in dst.iter_mut().zip(src.chunks_exact(4)) {
-        *d = f32::from_le_bytes([s[0], s[1], s[2], s[3]]);
+/// Plain little-endian elements of `N` bytes each, converted one by one.
+fn dequant_plain<const N: usize>(src: &[u8], dst: &mut [f32], convert: impl Fn([u8; N]) -> f32) {
+    for (d, s) in dst.iter_mut().zip(src.chunks_exact(N)) {
+        *d = convert(s.try_into().expect("chunks_exact yields N bytes"));
     }
+}
+
+/// F32: little-endian IEEE floats.
+pub(crate) fn dequant_f32(src: &[u8], dst: &mut [f32]) {
+    dequant_plain(src, dst, f32::from_le_bytes)
 }
 
 /// F16: little-endian IEEE half floats.
-fn dequant_f16(src: &[u8], dst: &mut [f32]) {
-    for (d, s) in dst.iter_mut().zip(src.chunks_exact(2)) {
-        *d = f16::from_le_bytes([s[0], s[1]]).to_f32();
-    }
+pub(crate) fn dequant_f16(src: &[u8], dst: &mut [f32]) {
+    dequant_plain(src, dst, |b| f16::from_le_bytes(b).to_f32())
 }
 
 /// BF16: little-endian bfloat16.
-fn dequant_bf16(src: &[u8], dst: &mut [f32]) {
-    for (d, s) in dst.iter_mut().zip(src.chunks_exact(2)) {
-        *d = bf16::from_le_bytes([s[0], s[1]]).to_f32();
-    }
+pub(crate) fn dequant_bf16(src: &[u8], dst: &mut [f32]) {
+    dequant_plain(src, dst, |b| bf16::from_le_bytes(b).to_f32())
 }
 
 /// F64: little-endian doubles, rounded to f32.
-fn dequant_f64(src: &[u8], dst: &mut [f32]) {
-    for (d, s) in dst.iter_mut().zip(src.chunks_exact(8)) {
-        let mut a = [0u8; 8];
-        a.copy_from_slice(s);
-        *d = f64::from_le_bytes(a) as f32;
-    }
+pub(crate) fn dequant_f64(src: &[u8], dst: &mut [f32]) {
+    dequant_plain(src, dst, |b| f64::from_le_bytes(b) as f32)
 }
 
 /// I8: signed bytes.
 fn dequant_i8(src: &[u8], dst: &mut [f32]) {
-    for (d, &s) in dst.iter_mut().zip(src) {
-        *d = f32::from(s as i8);
-    }
+    dequant_plain(src, dst, |b: [u8; 1]| f32::from(b[0] as i8))
 }
 
 /// I16: little-endian signed 16-bit integers.
 fn dequant_i16(src: &[u8], dst: &mut [f32]) {
-    for (d, s) in dst.iter_mut().zip(src.chunks_exact(2)) {
-        *d = f32::from(i16::from_le_bytes([s[0], s[1]]));
-    }
+    dequant_plain(src, dst, |b| f32::from(i16::from_le_bytes(b)))
 }
 
 /// I32: little-endian signed 32-bit integers (rounded to f32).
 fn dequant_i32(src: &[u8], dst: &mut [f32]) {
-    for (d, s) in dst.iter_mut().zip(src.chunks_exact(4)) {
-        *d = i32::from_le_bytes([s[0], s[1], s[2], s[3]]) as f32;
-    }
+    dequant_plain(src, dst, |b| i32::from_le_bytes(b) as f32)
 }
 
 /// I64: little-endian signed 64-bit integers (rounded to f32).
 fn dequant_i64(src: &[u8], dst: &mut [f32]) {
-    for (d, s) in dst.iter_mut().zip(src.chunks_exact(8)) {
-        let mut a = [0u8; 8];
-        a.copy_from_slice(s);
-        *d = i64::from_le_bytes(a) as f32;
-    }
+    dequant_plain(src, dst, |b| i64::from_le_bytes(b) as f32)
 }
 
 /// Q8_0: blocks of 32 = f16 scale `d`, 32 × i8 `q`; `x = d·q`.

@@ -4,6 +4,7 @@
 
 use super::checkpoint::model_from_tensors;
 use super::config::Config;
+use super::gguf::{dequant_bf16, dequant_f16, dequant_f32, dequant_f64};
 use super::model::Llama;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -136,26 +137,15 @@ pub fn read_tensors(path: &Path) -> Result<HashMap<String, Tensor>> {
         .map_err(|e| Error::format(path, format!("not a safetensors file: {e}")))?;
     let mut out = HashMap::new();
     for (name, view) in st.tensors() {
-        let d = view.data();
-        let values: Vec<f32> = match view.dtype() {
-            StDtype::F32 => d
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            StDtype::F64 => d
-                .chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
-                .collect(),
-            StDtype::F16 => d
-                .chunks_exact(2)
-                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            StDtype::BF16 => d
-                .chunks_exact(2)
-                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
+        let convert: fn(&[u8], &mut [f32]) = match view.dtype() {
+            StDtype::F32 => dequant_f32,
+            StDtype::F64 => dequant_f64,
+            StDtype::F16 => dequant_f16,
+            StDtype::BF16 => dequant_bf16,
             _ => continue,
         };
+        let mut values = vec![0.0f32; view.shape().iter().product()];
+        convert(view.data(), &mut values);
         out.insert(name, Tensor::from_vec(values, view.shape())?);
     }
     Ok(out)

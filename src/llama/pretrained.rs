@@ -125,7 +125,7 @@ pub fn load_pretrained(path: &Path) -> Result<(Llama, Option<TextTokenizer>)> {
 impl Encoder for TextTokenizer {
     fn encode_text(&self, text: &[u8]) -> Vec<u32> {
         match self {
-            TextTokenizer::Ours(t) => t.encode_parallel(text),
+            TextTokenizer::Ours(t) => t.encode_text(text),
             TextTokenizer::Vocab(t, _) => t.encode(&String::from_utf8_lossy(text)),
         }
     }
