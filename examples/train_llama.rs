@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tapegrad::llama::generate::{generate, Sampling};
 use tapegrad::llama::train::{TrainOptions, Trainer};
-use tapegrad::llama::Config;
+use tapegrad::llama::{Config, Recompute};
+use tapegrad::memory::{memory_stats, reset_peak};
 use tapegrad::optim::AdamWConfig;
 use tapegrad::{Device, Error, Result, Rng};
 
@@ -70,6 +71,10 @@ struct Args {
     /// skipped); the last checkpoint stays the last good one.
     #[arg(long, default_value_t = 20)]
     max_bad_steps: u64,
+    /// What each block keeps for backward: none (recompute nothing), selective (recompute norms, RoPE and
+    /// SwiGLU) or full (keep only each block's input and replay the block).
+    #[arg(long, default_value = "selective")]
+    recompute: Recompute,
     /// Tokens generated per sample at the end (0: none).
     #[arg(long, default_value_t = 120)]
     sample_tokens: usize,
@@ -140,6 +145,7 @@ fn run(args: Args) -> Result<()> {
         let _ = std::fs::remove_file(&metrics);
         Trainer::new(options)?
     };
+    trainer.model.recompute = args.recompute;
     for warning in &trainer.warnings {
         eprintln!("warning: {warning}; resuming from the previous intact checkpoint");
     }
@@ -169,6 +175,8 @@ fn run(args: Args) -> Result<()> {
         .expect("template"),
     );
     let start = Instant::now();
+    reset_peak();
+    let mut saved_peak = 0usize;
     let mut history: Vec<(u64, f64)> = Vec::new();
     let mut val_history: Vec<(u64, f64)> = Vec::new();
     let mut tokens_done = 0usize;
@@ -200,6 +208,7 @@ fn run(args: Args) -> Result<()> {
         }
         let dt = t0.elapsed().as_secs_f64();
         tokens_done += stats.tokens;
+        saved_peak = saved_peak.max(stats.saved_bytes);
         let tps = stats.tokens as f64 / dt;
         history.push((trainer.step, stats.loss));
         bar.set_position(trainer.step);
@@ -213,7 +222,7 @@ fn run(args: Args) -> Result<()> {
         append_json(
             &metrics,
             serde_json::json!({"step": trainer.step, "loss": stats.loss, "skipped": stats.skipped, "lr": stats.lr, "grad_norm": stats.grad_norm,
-                "tokens_per_s": tps, "elapsed_s": start.elapsed().as_secs_f64()}),
+                "tokens_per_s": tps, "saved_bytes": stats.saved_bytes, "elapsed_s": start.elapsed().as_secs_f64()}),
         )?;
         let last = trainer.step == total;
         if trainer.step % args.eval_every.max(1) as u64 == 0 || last {
@@ -247,6 +256,12 @@ fn run(args: Args) -> Result<()> {
         elapsed,
         tokens_done as f64 / elapsed,
         tokens_done as f64 * flops_per_token / elapsed / 1e9
+    );
+    eprintln!(
+        "memory (recompute {}): the tape held at most {:.1} MB of activations for backward; live tensors peaked at {:.1} MB",
+        args.recompute,
+        saved_peak as f64 / 1e6,
+        memory_stats().peak_bytes as f64 / 1e6
     );
     if last_eval.is_some() {
         let batches = if args.final_eval_batches == 0 {

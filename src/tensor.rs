@@ -9,18 +9,21 @@ use crate::backend::cpu::StorageElement;
 use crate::backend::{Device, Storage};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::memory::Counted;
 use crate::rng::Rng;
 use crate::shape::Layout;
-use crate::tape::Track;
+use crate::tape::{Recipe, Track};
 use half::{bf16, f16};
 use std::sync::Arc;
 
 /// An n-dimensional array, optionally recorded on a tape.
 #[derive(Clone)]
 pub struct Tensor {
-    pub(crate) storage: Arc<Storage>,
+    pub(crate) storage: Arc<Counted>,
     pub(crate) layout: Layout,
     pub(crate) track: Option<Track>,
+    /// How to recompute this tensor, when it was produced under a save policy that does not keep it.
+    pub(crate) recipe: Option<Arc<Recipe>>,
 }
 
 impl std::fmt::Debug for Tensor {
@@ -59,9 +62,10 @@ impl Tensor {
     pub(crate) fn from_storage(storage: Storage, shape: &[usize]) -> Tensor {
         debug_assert_eq!(storage.len(), shape.iter().product::<usize>());
         Tensor {
-            storage: Arc::new(storage),
+            storage: Arc::new(Counted::new(storage)),
             layout: Layout::contiguous(shape),
             track: None,
+            recipe: None,
         }
     }
 
@@ -144,7 +148,30 @@ impl Tensor {
 
     /// Where the tensor lives.
     pub fn device(&self) -> Device {
-        Device::Cpu
+        self.storage.device()
+    }
+
+    /// Whether the elements are on a GPU.
+    pub fn is_cuda(&self) -> bool {
+        !self.storage.is_host()
+    }
+
+    /// The device buffer of a GPU tensor.
+    #[cfg(feature = "cuda-backend")]
+    pub(crate) fn cuda_buffer(&self) -> Option<&crate::backend::cuda::DeviceBuffer> {
+        match &**self.storage {
+            Storage::Cuda(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// A contiguous tensor over a device buffer.
+    #[cfg(feature = "cuda-backend")]
+    pub(crate) fn from_device(
+        buffer: crate::backend::cuda::DeviceBuffer,
+        shape: &[usize],
+    ) -> Tensor {
+        Tensor::from_storage(Storage::Cuda(buffer), shape)
     }
 
     /// The layout (shape, strides, offset).
@@ -168,6 +195,7 @@ impl Tensor {
             storage: self.storage.clone(),
             layout: self.layout.clone(),
             track: None,
+            recipe: self.recipe.clone(),
         }
     }
 
@@ -266,7 +294,8 @@ impl Tensor {
             ));
         }
         let dtype = self.dtype();
-        T::slice_mut(Arc::make_mut(&mut self.storage)).ok_or_else(|| Error::DType {
+        self.recipe = None;
+        T::slice_mut(&mut *Arc::make_mut(&mut self.storage)).ok_or_else(|| Error::DType {
             op: "data_mut",
             msg: format!("tensor is {dtype} but {} was asked for", T::DTYPE),
         })
@@ -278,6 +307,7 @@ impl Tensor {
             storage: self.storage.clone(),
             layout,
             track: None,
+            recipe: self.recipe.clone(),
         }
     }
 }

@@ -5,6 +5,10 @@
 //! a GPU backend plugs in as another `Storage` variant behind a cargo feature.
 
 pub mod cpu;
+#[cfg(feature = "cuda-backend")]
+pub mod cuda;
+pub mod pool;
+pub mod twin;
 
 pub use cpu::Storage;
 
@@ -13,12 +17,15 @@ pub use cpu::Storage;
 pub enum Device {
     /// Host memory, computed with rayon over all cores.
     Cpu,
+    /// A GPU by ordinal (builds with the `cuda` feature).
+    Cuda(usize),
 }
 
 impl std::fmt::Display for Device {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Device::Cpu => f.write_str("cpu"),
+            Device::Cuda(i) => write!(f, "cuda:{i}"),
         }
     }
 }
@@ -27,17 +34,47 @@ impl std::str::FromStr for Device {
     type Err = crate::Error;
 
     fn from_str(s: &str) -> crate::Result<Device> {
-        match s {
-            "cpu" => Ok(Device::Cpu),
-            "cuda" => Err(crate::Error::Device {
+        let ordinal = match s {
+            "cpu" => return Ok(Device::Cpu),
+            "cuda" => Some(0),
+            other => other.strip_prefix("cuda:").and_then(|n| n.parse().ok()),
+        };
+        match ordinal {
+            Some(i) if cfg!(feature = "cuda-backend") => Ok(Device::Cuda(i)),
+            Some(_) => Err(crate::Error::Device {
                 op: "device",
-                msg: "cuda is not available in this build (the cuda backend is not built in)"
-                    .into(),
+                msg: format!(
+                    "{s} is not available in this build (build with --features cuda for the GPU backend)"
+                ),
             }),
-            other => Err(crate::Error::invalid(
+            None => Err(crate::Error::invalid(
                 "device",
-                format!("unknown device {other:?} (expected cpu or cuda)"),
+                format!("unknown device {s:?} (expected cpu, cuda or cuda:N)"),
             )),
         }
+    }
+}
+
+/// A copy of a whole buffer on `device`.
+pub fn copy_to(storage: &Storage, device: Device) -> crate::Result<Storage> {
+    match (storage.device(), device) {
+        (from, to) if from == to => Ok(storage.clone()),
+        #[cfg(feature = "cuda-backend")]
+        (Device::Cpu, Device::Cuda(i)) => {
+            let buffer = cuda::gpu(i)?.upload(storage.dtype(), storage.as_bytes())?;
+            Ok(Storage::Cuda(buffer))
+        }
+        #[cfg(feature = "cuda-backend")]
+        (Device::Cuda(_), to) => {
+            let Storage::Cuda(buffer) = storage else {
+                unreachable!("a cuda device has cuda storage")
+            };
+            let host = cpu::Storage::from_bytes(buffer.dtype(), &buffer.download()?);
+            copy_to(&host, to)
+        }
+        (_, to) => Err(crate::Error::Device {
+            op: "to_device",
+            msg: format!("{to} is not available in this build (build with --features cuda)"),
+        }),
     }
 }

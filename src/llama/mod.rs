@@ -11,8 +11,10 @@ pub mod hf;
 pub mod model;
 pub mod plot;
 pub mod pretrained;
+pub mod recompute;
 pub mod train;
 
 pub use config::{Config, Preset};
 pub use generate::{generate, KvCache, Sampling};
 pub use model::Llama;
+pub use recompute::Recompute;

@@ -7,11 +7,12 @@
 
 use super::config::Config;
 use super::generate::KvCache;
+use super::recompute::Recompute;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::ops::Rope;
 use crate::rng::Rng;
-use crate::tape::Tape;
+use crate::tape::{checkpoint, with_save_policy, SavePolicy, Tape};
 use crate::tensor::Tensor;
 
 /// One transformer block's parameters.
@@ -37,7 +38,61 @@ pub struct Llama {
     pub norm: Tensor,
     /// The output head `[V, C]`; `None` when tied to the embedding.
     pub lm_head: Option<Tensor>,
+    /// What the blocks keep for backward when training (not saved with the model).
+    pub recompute: Recompute,
     rope: Rope,
+}
+
+/// What a block needs besides its parameters.
+#[derive(Clone)]
+struct BlockInput {
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    eps: f64,
+    rope: Rope,
+    /// Position of the first token (the KV cache's length).
+    start: usize,
+}
+
+impl Block {
+    /// One pre-norm block over `x: [B, T, C]` → `[B, T, C]`, appending to `cache` (with this block's layer
+    /// index) when given.
+    fn forward(
+        &self,
+        x: &Tensor,
+        a: &BlockInput,
+        cache: Option<(&mut KvCache, usize, usize)>,
+    ) -> Result<Tensor> {
+        let (batch, seq_len, c) = (x.shape()[0], x.shape()[1], x.shape()[2]);
+        let (h, hkv, d) = (a.heads, a.kv_heads, a.head_dim);
+        let hn = x.rms_norm(&self.attn_norm, a.eps)?;
+        let q = hn
+            .linear(&self.wq)?
+            .reshape(&[batch, seq_len, h, d])?
+            .rope(&a.rope, a.start)?;
+        let k = hn
+            .linear(&self.wk)?
+            .reshape(&[batch, seq_len, hkv, d])?
+            .rope(&a.rope, a.start)?;
+        let v = hn.linear(&self.wv)?.reshape(&[batch, seq_len, hkv, d])?;
+        let heads = [0, 2, 1, 3];
+        let (q, mut k, mut v) = (q.permute(&heads)?, k.permute(&heads)?, v.permute(&heads)?);
+        if let Some((cache, layer, max_len)) = cache {
+            (k, v) = cache.append(layer, k, v, max_len)?;
+        }
+        let attn = q
+            .attention(&k, &v)?
+            .permute(&heads)?
+            .reshape(&[batch, seq_len, c])?;
+        let o = attn.linear(&self.wo)?;
+        // The residual stream is kept under every policy (see `Recompute`).
+        let x = with_save_policy(SavePolicy::All, || x.add(&o))?;
+        let hn = x.rms_norm(&self.mlp_norm, a.eps)?;
+        let gated = hn.linear(&self.w_gate)?.swiglu(&hn.linear(&self.w_up)?)?;
+        let down = gated.linear(&self.w_down)?;
+        with_save_policy(SavePolicy::All, || x.add(&down))
+    }
 }
 
 impl Llama {
@@ -84,6 +139,7 @@ impl Llama {
             blocks,
             norm,
             lm_head,
+            recompute: Recompute::default(),
             rope,
         };
         model.check_shapes()?;
@@ -200,32 +256,28 @@ impl Llama {
                 ),
             ));
         }
-        let (c, h, hkv, d) = (cfg.dim, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim());
+        let input = BlockInput {
+            heads: cfg.n_heads,
+            kv_heads: cfg.n_kv_heads,
+            head_dim: cfg.head_dim(),
+            eps: cfg.norm_eps,
+            rope: self.rope.clone(),
+            start,
+        };
         let mut x = self.embed.embedding(ids, &[batch, seq_len])?;
         for (layer, b) in self.blocks.iter().enumerate() {
-            let hn = x.rms_norm(&b.attn_norm, cfg.norm_eps)?;
-            let q = hn
-                .linear(&b.wq)?
-                .reshape(&[batch, seq_len, h, d])?
-                .rope(&self.rope, start)?;
-            let k = hn
-                .linear(&b.wk)?
-                .reshape(&[batch, seq_len, hkv, d])?
-                .rope(&self.rope, start)?;
-            let v = hn.linear(&b.wv)?.reshape(&[batch, seq_len, hkv, d])?;
-            let heads = [0, 2, 1, 3];
-            let (q, mut k, mut v) = (q.permute(&heads)?, k.permute(&heads)?, v.permute(&heads)?);
-            if let Some(cache) = cache.as_deref_mut() {
-                (k, v) = cache.append(layer, k, v, cfg.max_seq_len)?;
-            }
-            let attn = q
-                .attention(&k, &v)?
-                .permute(&heads)?
-                .reshape(&[batch, seq_len, c])?;
-            x = x.add(&attn.linear(&b.wo)?)?;
-            let hn = x.rms_norm(&b.mlp_norm, cfg.norm_eps)?;
-            let gated = hn.linear(&b.w_gate)?.swiglu(&hn.linear(&b.w_up)?)?;
-            x = x.add(&gated.linear(&b.w_down)?)?;
+            let with_cache = cache.as_deref_mut().map(|c| (c, layer, cfg.max_seq_len));
+            x = match (self.recompute, with_cache) {
+                (_, Some(with_cache)) => b.forward(&x, &input, Some(with_cache))?,
+                (Recompute::None, None) => b.forward(&x, &input, None)?,
+                (Recompute::Selective, None) => {
+                    with_save_policy(SavePolicy::Selective, || b.forward(&x, &input, None))?
+                }
+                (Recompute::Full, None) => {
+                    let (b, x, input) = (b.clone(), x.clone(), input.clone());
+                    checkpoint(move || b.forward(&x, &input, None))?
+                }
+            };
         }
         if let Some(cache) = cache {
             cache.advance(seq_len);

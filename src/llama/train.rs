@@ -41,6 +41,8 @@ pub struct StepStats {
     pub lr: f64,
     pub grad_norm: f64,
     pub tokens: usize,
+    /// The most bytes of activations the tape held for backward (see `Tape::saved_bytes`).
+    pub saved_bytes: usize,
 }
 
 /// Validation figures.
@@ -283,6 +285,7 @@ impl Trainer {
                     .unwrap_or_else(|| Tensor::zeros(l.shape(), l.dtype()))
             })
             .collect();
+        let saved_bytes = tape.saved_bytes().peak;
         drop((leaves, tape));
         let lr = self.schedule.lr(self.step as usize);
         let loss = loss.item()?;
@@ -307,6 +310,7 @@ impl Trainer {
             lr,
             grad_norm,
             tokens: b * t,
+            saved_bytes,
         })
     }
 

@@ -15,11 +15,11 @@
 //! Inputs are read through their strides (the last dim must be contiguous); outputs are stored `[B, T, H, D]`
 //! and returned as `[B, H, T, D]` views, so the projections around attention reshape them for free.
 
-use super::{float_dispatch, with_compute_dtype};
+use super::{float_dispatch, keep, with_compute_dtype};
 use crate::backend::cpu::{dot, StorageElement};
 use crate::dtype::Float;
 use crate::error::{Error, Result};
-use crate::tape::{any_tracked, record};
+use crate::tape::record;
 use crate::tensor::Tensor;
 use rayon::prelude::*;
 
@@ -399,10 +399,10 @@ impl Tensor {
                     Tensor::from_vec(lse, &[n])?,
                 )
             });
-            let tracked = any_tracked(&[&q, &k, &v]);
-            let saved = tracked.then(|| (q.detach(), k.detach(), v.detach(), out.detach(), lse));
+            let saved = keep(&[&q, &k, &v], [&q, &k, &v, &out, &lse]);
             record("attention", &[&q, &k, &v], out, move |dout, _| {
-                let (q, k, v, o, lse) = saved.unwrap();
+                let [q, k, v, o, lse] = saved.expect("saved when recorded");
+                let (q, k, v, o, lse) = (q.get()?, k.get()?, v.get()?, o.get()?, lse.get()?);
                 let dout = rows_contiguous(dout)?;
                 let grads = float_dispatch!(q.dtype(), T, {
                     let lse = lse.contiguous_data::<T>();

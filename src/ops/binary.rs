@@ -3,11 +3,11 @@
 //! `a: [..]`, `b: [..]` → `[broadcast(a, b)]`. Backward: each gradient is summed over the dims its operand was
 //! broadcast along (`sum_to_shape`).
 
-use super::{float_dispatch, save, with_compute_dtype};
+use super::{float_dispatch, keep, with_compute_dtype};
 use crate::backend::cpu::elementwise;
 use crate::error::Result;
 use crate::shape::{broadcast_shapes, Layout};
-use crate::tape::{any_tracked, record};
+use crate::tape::record_recomputable;
 use crate::tensor::Tensor;
 
 #[derive(Clone, Copy, Debug)]
@@ -86,23 +86,26 @@ fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
             };
             Tensor::from_vec(values, &shape)?
         });
-        let tracked = any_tracked(&[a, b]);
-        let keep = matches!(op, BinaryOp::Mul | BinaryOp::Div) && tracked;
-        let (sa, sb) = (save(a, keep), save(b, keep));
+        let saved = matches!(op, BinaryOp::Mul | BinaryOp::Div)
+            .then(|| keep(&[a, b], [a, b]))
+            .flatten();
         let (shape_a, shape_b) = (a.shape().to_vec(), b.shape().to_vec());
-        record(op.name(), &[a, b], out, move |g, needs| {
+        let forward = move |xs: &[Tensor]| binary(op, &xs[0], &xs[1]);
+        record_recomputable(op.name(), &[a, b], out, forward, move |g, needs| {
             let (ga, gb) = match op {
                 BinaryOp::Add => (Some(g.clone()), Some(g.clone())),
                 BinaryOp::Sub => (Some(g.clone()), needs[1].then(|| g.neg()).transpose()?),
                 BinaryOp::Mul => {
-                    let (a, b) = (sa.unwrap(), sb.unwrap());
+                    let [a, b] = saved.expect("saved when recorded");
+                    let (a, b) = (a.get()?, b.get()?);
                     (
                         needs[0].then(|| g.mul(&b)).transpose()?,
                         needs[1].then(|| g.mul(&a)).transpose()?,
                     )
                 }
                 BinaryOp::Div => {
-                    let (a, b) = (sa.unwrap(), sb.unwrap());
+                    let [a, b] = saved.expect("saved when recorded");
+                    let (a, b) = (a.get()?, b.get()?);
                     let ga = g.div(&b)?;
                     let gb = if needs[1] {
                         Some(ga.mul(&a)?.div(&b)?.neg()?)

@@ -4,11 +4,11 @@
 //! over the kept positions (0 when none is kept). The kernel keeps only the row log-sum-exp; backward
 //! recomputes the probabilities: `dx = (softmax(x) − onehot(target)) · dy / kept`, zero on ignored rows.
 
-use super::{float_dispatch, with_compute_dtype};
+use super::{float_dispatch, keep, with_compute_dtype};
 use crate::backend::cpu::elementwise::for_each_row;
 use crate::dtype::{DType, Element, Float};
 use crate::error::{Error, Result};
-use crate::tape::{any_tracked, record};
+use crate::tape::record;
 use crate::tensor::Tensor;
 use rayon::prelude::*;
 
@@ -68,9 +68,10 @@ impl Tensor {
                 (total * norm, Tensor::from_vec(lse, &[rows])?)
             });
             let out = Tensor::scalar(loss, dtype);
-            let saved = any_tracked(&[&x]).then(|| (x.detach(), lse));
+            let saved = keep(&[&x], [&x, &lse]);
             record("cross_entropy", &[&x], out, move |g, _| {
-                let (x, lse) = saved.unwrap();
+                let [x, lse] = saved.expect("saved when recorded");
+                let (x, lse) = (x.get()?, lse.get()?);
                 let scale = g.item()? * norm;
                 let grad = float_dispatch!(dtype, T, {
                     let data = x.contiguous_data::<T>();

@@ -7,12 +7,12 @@
 //!
 //! Backward: `dA = dC · Bᵀ`, `dB = Aᵀ · dC`, each summed over the batch dims its operand was broadcast along.
 
-use super::{float_dispatch, save, with_compute_dtype};
+use super::{float_dispatch, keep, with_compute_dtype};
 use crate::backend::cpu::gemm::{gemm, GemmFloat, MatRef};
 use crate::backend::cpu::StorageElement;
 use crate::error::{Error, Result};
 use crate::shape::broadcast_shapes;
-use crate::tape::{any_tracked, record};
+use crate::tape::record_recomputable;
 use crate::tensor::Tensor;
 
 /// Whether dims `0..=last` of `t` merge into one dim of stride `strides[last]`: every dim of size above 1 must
@@ -114,10 +114,11 @@ impl Tensor {
         with_compute_dtype("matmul", &[self, rhs], |xs| {
             let (a, b) = (&xs[0], &xs[1]);
             let out = float_dispatch!(a.dtype(), T, product::<T>(a, b, &out_shape)?);
-            let tracked = any_tracked(&[a, b]);
-            let (sa, sb) = (save(a, tracked), save(b, tracked));
-            record("matmul", &[a, b], out, move |g, needs| {
-                let (a, b) = (sa.unwrap(), sb.unwrap());
+            let saved = keep(&[a, b], [a, b]);
+            let forward = |xs: &[Tensor]| xs[0].matmul(&xs[1]);
+            record_recomputable("matmul", &[a, b], out, forward, move |g, needs| {
+                let [a, b] = saved.expect("saved when recorded");
+                let (a, b) = (a.get()?, b.get()?);
                 let ga = if needs[0] {
                     Some(g.matmul(&b.transpose(-1, -2)?)?.sum_to_shape(a.shape())?)
                 } else {
@@ -164,11 +165,13 @@ impl Tensor {
             *shape.last_mut().unwrap() = w.shape()[0];
             let out = float_dispatch!(x.dtype(), T, product::<T>(&x2, &wt, &[rows, w.shape()[0]])?);
             let out = out.reshape(&shape)?;
-            let tracked = any_tracked(&[x, w]);
-            let (sx, sw) = (save(&x2, tracked), save(w, tracked));
+            let saved = keep(&[x, w], [x, w]);
             let x_shape = x.shape().to_vec();
-            record("linear", &[x, w], out, move |g, needs| {
-                let (x2, w) = (sx.unwrap(), sw.unwrap());
+            let forward = |xs: &[Tensor]| xs[0].linear(&xs[1]);
+            record_recomputable("linear", &[x, w], out, forward, move |g, needs| {
+                let [x, w] = saved.expect("saved when recorded");
+                let (x, w) = (x.get()?, w.get()?);
+                let x2 = x.reshape(&[rows, c_in])?;
                 let g2 = g.reshape(&[x2.shape()[0], w.shape()[0]])?;
                 let gx = needs[0]
                     .then(|| g2.matmul(&w)?.reshape(&x_shape))

@@ -11,6 +11,7 @@ mod binary;
 mod cast;
 mod cat;
 mod cross_entropy;
+mod device;
 mod embedding;
 mod matmul;
 mod reduce;
@@ -76,7 +77,12 @@ pub(crate) fn with_compute_dtype(
     f(&upcast)?.to_dtype(dtype)
 }
 
-/// Keeps a tensor for backward only when some input is tracked (saved tensors are detached).
-pub(crate) fn save(t: &Tensor, tracked: bool) -> Option<Tensor> {
-    tracked.then(|| t.detach())
+/// Keeps `tensors` for backward on the tape an op over `inputs` records on (`None` when nothing records).
+/// A tensor produced under a recomputing save policy is kept as its recipe only.
+pub(crate) fn keep<const N: usize>(
+    inputs: &[&Tensor],
+    tensors: [&Tensor; N],
+) -> Option<[crate::tape::Saved; N]> {
+    let tape = crate::tape::recording_tape(inputs)?;
+    Some(tensors.map(|t| tape.save(t)))
 }

@@ -4,11 +4,11 @@
 //! Backward (derivation in docs/kernels.md): `dw = Σ_rows dy ⊙ x · rstd`;
 //! `dx = rstd · (dy ⊙ w − x · rstd² · mean(dy ⊙ w ⊙ x))`.
 
-use super::{float_dispatch, with_compute_dtype};
+use super::{float_dispatch, keep, with_compute_dtype};
 use crate::backend::cpu::elementwise::for_each_row;
 use crate::dtype::Float;
 use crate::error::{Error, Result};
-use crate::tape::{any_tracked, record};
+use crate::tape::record_recomputable;
 use crate::tensor::Tensor;
 use rayon::prelude::*;
 
@@ -98,9 +98,11 @@ impl Tensor {
                 let n = rstd.len();
                 (Tensor::from_vec(y, &shape)?, Tensor::from_vec(rstd, &[n])?)
             });
-            let saved = any_tracked(&[&x, &w]).then(|| (x.detach(), w.detach(), rstd));
-            record("rms_norm", &[&x, &w], y, move |g, _| {
-                let (x, w, rstd) = saved.unwrap();
+            let saved = keep(&[&x, &w], [&x, &w, &rstd]);
+            let forward = move |xs: &[Tensor]| xs[0].rms_norm(&xs[1], eps);
+            record_recomputable("rms_norm", &[&x, &w], y, forward, move |g, _| {
+                let [x, w, rstd] = saved.expect("saved when recorded");
+                let (x, w, rstd) = (x.get()?, w.get()?, rstd.get()?);
                 let g = g.contiguous()?;
                 let (dx, dw) = float_dispatch!(x.dtype(), T, {
                     let (dx, dw) = backward(

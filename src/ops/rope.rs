@@ -10,7 +10,7 @@ use super::{float_dispatch, with_compute_dtype};
 use crate::backend::cpu::elementwise::for_each_row;
 use crate::dtype::Float;
 use crate::error::{Error, Result};
-use crate::tape::record;
+use crate::tape::record_recomputable;
 use crate::tensor::Tensor;
 use std::sync::Arc;
 
@@ -112,8 +112,9 @@ impl Tensor {
                     x.shape(),
                 )?
             });
-            let rope = rope.clone();
-            record("rope", &[&x], y, move |g, _| {
+            let (table, rope) = (rope.clone(), rope.clone());
+            let forward = move |xs: &[Tensor]| xs[0].rope(&table, start_pos);
+            record_recomputable("rope", &[&x], y, forward, move |g, _| {
                 let g = g.contiguous()?;
                 let dx = float_dispatch!(g.dtype(), T, {
                     Tensor::from_vec(

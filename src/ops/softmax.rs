@@ -2,11 +2,11 @@
 //!
 //! `x: [.., N]` → `[.., N]`. Backward: softmax `dx = y ⊙ (dy − Σ dy ⊙ y)`; log_softmax `dx = dy − eʸ · Σ dy`.
 
-use super::{float_dispatch, with_compute_dtype};
+use super::{float_dispatch, keep, with_compute_dtype};
 use crate::backend::cpu::elementwise::for_each_row;
 use crate::dtype::Float;
 use crate::error::{Error, Result};
-use crate::tape::record;
+use crate::tape::record_recomputable;
 use crate::tensor::Tensor;
 
 fn rows<T: Float>(x: &[T], shape: &[usize], log: bool) -> Vec<T> {
@@ -41,8 +41,11 @@ fn softmax_op(x: &Tensor, log: bool) -> Result<Tensor> {
         let y = float_dispatch!(x.dtype(), T, {
             Tensor::from_vec(rows(x.contiguous_data::<T>(), x.shape(), log), x.shape())?
         });
-        let saved = y.clone();
-        record(op, &[&x], y, move |g, _| {
+        let saved = keep(&[&x], [&y]);
+        let forward = move |xs: &[Tensor]| softmax_op(&xs[0], log);
+        record_recomputable(op, &[&x], y, forward, move |g, _| {
+            let [saved] = saved.expect("saved when recorded");
+            let saved = saved.get()?;
             let sum_axis = [-1isize];
             let dx = if log {
                 g.sub(&saved.exp()?.mul(&g.sum(&sum_axis, true)?)?)?

@@ -3,11 +3,11 @@
 //! `a: [..]`, `b: [..]` (same shape) → `[..]`. Backward: `da = dy ⊙ b ⊙ σ(a)(1 + a(1 − σ(a)))`,
 //! `db = dy ⊙ silu(a)`; both from one pass over `a`, `b` and `dy`.
 
-use super::{float_dispatch, with_compute_dtype};
+use super::{float_dispatch, keep, with_compute_dtype};
 use crate::backend::cpu::elementwise::for_each_row;
 use crate::dtype::Float;
 use crate::error::{Error, Result};
-use crate::tape::{any_tracked, record};
+use crate::tape::record_recomputable;
 use crate::tensor::Tensor;
 use rayon::prelude::*;
 
@@ -41,9 +41,11 @@ impl Tensor {
                 });
                 Tensor::from_vec(y, &shape)?
             });
-            let saved = any_tracked(&[&a, &b]).then(|| (a.detach(), b.detach()));
-            record("swiglu", &[&a, &b], y, move |g, _| {
-                let (a, b) = saved.unwrap();
+            let saved = keep(&[&a, &b], [&a, &b]);
+            let forward = |xs: &[Tensor]| xs[0].swiglu(&xs[1]);
+            record_recomputable("swiglu", &[&a, &b], y, forward, move |g, _| {
+                let [a, b] = saved.expect("saved when recorded");
+                let (a, b) = (a.get()?, b.get()?);
                 let g = g.contiguous()?;
                 let (da, db) = float_dispatch!(a.dtype(), T, {
                     let (av, bv, gv) = (

@@ -2,11 +2,11 @@
 //!
 //! `x: [..]` → `[..]`. Backward: `dx = dy · f'(x)`, with `f'` recomputed from the saved input.
 
-use super::{float_dispatch, save, with_compute_dtype};
+use super::{float_dispatch, keep, with_compute_dtype};
 use crate::backend::cpu::elementwise;
 use crate::dtype::Float;
 use crate::error::Result;
-use crate::tape::{any_tracked, record};
+use crate::tape::record_recomputable;
 use crate::tensor::Tensor;
 
 #[derive(Clone, Copy, Debug)]
@@ -140,8 +140,15 @@ fn unary(op: Unary, x: &Tensor) -> Result<Tensor> {
             let values = elementwise::unary(x.data::<T>(), &x.layout, |v: T| op.apply(v));
             Tensor::from_vec(values, x.shape())?
         });
-        let saved = save(x, any_tracked(&[x]) && !op.constant_derivative());
-        record(op.name(), &[x], out, move |g, _| {
+        let saved = (!op.constant_derivative())
+            .then(|| keep(&[x], [x]))
+            .flatten();
+        let forward = move |xs: &[Tensor]| unary(op, &xs[0]);
+        record_recomputable(op.name(), &[x], out, forward, move |g, _| {
+            let saved = match saved {
+                Some([x]) => Some(x.get()?),
+                None => None,
+            };
             let dx = match saved {
                 None if matches!(op, Unary::AddScalar(_)) => g.clone(),
                 None => g.scale(op.derivative(0.0f64))?,

@@ -6,13 +6,17 @@ pub mod gemm;
 use crate::dtype::{DType, Element};
 use half::{bf16, f16};
 
-/// Host storage of one tensor: a typed buffer. Cloning copies (copy-on-write goes through `Arc::make_mut`).
+/// The storage of one tensor: a typed host buffer, or (with the `cuda` feature) a device buffer. Cloning
+/// copies (copy-on-write goes through `Arc::make_mut`).
 #[derive(Clone, Debug)]
 pub enum Storage {
     F32(Vec<f32>),
     F64(Vec<f64>),
     BF16(Vec<bf16>),
     F16(Vec<f16>),
+    /// Elements on a GPU.
+    #[cfg(feature = "cuda-backend")]
+    Cuda(crate::backend::cuda::DeviceBuffer),
 }
 
 impl Storage {
@@ -23,7 +27,23 @@ impl Storage {
             Storage::F64(_) => DType::F64,
             Storage::BF16(_) => DType::BF16,
             Storage::F16(_) => DType::F16,
+            #[cfg(feature = "cuda-backend")]
+            Storage::Cuda(b) => b.dtype(),
         }
+    }
+
+    /// Where the elements live.
+    pub fn device(&self) -> super::Device {
+        match self {
+            #[cfg(feature = "cuda-backend")]
+            Storage::Cuda(b) => super::Device::Cuda(b.gpu().ordinal),
+            _ => super::Device::Cpu,
+        }
+    }
+
+    /// Whether the elements are in host memory.
+    pub fn is_host(&self) -> bool {
+        self.device() == super::Device::Cpu
     }
 
     /// Number of stored elements.
@@ -33,6 +53,23 @@ impl Storage {
             Storage::F64(v) => v.len(),
             Storage::BF16(v) => v.len(),
             Storage::F16(v) => v.len(),
+            #[cfg(feature = "cuda-backend")]
+            Storage::Cuda(b) => b.len(),
+        }
+    }
+
+    /// Size of the buffer in bytes.
+    pub fn byte_len(&self) -> usize {
+        self.len() * self.dtype().size_in_bytes()
+    }
+
+    /// A host buffer of `dtype` from its raw little-endian bytes.
+    pub fn from_bytes(dtype: DType, bytes: &[u8]) -> Storage {
+        match dtype {
+            DType::F32 => Storage::F32(bytemuck::pod_collect_to_vec(bytes)),
+            DType::F64 => Storage::F64(bytemuck::pod_collect_to_vec(bytes)),
+            DType::BF16 => Storage::BF16(bytemuck::pod_collect_to_vec(bytes)),
+            DType::F16 => Storage::F16(bytemuck::pod_collect_to_vec(bytes)),
         }
     }
 
@@ -41,9 +78,11 @@ impl Storage {
         self.len() == 0
     }
 
-    /// The raw bytes, zero-copy.
+    /// The raw bytes, zero-copy; empty for a device buffer (copy it to the host first).
     pub fn as_bytes(&self) -> &[u8] {
         match self {
+            #[cfg(feature = "cuda-backend")]
+            Storage::Cuda(_) => &[],
             Storage::F32(v) => bytemuck::cast_slice(v),
             Storage::F64(v) => bytemuck::cast_slice(v),
             Storage::BF16(v) => bytemuck::cast_slice(v),

@@ -12,8 +12,17 @@
 //! - saved tensors are detached, so the tape never owns a handle to itself (no reference cycles);
 //! - a second backward over a consumed tape, or mixing tensors of two tapes, is an `Error::Tape`.
 
+mod region;
+mod saved;
+
+pub use region::checkpoint;
+pub(crate) use saved::Saved;
+pub use saved::{save_policy, with_save_policy, SavePolicy, SavedBytes};
+
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
+use saved::Ledger;
+pub(crate) use saved::Recipe;
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -33,6 +42,7 @@ struct Node {
 struct Inner {
     nodes: Vec<Node>,
     consumed: bool,
+    ledger: Arc<Ledger>,
 }
 
 /// A recording of the ops applied to watched tensors. Cloning gives another handle to the same tape.
@@ -54,19 +64,29 @@ thread_local! {
 
 /// Runs `f` with recording switched off on this thread: ops on tracked tensors give untracked results.
 pub fn no_grad<R>(f: impl FnOnce() -> R) -> R {
+    with_grad(false, f)
+}
+
+/// Runs `f` with recording on or off, restoring the previous state afterwards (also on panic).
+fn with_grad<R>(enabled: bool, f: impl FnOnce() -> R) -> R {
     struct Restore(bool);
     impl Drop for Restore {
         fn drop(&mut self) {
             GRAD_ENABLED.with(|g| g.set(self.0));
         }
     }
-    let _restore = Restore(GRAD_ENABLED.with(|g| g.replace(false)));
+    let _restore = Restore(GRAD_ENABLED.with(|g| g.replace(enabled)));
     f()
 }
 
 /// Whether ops on this thread are being recorded.
 pub fn grad_enabled() -> bool {
     GRAD_ENABLED.with(|g| g.get())
+}
+
+/// Runs `f` with recording switched on (a checkpoint replay inside backward).
+fn enable_grad<R>(f: impl FnOnce() -> R) -> R {
+    with_grad(true, f)
 }
 
 /// Gradients returned by `Tape::backward`, keyed by the watched tensors.
@@ -125,10 +145,24 @@ impl Tape {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Bytes of activations this tape holds for backward (each saved buffer counted once; watched leaves
+    /// not counted): now, and the most at once. Everything is released as backward consumes the tape.
+    pub fn saved_bytes(&self) -> SavedBytes {
+        self.lock().ledger.bytes()
+    }
+
+    /// Keeps `t` for a backward closure, counted on this tape's ledger.
+    pub(crate) fn save(&self, t: &Tensor) -> Saved {
+        let ledger = self.lock().ledger.clone();
+        Saved::new(t, &ledger)
+    }
+
     /// Returns `t` as a leaf of this tape (sharing its storage): gradients will be computed for it.
     pub fn watch(&self, t: &Tensor) -> Tensor {
         let mut out = t.detach();
+        out.recipe = None;
         let mut inner = self.lock();
+        inner.ledger.add_leaf(&out);
         let id = inner.nodes.len();
         inner.nodes.push(Node {
             op: "leaf",
@@ -198,6 +232,7 @@ impl Tape {
                 });
             }
             inner.consumed = true;
+            inner.ledger.clear_leaves();
             std::mem::take(&mut inner.nodes)
         };
         let mut grads: Vec<Option<Tensor>> = vec![None; nodes.len()];
@@ -237,7 +272,8 @@ impl Tape {
 }
 
 /// Records `output` of op `op` computed from `inputs`, with its backward. When no input is tracked (or inside
-/// `no_grad`) the output is returned untracked and the closure dropped.
+/// `no_grad`) the output is returned untracked and the closure dropped; inside a checkpoint region's forward
+/// the tracked inputs are collected as the region's inputs instead.
 pub(crate) fn record(
     op: &'static str,
     inputs: &[&Tensor],
@@ -247,8 +283,13 @@ pub(crate) fn record(
     if !grad_enabled() {
         return Ok(output);
     }
+    if region::capturing() {
+        region::capture(inputs);
+        return Ok(output);
+    }
+    let tracks: Vec<Option<Track>> = inputs.iter().map(|t| region::effective_track(t)).collect();
     let mut tape: Option<&Tape> = None;
-    for t in inputs.iter().filter_map(|t| t.track.as_ref()) {
+    for t in tracks.iter().flatten() {
         match tape {
             None => tape = Some(&t.tape),
             Some(first) if !Arc::ptr_eq(&first.inner, &t.tape.inner) => {
@@ -273,10 +314,7 @@ pub(crate) fn record(
     let id = inner.nodes.len();
     inner.nodes.push(Node {
         op,
-        inputs: inputs
-            .iter()
-            .map(|t| t.track.as_ref().map(|t| t.id))
-            .collect(),
+        inputs: tracks.iter().map(|t| t.as_ref().map(|t| t.id)).collect(),
         backward: Some(Box::new(backward)),
     });
     drop(inner);
@@ -287,7 +325,33 @@ pub(crate) fn record(
     Ok(output)
 }
 
-/// Whether any of `inputs` would be recorded (so an op can skip saving what backward needs).
-pub(crate) fn any_tracked(inputs: &[&Tensor]) -> bool {
-    grad_enabled() && inputs.iter().any(|t| t.track.is_some())
+/// Like `record`, for an op that can be rerun from its inputs by `forward`: under a save policy that
+/// recomputes this op, the output carries a recipe, so ops that save it keep the recipe instead of the data.
+pub(crate) fn record_recomputable(
+    op: &'static str,
+    inputs: &[&Tensor],
+    output: Tensor,
+    forward: impl Fn(&[Tensor]) -> Result<Tensor> + Send + Sync + 'static,
+    backward: impl FnOnce(&Tensor, &[bool]) -> Result<Vec<Option<Tensor>>> + Send + 'static,
+) -> Result<Tensor> {
+    let tape = recording_tape(inputs).filter(|_| saved::recomputes(op));
+    let numel = output.storage.len();
+    let contiguous = output.is_contiguous() && output.layout.offset == 0;
+    let mut out = record(op, inputs, output, backward)?;
+    if let (Some(tape), true) = (tape, contiguous) {
+        let saved = inputs.iter().map(|t| tape.save(t)).collect();
+        out.recipe = Some(Arc::new(Recipe::new(op, saved, Box::new(forward), numel)));
+    }
+    Ok(out)
+}
+
+/// The tape an op over `inputs` records on, if any (none inside `no_grad` or a region's forward).
+pub(crate) fn recording_tape(inputs: &[&Tensor]) -> Option<Tape> {
+    if !grad_enabled() || region::capturing() {
+        return None;
+    }
+    inputs
+        .iter()
+        .find_map(|t| region::effective_track(t))
+        .map(|t| t.tape)
 }
