@@ -52,13 +52,14 @@ macro_rules! float_dispatch {
 }
 pub(crate) use float_dispatch;
 
-/// Checks that `inputs` share one dtype, then runs `f` on them in the compute dtype: f32/f64 inputs pass as
+/// Checks that `inputs` share one device and one dtype, then runs `f` on them in the compute dtype: f32/f64 inputs pass as
 /// they are; bf16/f16 inputs are cast to f32 (recorded casts, so gradients flow) and the result cast back.
 pub(crate) fn with_compute_dtype(
     op: &'static str,
     inputs: &[&Tensor],
     f: impl FnOnce(&[Tensor]) -> Result<Tensor>,
 ) -> Result<Tensor> {
+    device_of(op, inputs)?;
     let dtype = inputs[0].dtype();
     if let Some(other) = inputs.iter().find(|t| t.dtype() != dtype) {
         return Err(Error::DType {
@@ -75,6 +76,21 @@ pub(crate) fn with_compute_dtype(
         .map(|t| t.to_dtype(DType::F32))
         .collect::<Result<Vec<_>>>()?;
     f(&upcast)?.to_dtype(dtype)
+}
+
+/// The one device all `inputs` live on, or an error naming the op and the devices.
+pub(crate) fn device_of(op: &'static str, inputs: &[&Tensor]) -> Result<crate::backend::Device> {
+    let device = inputs[0].device();
+    match inputs.iter().find(|t| t.device() != device) {
+        None => Ok(device),
+        Some(other) => Err(Error::Device {
+            op,
+            msg: format!(
+                "operands are on {device} and {}; move one with to_device first",
+                other.device()
+            ),
+        }),
+    }
 }
 
 /// Keeps `tensors` for backward on the tape an op over `inputs` records on (`None` when nothing records).

@@ -112,3 +112,30 @@ pub fn check_op(
         }
     }
 }
+
+/// The first GPU, or `None` (printing why) when the build has no CUDA backend or the machine no GPU. With
+/// `TAPEGRAD_REQUIRE_GPU=1` (set by scripts/gpu-check.sh) a missing GPU fails the test instead.
+pub fn gpu_or_skip(test: &str) -> Option<tapegrad::Device> {
+    let why = gpu_unavailable();
+    match why {
+        None => Some(tapegrad::Device::Cuda(0)),
+        Some(why) => {
+            assert!(
+                std::env::var_os("TAPEGRAD_REQUIRE_GPU").is_none(),
+                "{test}: a GPU is required but {why}"
+            );
+            eprintln!("{test}: skipped: {why}");
+            None
+        }
+    }
+}
+
+#[cfg(feature = "cuda-backend")]
+fn gpu_unavailable() -> Option<String> {
+    tapegrad::backend::cuda::unavailable()
+}
+
+#[cfg(not(feature = "cuda-backend"))]
+fn gpu_unavailable() -> Option<String> {
+    Some("this build has no CUDA backend (build with --features cuda)".into())
+}
