@@ -40,9 +40,13 @@ struct Args {
     /// Corpora as PATH or PATH:WEIGHT, repeatable (default: the bundled Shakespeare and Austen, weight 1 each).
     #[arg(long)]
     data: Vec<String>,
-    /// cpu or cuda.
+    /// cpu, cuda or cuda:N (GPU builds: --features cuda). On a GPU, matrix products and attention run in
+    /// bf16 with f32 accumulation; parameters and optimizer state stay f32.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// The device's peak dense bf16 TFLOP/s for the MFU figure (default: known from the GPU's name).
+    #[arg(long)]
+    peak_tflops: Option<f64>,
     /// Output folder for metrics, checkpoints, samples and the loss curve.
     #[arg(long, default_value = "out")]
     out: PathBuf,
@@ -117,7 +121,7 @@ fn main() {
 
 fn run(args: Args) -> Result<()> {
     tapegrad::backend::cpu::keep_freed_memory();
-    let _device: Device = args.device.parse()?;
+    let device: Device = args.device.parse()?;
     let preset = Config::preset(&args.config)?;
     let default_batch = preset.batch_tokens / preset.config.max_seq_len;
     let options = TrainOptions {
@@ -146,6 +150,8 @@ fn run(args: Args) -> Result<()> {
         Trainer::new(options)?
     };
     trainer.model.recompute = args.recompute;
+    trainer.model.to_device(device)?;
+    let peak_tflops = args.peak_tflops.or_else(|| gpu_peak_tflops(device));
     for warning in &trainer.warnings {
         eprintln!("warning: {warning}; resuming from the previous intact checkpoint");
     }
@@ -257,6 +263,13 @@ fn run(args: Args) -> Result<()> {
         tokens_done as f64 / elapsed,
         tokens_done as f64 * flops_per_token / elapsed / 1e9
     );
+    if let Some(peak) = peak_tflops {
+        eprintln!(
+            "MFU on {device}: {:.1}% of {peak} TFLOP/s",
+            100.0 * tokens_done as f64 * flops_per_token / elapsed / (peak * 1e12)
+        );
+    }
+    print_device_memory(device);
     eprintln!(
         "memory (recompute {}): the tape held at most {:.1} MB of activations for backward; live tensors peaked at {:.1} MB",
         args.recompute,
@@ -287,6 +300,7 @@ fn run(args: Args) -> Result<()> {
         )?;
     }
     tapegrad::llama::plot::loss_curve(&args.out.join("loss.png"), &history, &val_history)?;
+    trainer.model.to_device(Device::Cpu)?;
     if args.sample_tokens > 0 {
         let mut samples = String::new();
         let mut rng = Rng::new(args.seed);
@@ -317,3 +331,40 @@ fn run(args: Args) -> Result<()> {
     }
     Ok(())
 }
+
+/// The dense bf16 peak of a known GPU, from its name.
+#[cfg(feature = "cuda-backend")]
+fn gpu_peak_tflops(device: Device) -> Option<f64> {
+    let Device::Cuda(i) = device else { return None };
+    let name = tapegrad::backend::cuda::gpu(i).ok()?.name.clone();
+    [("H200", 989.0), ("H100", 989.0), ("A100", 312.0)]
+        .iter()
+        .find(|(model, _)| name.contains(model))
+        .map(|(_, peak)| *peak)
+}
+
+#[cfg(not(feature = "cuda-backend"))]
+fn gpu_peak_tflops(_: Device) -> Option<f64> {
+    None
+}
+
+/// The GPU pool's figures after a run on a GPU.
+#[cfg(feature = "cuda-backend")]
+fn print_device_memory(device: Device) {
+    if let Device::Cuda(i) = device {
+        if let Ok(gpu) = tapegrad::backend::cuda::gpu(i) {
+            let m = gpu.memory();
+            eprintln!(
+                "{device} ({}): peak {:.1} MB in use by tensors, {:.1} MB reserved; {} allocations from the cache, {} from the driver",
+                gpu.name,
+                m.peak as f64 / 1e6,
+                m.reserved as f64 / 1e6,
+                m.hits,
+                m.misses
+            );
+        }
+    }
+}
+
+#[cfg(not(feature = "cuda-backend"))]
+fn print_device_memory(_: Device) {}

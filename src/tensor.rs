@@ -165,6 +165,26 @@ impl Tensor {
         }
     }
 
+    /// Makes this tensor the only owner of its device buffer (copying it when shared), so a kernel may update
+    /// it in place without changing a tensor saved elsewhere.
+    #[cfg(feature = "cuda-backend")]
+    pub(crate) fn make_unique_on_device(&mut self) -> Result<()> {
+        self.recipe = None;
+        if Arc::get_mut(&mut self.storage).is_none() {
+            let copy = match &**self.storage {
+                Storage::Cuda(b) => b.try_clone()?,
+                _ => {
+                    return Err(Error::Device {
+                        op: "update",
+                        msg: "a cpu tensor reached a device update".into(),
+                    })
+                }
+            };
+            self.storage = Arc::new(Counted::new(Storage::Cuda(copy)));
+        }
+        Ok(())
+    }
+
     /// A contiguous tensor over a device buffer.
     #[cfg(feature = "cuda-backend")]
     pub(crate) fn from_device(
@@ -206,6 +226,9 @@ impl Tensor {
 
     /// The elements in logical row-major order; `T` must be the stored dtype.
     pub fn to_vec<T: StorageElement>(&self) -> Result<Vec<T>> {
+        if self.is_cuda() {
+            return self.to_device(Device::Cpu)?.to_vec();
+        }
         let data = T::slice(&self.storage).ok_or_else(|| Error::DType {
             op: "to_vec",
             msg: format!("tensor is {} but {} was asked for", self.dtype(), T::DTYPE),
@@ -218,7 +241,15 @@ impl Tensor {
     }
 
     /// The elements as f64 in logical order, whatever the dtype.
+    ///
+    /// A GPU tensor is copied to the host first (panics if that copy fails; `to_vec` reports it instead).
     pub fn to_f64_vec(&self) -> Vec<f64> {
+        if self.is_cuda() {
+            return self
+                .to_device(Device::Cpu)
+                .unwrap_or_else(|e| panic!("to_f64_vec: {e}"))
+                .to_f64_vec();
+        }
         fn collect<T: StorageElement>(t: &Tensor) -> Vec<f64> {
             let data = T::slice(&t.storage).expect("dtype matched");
             t.layout.offsets().map(|o| data[o].to_f64()).collect()
@@ -239,11 +270,23 @@ impl Tensor {
                 format!("tensor of shape {:?} is not a single value", self.shape()),
             ));
         }
+        if self.is_cuda() {
+            return self.to_device(Device::Cpu)?.item();
+        }
         Ok(self.to_f64_vec()[0])
     }
 
     /// The raw little-endian bytes of a contiguous tensor, zero-copy.
     pub fn as_bytes(&self) -> Result<&[u8]> {
+        if self.is_cuda() {
+            return Err(Error::Device {
+                op: "as_bytes",
+                msg: format!(
+                    "the tensor is on {}; move it to the cpu first",
+                    self.device()
+                ),
+            });
+        }
         if !self.is_contiguous() {
             return Err(Error::shape(
                 "as_bytes",
@@ -284,6 +327,15 @@ impl Tensor {
     /// Mutable access to the elements of a contiguous tensor that spans its whole storage. Copies the storage
     /// first if anything else shares it (copy-on-write), so saved tensors are never changed.
     pub fn data_mut<T: StorageElement>(&mut self) -> Result<&mut [T]> {
+        if self.is_cuda() {
+            return Err(Error::Device {
+                op: "data_mut",
+                msg: format!(
+                    "the tensor is on {}; host slices need a cpu tensor",
+                    self.device()
+                ),
+            });
+        }
         if !self.is_contiguous() || self.layout.offset != 0 || self.numel() != self.storage.len() {
             return Err(Error::shape(
                 "data_mut",

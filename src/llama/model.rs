@@ -230,6 +230,19 @@ impl Llama {
         leaves
     }
 
+    /// Moves every parameter to `device` (the rotary tables follow on first use there).
+    pub fn to_device(&mut self, device: crate::backend::Device) -> Result<()> {
+        for p in self.params_mut() {
+            *p = p.to_device(device)?;
+        }
+        Ok(())
+    }
+
+    /// Where the parameters live.
+    pub fn device(&self) -> crate::backend::Device {
+        self.embed.device()
+    }
+
     /// Detaches every parameter from any tape.
     pub fn unwatch(&mut self) {
         self.visit_mut(&mut |_, t| *t = t.detach());

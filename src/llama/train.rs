@@ -6,6 +6,7 @@ use super::checkpoint::{load_latest_intact, save_checkpoint};
 use super::config::Config;
 use super::model::Llama;
 use super::pretrained::{load_pretrained, TextTokenizer};
+use crate::backend::Device;
 use crate::data::{prepare_source, Mixture, MixtureState, Tokenizer, DEFAULT_VAL_FRACTION};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -256,11 +257,23 @@ impl Trainer {
             serde_json::json!({ "mixture": self.mixture.state(), "schedule": self.schedule });
         let tokenizer = &self.tokenizer;
         let write_tokenizer = |dir: &Path| tokenizer.save(dir);
+        // Checkpoints are written from host copies of a model and state that live on a GPU.
+        let on_host;
+        let (model, optimizer) = if self.model.device() == Device::Cpu {
+            (&self.model, &self.optimizer)
+        } else {
+            let mut model = self.model.clone();
+            model.to_device(Device::Cpu)?;
+            let mut optimizer = self.optimizer.clone();
+            optimizer.to_host()?;
+            on_host = (model, optimizer);
+            (&on_host.0, &on_host.1)
+        };
         save_checkpoint(
             root,
             self.step,
-            &self.model,
-            &self.optimizer,
+            model,
+            optimizer,
             &state,
             keep,
             &write_tokenizer,
@@ -280,11 +293,12 @@ impl Trainer {
         let grads: Vec<Tensor> = leaves
             .iter()
             .map(|l| {
-                grads
-                    .remove(l)
-                    .unwrap_or_else(|| Tensor::zeros(l.shape(), l.dtype()))
+                grads.remove(l).map_or_else(
+                    || Tensor::zeros(l.shape(), l.dtype()).to_device(l.device()),
+                    Ok,
+                )
             })
-            .collect();
+            .collect::<Result<_>>()?;
         let saved_bytes = tape.saved_bytes().peak;
         drop((leaves, tape));
         let lr = self.schedule.lr(self.step as usize);

@@ -374,6 +374,10 @@ impl Tensor {
     /// Causal attention of queries `self` over keys `k` and values `v` (see the module docs for shapes).
     pub fn attention(&self, k: &Tensor, v: &Tensor) -> Result<Tensor> {
         let geo = check(self, k, v)?;
+        #[cfg(feature = "cuda-backend")]
+        if self.is_cuda() {
+            return gpu::attention(self, k, v, &geo);
+        }
         with_compute_dtype("attention", &[self, k, v], |xs| {
             let (q, k, v) = (
                 rows_contiguous(&xs[0])?,
@@ -483,4 +487,51 @@ pub fn attention_reference(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor>
         .add(&mask)?
         .softmax()?
         .matmul(&expand(v)?)
+}
+
+/// The GPU path: the flash-attention kernels (bf16; other dtypes are computed in bf16 and cast back).
+#[cfg(feature = "cuda-backend")]
+mod gpu {
+    use super::{keep, record, Geometry, Result, Tensor};
+    use crate::backend::cuda::fused::{attention_backward, attention_forward, AttentionShape};
+    use crate::dtype::DType;
+
+    pub(super) fn attention(q: &Tensor, k: &Tensor, v: &Tensor, geo: &Geometry) -> Result<Tensor> {
+        crate::ops::device_of("attention", &[q, k, v])?;
+        let dtype = q.dtype();
+        if [k.dtype(), v.dtype()].iter().any(|&d| d != dtype) {
+            return Err(crate::Error::DType {
+                op: "attention",
+                msg: format!("q, k, v are {dtype}, {}, {}", k.dtype(), v.dtype()),
+            });
+        }
+        if dtype != DType::BF16 {
+            let bf = |t: &Tensor| t.to_dtype(DType::BF16);
+            return attention(&bf(q)?, &bf(k)?, &bf(v)?, geo)?.to_dtype(dtype);
+        }
+        let shape = AttentionShape {
+            batch: geo.batch,
+            heads: geo.heads,
+            kv_heads: geo.kv_heads,
+            tq: geo.tq,
+            tk: geo.tk,
+            d: geo.d,
+            scale: geo.scale as f32,
+        };
+        let (out, lse) = attention_forward(q, k, v, shape)?;
+        let saved = keep(&[q, k, v], [q, k, v, &out, &lse]);
+        record("attention", &[q, k, v], out, move |dout, _| {
+            let [q, k, v, o, lse] = saved.expect("saved when recorded");
+            let (dq, dk, dv) = attention_backward(
+                &q.get()?,
+                &k.get()?,
+                &v.get()?,
+                &o.get()?,
+                &lse.get()?,
+                &dout.to_dtype(DType::BF16)?,
+                shape,
+            )?;
+            Ok(vec![Some(dq), Some(dk), Some(dv)])
+        })
+    }
 }

@@ -7,9 +7,11 @@
 //!
 //! Backward: `dA = dC · Bᵀ`, `dB = Aᵀ · dC`, each summed over the batch dims its operand was broadcast along.
 
-use super::{float_dispatch, keep, with_compute_dtype};
+use super::{float_dispatch, keep, with_native_dtype};
 use crate::backend::cpu::gemm::{gemm, GemmFloat, MatRef};
 use crate::backend::cpu::StorageElement;
+#[cfg(feature = "cuda-backend")]
+use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::shape::broadcast_shapes;
 use crate::tape::record_recomputable;
@@ -111,9 +113,18 @@ impl Tensor {
     /// Batched matrix product `self · rhs` with broadcast batch dims.
     pub fn matmul(&self, rhs: &Tensor) -> Result<Tensor> {
         let out_shape = check("matmul", self, rhs)?;
-        with_compute_dtype("matmul", &[self, rhs], |xs| {
+        #[cfg(feature = "cuda-backend")]
+        if super::autocast(self) && rhs.dtype() == DType::F32 {
+            let bf = |t: &Tensor| t.to_dtype(DType::BF16);
+            return bf(self)?.matmul(&bf(rhs)?)?.to_dtype(DType::F32);
+        }
+        with_native_dtype("matmul", &[self, rhs], |xs| {
             let (a, b) = (&xs[0], &xs[1]);
-            let out = float_dispatch!(a.dtype(), T, product::<T>(a, b, &out_shape)?);
+            let out = match () {
+                #[cfg(feature = "cuda-backend")]
+                _ if a.is_cuda() => crate::backend::cuda::blas::matmul(a, b, &out_shape)?,
+                _ => float_dispatch!(a.dtype(), T, product::<T>(a, b, &out_shape)?),
+            };
             let saved = keep(&[a, b], [a, b]);
             let forward = |xs: &[Tensor]| xs[0].matmul(&xs[1]);
             record_recomputable("matmul", &[a, b], out, forward, move |g, needs| {
@@ -155,7 +166,12 @@ impl Tensor {
                 ),
             ));
         }
-        with_compute_dtype("linear", &[self, weight], |xs| {
+        #[cfg(feature = "cuda-backend")]
+        if super::autocast(self) && weight.dtype() == DType::F32 {
+            let bf = |t: &Tensor| t.to_dtype(DType::BF16);
+            return bf(self)?.linear(&bf(weight)?)?.to_dtype(DType::F32);
+        }
+        with_native_dtype("linear", &[self, weight], |xs| {
             let (x, w) = (&xs[0], &xs[1]);
             let c_in = w.shape()[1];
             let rows = x.numel() / c_in.max(1);
@@ -163,7 +179,12 @@ impl Tensor {
             let wt = w.detach().transpose(0, 1)?;
             let mut shape = x.shape().to_vec();
             *shape.last_mut().unwrap() = w.shape()[0];
-            let out = float_dispatch!(x.dtype(), T, product::<T>(&x2, &wt, &[rows, w.shape()[0]])?);
+            let out_shape = [rows, w.shape()[0]];
+            let out = match () {
+                #[cfg(feature = "cuda-backend")]
+                _ if x.is_cuda() => crate::backend::cuda::blas::matmul(&x2, &wt, &out_shape)?,
+                _ => float_dispatch!(x.dtype(), T, product::<T>(&x2, &wt, &out_shape)?),
+            };
             let out = out.reshape(&shape)?;
             let saved = keep(&[x, w], [x, w]);
             let x_shape = x.shape().to_vec();

@@ -78,6 +78,57 @@ pub(crate) fn with_compute_dtype(
     f(&upcast)?.to_dtype(dtype)
 }
 
+/// Like `with_compute_dtype`, but GPU operands keep their dtype: for ops whose GPU kernels take bf16 (and
+/// f32) natively.
+pub(crate) fn with_native_dtype(
+    op: &'static str,
+    inputs: &[&Tensor],
+    f: impl FnOnce(&[Tensor]) -> Result<Tensor>,
+) -> Result<Tensor> {
+    if !inputs[0].is_cuda() {
+        return with_compute_dtype(op, inputs, f);
+    }
+    device_of(op, inputs)?;
+    let dtype = inputs[0].dtype();
+    if let Some(other) = inputs.iter().find(|t| t.dtype() != dtype) {
+        return Err(Error::DType {
+            op,
+            msg: format!("operands are {dtype} and {}; cast one first", other.dtype()),
+        });
+    }
+    let owned: Vec<Tensor> = inputs.iter().map(|t| (*t).clone()).collect();
+    f(&owned)
+}
+
+thread_local! {
+    static GPU_BF16: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
+/// Runs `f` with GPU matrix products on f32 operands computed in bf16 (f32 accumulation, f32 results) when
+/// `enabled` — mixed precision, on by default — or in f32 when not. Attention on the GPU always computes in bf16
+/// (its kernels are bf16 only). Parameters, optimizer state, norms and reductions stay f32 either way.
+pub fn with_gpu_bf16<R>(enabled: bool, f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            GPU_BF16.with(|g| g.set(self.0));
+        }
+    }
+    let _restore = Restore(GPU_BF16.with(|g| g.replace(enabled)));
+    f()
+}
+
+/// Whether f32 matrix products on the GPU run in bf16 on this thread (see `with_gpu_bf16`).
+pub fn gpu_bf16() -> bool {
+    GPU_BF16.with(|g| g.get())
+}
+
+/// Whether an op on `t` should run as bf16 and cast back (f32 on the GPU with mixed precision on).
+#[cfg(feature = "cuda-backend")]
+fn autocast(t: &Tensor) -> bool {
+    t.is_cuda() && t.dtype() == DType::F32 && gpu_bf16()
+}
+
 /// The one device all `inputs` live on, or an error naming the op and the devices.
 pub(crate) fn device_of(op: &'static str, inputs: &[&Tensor]) -> Result<crate::backend::Device> {
     let device = inputs[0].device();

@@ -4,7 +4,7 @@
 //! Backward (derivation in docs/kernels.md): `dw = Σ_rows dy ⊙ x · rstd`;
 //! `dx = rstd · (dy ⊙ w − x · rstd² · mean(dy ⊙ w ⊙ x))`.
 
-use super::{float_dispatch, keep, with_compute_dtype};
+use super::{float_dispatch, keep, with_native_dtype};
 use crate::backend::cpu::elementwise::for_each_row;
 use crate::dtype::Float;
 use crate::error::{Error, Result};
@@ -85,38 +85,48 @@ impl Tensor {
                 ),
             ));
         }
-        with_compute_dtype("rms_norm", &[self, weight], |xs| {
+        with_native_dtype("rms_norm", &[self, weight], |xs| {
             let (x, w) = (xs[0].contiguous()?, xs[1].contiguous()?);
             let shape = x.shape().to_vec();
-            let (y, rstd) = float_dispatch!(x.dtype(), T, {
-                let (y, rstd) = forward(
-                    x.contiguous_data::<T>(),
-                    w.contiguous_data::<T>(),
-                    &shape,
-                    eps,
-                );
-                let n = rstd.len();
-                (Tensor::from_vec(y, &shape)?, Tensor::from_vec(rstd, &[n])?)
-            });
+            let (y, rstd) = match () {
+                #[cfg(feature = "cuda-backend")]
+                _ if x.is_cuda() => crate::backend::cuda::fused::rms_norm_forward(&x, &w, eps)?,
+                _ => float_dispatch!(x.dtype(), T, {
+                    let (y, rstd) = forward(
+                        x.contiguous_data::<T>(),
+                        w.contiguous_data::<T>(),
+                        &shape,
+                        eps,
+                    );
+                    let n = rstd.len();
+                    (Tensor::from_vec(y, &shape)?, Tensor::from_vec(rstd, &[n])?)
+                }),
+            };
             let saved = keep(&[&x, &w], [&x, &w, &rstd]);
             let forward = move |xs: &[Tensor]| xs[0].rms_norm(&xs[1], eps);
             record_recomputable("rms_norm", &[&x, &w], y, forward, move |g, _| {
                 let [x, w, rstd] = saved.expect("saved when recorded");
                 let (x, w, rstd) = (x.get()?, w.get()?, rstd.get()?);
                 let g = g.contiguous()?;
-                let (dx, dw) = float_dispatch!(x.dtype(), T, {
-                    let (dx, dw) = backward(
-                        x.contiguous_data::<T>(),
-                        w.contiguous_data::<T>(),
-                        rstd.contiguous_data::<T>(),
-                        g.contiguous_data::<T>(),
-                        x.shape(),
-                    );
-                    (
-                        Tensor::from_vec(dx, x.shape())?,
-                        Tensor::from_vec(dw, w.shape())?,
-                    )
-                });
+                let (dx, dw) = match () {
+                    #[cfg(feature = "cuda-backend")]
+                    _ if x.is_cuda() => {
+                        crate::backend::cuda::fused::rms_norm_backward(&x, &w, &rstd, &g)?
+                    }
+                    _ => float_dispatch!(x.dtype(), T, {
+                        let (dx, dw) = backward(
+                            x.contiguous_data::<T>(),
+                            w.contiguous_data::<T>(),
+                            rstd.contiguous_data::<T>(),
+                            g.contiguous_data::<T>(),
+                            x.shape(),
+                        );
+                        (
+                            Tensor::from_vec(dx, x.shape())?,
+                            Tensor::from_vec(dw, w.shape())?,
+                        )
+                    }),
+                };
                 Ok(vec![Some(dx), Some(dw)])
             })
         })

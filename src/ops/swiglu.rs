@@ -3,7 +3,7 @@
 //! `a: [..]`, `b: [..]` (same shape) → `[..]`. Backward: `da = dy ⊙ b ⊙ σ(a)(1 + a(1 − σ(a)))`,
 //! `db = dy ⊙ silu(a)`; both from one pass over `a`, `b` and `dy`.
 
-use super::{float_dispatch, keep, with_compute_dtype};
+use super::{float_dispatch, keep, with_native_dtype};
 use crate::backend::cpu::elementwise::for_each_row;
 use crate::dtype::Float;
 use crate::error::{Error, Result};
@@ -25,51 +25,59 @@ impl Tensor {
                 format!("gate {:?} and up {:?} differ", self.shape(), up.shape()),
             ));
         }
-        with_compute_dtype("swiglu", &[self, up], |xs| {
+        with_native_dtype("swiglu", &[self, up], |xs| {
             let (a, b) = (xs[0].contiguous()?, xs[1].contiguous()?);
             let shape = a.shape().to_vec();
             let row = *shape.last().unwrap_or(&1);
             let flat = [a.numel() / row.max(1), row];
-            let y = float_dispatch!(a.dtype(), T, {
-                let (av, bv) = (a.contiguous_data::<T>(), b.contiguous_data::<T>());
-                let mut y = vec![T::ZERO; av.len()];
-                for_each_row(&mut y, &flat, |r, out| {
-                    let (ar, br) = (&av[r * row..(r + 1) * row], &bv[r * row..(r + 1) * row]);
-                    for ((o, &x), &u) in out.iter_mut().zip(ar).zip(br) {
-                        *o = x * sigmoid(x) * u;
-                    }
-                });
-                Tensor::from_vec(y, &shape)?
-            });
+            let y = match () {
+                #[cfg(feature = "cuda-backend")]
+                _ if a.is_cuda() => crate::backend::cuda::fused::swiglu_forward(&a, &b)?,
+                _ => float_dispatch!(a.dtype(), T, {
+                    let (av, bv) = (a.contiguous_data::<T>(), b.contiguous_data::<T>());
+                    let mut y = vec![T::ZERO; av.len()];
+                    for_each_row(&mut y, &flat, |r, out| {
+                        let (ar, br) = (&av[r * row..(r + 1) * row], &bv[r * row..(r + 1) * row]);
+                        for ((o, &x), &u) in out.iter_mut().zip(ar).zip(br) {
+                            *o = x * sigmoid(x) * u;
+                        }
+                    });
+                    Tensor::from_vec(y, &shape)?
+                }),
+            };
             let saved = keep(&[&a, &b], [&a, &b]);
             let forward = |xs: &[Tensor]| xs[0].swiglu(&xs[1]);
             record_recomputable("swiglu", &[&a, &b], y, forward, move |g, _| {
                 let [a, b] = saved.expect("saved when recorded");
                 let (a, b) = (a.get()?, b.get()?);
                 let g = g.contiguous()?;
-                let (da, db) = float_dispatch!(a.dtype(), T, {
-                    let (av, bv, gv) = (
-                        a.contiguous_data::<T>(),
-                        b.contiguous_data::<T>(),
-                        g.contiguous_data::<T>(),
-                    );
-                    let n = av.len();
-                    let (mut da, mut db) = (vec![T::ZERO; n], vec![T::ZERO; n]);
-                    const CHUNK: usize = 8192;
-                    da.par_chunks_mut(CHUNK)
-                        .zip(db.par_chunks_mut(CHUNK))
-                        .enumerate()
-                        .for_each(|(c, (da, db))| {
-                            let base = c * CHUNK;
-                            for i in 0..da.len() {
-                                let (x, u, d) = (av[base + i], bv[base + i], gv[base + i]);
-                                let s = sigmoid(x);
-                                da[i] = d * u * s * (T::ONE + x * (T::ONE - s));
-                                db[i] = d * x * s;
-                            }
-                        });
-                    (Tensor::from_vec(da, &shape)?, Tensor::from_vec(db, &shape)?)
-                });
+                let (da, db) = match () {
+                    #[cfg(feature = "cuda-backend")]
+                    _ if a.is_cuda() => crate::backend::cuda::fused::swiglu_backward(&a, &b, &g)?,
+                    _ => float_dispatch!(a.dtype(), T, {
+                        let (av, bv, gv) = (
+                            a.contiguous_data::<T>(),
+                            b.contiguous_data::<T>(),
+                            g.contiguous_data::<T>(),
+                        );
+                        let n = av.len();
+                        let (mut da, mut db) = (vec![T::ZERO; n], vec![T::ZERO; n]);
+                        const CHUNK: usize = 8192;
+                        da.par_chunks_mut(CHUNK)
+                            .zip(db.par_chunks_mut(CHUNK))
+                            .enumerate()
+                            .for_each(|(c, (da, db))| {
+                                let base = c * CHUNK;
+                                for i in 0..da.len() {
+                                    let (x, u, d) = (av[base + i], bv[base + i], gv[base + i]);
+                                    let s = sigmoid(x);
+                                    da[i] = d * u * s * (T::ONE + x * (T::ONE - s));
+                                    db[i] = d * x * s;
+                                }
+                            });
+                        (Tensor::from_vec(da, &shape)?, Tensor::from_vec(db, &shape)?)
+                    }),
+                };
                 Ok(vec![Some(da), Some(db)])
             })
         })

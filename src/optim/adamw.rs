@@ -31,13 +31,16 @@ impl Default for AdamWConfig {
     }
 }
 
-/// Optimizer state: both moments of every parameter (f32) and the step count.
+/// Optimizer state: both moments of every parameter (f32) and the step count. For parameters on a GPU the
+/// moments live there (uploaded on the first step); `to_host` brings them back into `m` and `v`.
 #[derive(Clone, Debug)]
 pub struct AdamW {
     pub config: AdamWConfig,
     pub step: u64,
     pub m: Vec<Vec<f32>>,
     pub v: Vec<Vec<f32>>,
+    /// The moments on the device, authoritative while not empty.
+    on_device: Vec<(Tensor, Tensor)>,
 }
 
 /// What one update did.
@@ -73,7 +76,18 @@ impl AdamW {
             step: 0,
             m: sizes.iter().map(|&n| vec![0.0; n]).collect(),
             v: sizes.iter().map(|&n| vec![0.0; n]).collect(),
+            on_device: Vec::new(),
         }
+    }
+
+    /// Copies moments kept on a GPU back into `m` and `v` (before saving a checkpoint); they are uploaded
+    /// again by the next step.
+    pub fn to_host(&mut self) -> Result<()> {
+        for (i, (m, v)) in std::mem::take(&mut self.on_device).into_iter().enumerate() {
+            self.m[i] = m.to_vec::<f32>()?;
+            self.v[i] = v.to_vec::<f32>()?;
+        }
+        Ok(())
     }
 
     /// One update of `params` (f32, whole buffers) with `grads` at learning rate `lr`. Parameters with one
@@ -99,6 +113,10 @@ impl AdamW {
             .iter()
             .map(|g| g.contiguous())
             .collect::<Result<_>>()?;
+        #[cfg(feature = "cuda-backend")]
+        if params.first().is_some_and(|p| p.is_cuda()) {
+            return self.step_on_device(params, &grads, lr);
+        }
         let slices: Vec<&[f32]> = grads
             .iter()
             .map(|g| {
@@ -119,21 +137,14 @@ impl AdamW {
                 skipped: true,
             });
         }
-        let clip = self.config.clip_norm;
-        let clip_scale = if clip > 0.0 && grad_norm > clip {
-            clip / grad_norm
-        } else {
-            1.0
-        };
-        self.step += 1;
+        let StepConstants {
+            clip_scale,
+            step_size,
+            inv_sqrt_bias2,
+        } = self.begin_step(grad_norm, lr);
         let c = &self.config;
-        let t = self.step as i32;
         let (b1, b2) = (c.beta1 as f32, c.beta2 as f32);
-        let bias1 = 1.0 - c.beta1.powi(t);
-        let bias2 = 1.0 - c.beta2.powi(t);
         // p -= lr · (m̂ / (√v̂ + eps) + wd · p), with m̂ = m / bias1 and v̂ = v / bias2.
-        let step_size = (lr / bias1) as f32;
-        let inv_sqrt_bias2 = (1.0 / bias2.sqrt()) as f32;
         let (eps, scale) = (c.eps as f32, clip_scale as f32);
         for (i, (param, g)) in params.iter_mut().zip(slices).enumerate() {
             let decay = if param.ndim() >= 2 {
@@ -167,6 +178,93 @@ impl AdamW {
         Ok(StepInfo {
             grad_norm,
             clip_scale,
+            skipped: false,
+        })
+    }
+}
+
+/// Bias corrections and the clipping factor of one step, shared by the host and device updates.
+struct StepConstants {
+    clip_scale: f64,
+    step_size: f32,
+    inv_sqrt_bias2: f32,
+}
+
+impl AdamW {
+    /// Advances the step count and returns this step's constants for a finite `grad_norm`.
+    fn begin_step(&mut self, grad_norm: f64, lr: f64) -> StepConstants {
+        let clip = self.config.clip_norm;
+        let clip_scale = if clip > 0.0 && grad_norm > clip {
+            clip / grad_norm
+        } else {
+            1.0
+        };
+        self.step += 1;
+        let t = self.step as i32;
+        let bias1 = 1.0 - self.config.beta1.powi(t);
+        let bias2 = 1.0 - self.config.beta2.powi(t);
+        StepConstants {
+            clip_scale,
+            step_size: (lr / bias1) as f32,
+            inv_sqrt_bias2: (1.0 / bias2.sqrt()) as f32,
+        }
+    }
+
+    /// The update of parameters on a GPU: the same arithmetic, one kernel per parameter.
+    #[cfg(feature = "cuda-backend")]
+    fn step_on_device(
+        &mut self,
+        params: &mut [&mut Tensor],
+        grads: &[Tensor],
+        lr: f64,
+    ) -> Result<StepInfo> {
+        use crate::backend::cuda::adamw::{sum_of_squares, update, Update};
+        let device = params[0].device();
+        crate::ops::device_of(
+            "adamw",
+            &params.iter().map(|p| &**p).chain(grads).collect::<Vec<_>>(),
+        )?;
+        let mut sum = 0.0;
+        for g in grads {
+            sum += sum_of_squares(g)?;
+        }
+        let grad_norm = sum.sqrt();
+        if !grad_norm.is_finite() {
+            return Ok(StepInfo {
+                grad_norm,
+                clip_scale: 0.0,
+                skipped: true,
+            });
+        }
+        if self.on_device.is_empty() {
+            for (i, p) in params.iter().enumerate() {
+                let up = |s: &[f32]| Tensor::from_slice(s, p.shape())?.to_device(device);
+                self.on_device.push((up(&self.m[i])?, up(&self.v[i])?));
+            }
+        }
+        let k = self.begin_step(grad_norm, lr);
+        let c = &self.config;
+        for ((param, g), (m, v)) in params.iter_mut().zip(grads).zip(&self.on_device) {
+            param.make_unique_on_device()?;
+            let decay = if param.ndim() >= 2 {
+                lr * c.weight_decay
+            } else {
+                0.0
+            };
+            let u = Update {
+                beta1: c.beta1 as f32,
+                beta2: c.beta2 as f32,
+                step_size: k.step_size,
+                inv_sqrt_bias2: k.inv_sqrt_bias2,
+                eps: c.eps as f32,
+                scale: k.clip_scale as f32,
+                decay: decay as f32,
+            };
+            update(param, g, m, v, u)?;
+        }
+        Ok(StepInfo {
+            grad_norm,
+            clip_scale: k.clip_scale,
             skipped: false,
         })
     }

@@ -139,3 +139,10 @@ fn gpu_unavailable() -> Option<String> {
 fn gpu_unavailable() -> Option<String> {
     Some("this build has no CUDA backend (build with --features cuda)".into())
 }
+
+/// The first GPU when one can be used, silently.
+pub fn gpu_or_skip_quiet() -> Option<tapegrad::Device> {
+    gpu_unavailable()
+        .is_none()
+        .then_some(tapegrad::Device::Cuda(0))
+}

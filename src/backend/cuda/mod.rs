@@ -5,6 +5,9 @@
 //! CUDA libraries are loaded at run time. A missing driver library, NVRTC, cuBLAS or GPU is an `Error::Device`
 //! naming what is missing; nothing here panics for want of a library.
 
+pub mod adamw;
+pub mod blas;
+pub mod fused;
 pub mod nvrtc;
 
 use super::pool::{Pool, PoolStats, RawAlloc};
@@ -242,6 +245,17 @@ impl Gpu {
             len,
             gpu: self.clone(),
         })
+    }
+
+    /// A buffer of `len` zeros of `dtype` on this device.
+    pub fn alloc_zeroed(self: &Arc<Self>, dtype: DType, len: usize) -> Result<DeviceBuffer> {
+        let mut buf = self.alloc(dtype, len)?;
+        let bytes = len * dtype.size_in_bytes();
+        let block = buf.block.as_mut().expect("a live buffer has its block");
+        self.stream
+            .memset_zeros(&mut block.slice_mut(..bytes.max(1)))
+            .map_err(|e| device_error("zeros", e))?;
+        Ok(buf)
     }
 
     /// A buffer holding `bytes` (the raw little-endian elements of `dtype`).

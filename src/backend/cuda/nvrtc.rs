@@ -54,6 +54,7 @@ const COMMON: &str = include_str!("../../../kernels/common.cuh");
 
 /// Every kernel family: name and source.
 pub const FAMILIES: &[(&str, &str)] = &[
+    ("adamw", include_str!("../../../kernels/adamw.cu")),
     ("attention", include_str!("../../../kernels/attention.cu")),
     ("rmsnorm", include_str!("../../../kernels/rmsnorm.cu")),
     ("swiglu", include_str!("../../../kernels/swiglu.cu")),

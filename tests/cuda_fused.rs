@@ -1,0 +1,225 @@
+//! The GPU paths of the matrix product (cuBLAS), the fused kernels (attention, RMSNorm, SwiGLU), AdamW and a
+//! training step, each against the CPU on the same inputs, forward and backward. They skip, saying why, on a
+//! machine without a GPU (and fail there under `TAPEGRAD_REQUIRE_GPU=1`, as `scripts/gpu-check.sh` runs them).
+
+mod common;
+
+use tapegrad::llama::{Config, Llama};
+use tapegrad::ops::with_gpu_bf16;
+use tapegrad::optim::{AdamW, AdamWConfig};
+use tapegrad::{DType, Device, Rng, Tape, Tensor};
+
+/// max |a − b| / max |b|.
+fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
+    let (a, b) = (a.to_f64_vec(), b.to_f64_vec());
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-30);
+    a.iter()
+        .zip(&b)
+        .fold(0.0f64, |m, (x, y)| m.max((x - y).abs()))
+        / scale
+}
+
+/// Output and input gradients of `f` on the CPU and on `dev` (seeded with `Σ out · w`).
+fn both(
+    dev: Device,
+    inputs: &[Tensor],
+    f: &dyn Fn(&[Tensor]) -> tapegrad::Result<Tensor>,
+) -> [(Tensor, Vec<Tensor>); 2] {
+    [Device::Cpu, dev].map(|device| {
+        let tape = Tape::new();
+        let xs: Vec<Tensor> = inputs
+            .iter()
+            .map(|x| tape.watch(&x.to_device(device).unwrap()))
+            .collect();
+        let out = f(&xs).unwrap();
+        let mut rng = Rng::new(99);
+        let w = Tensor::randn(out.shape(), 1.0, DType::F32, &mut rng)
+            .to_dtype(out.dtype())
+            .unwrap()
+            .to_device(device)
+            .unwrap();
+        let loss = out.mul(&w).unwrap().sum_all().unwrap();
+        let grads = tape.backward(&loss).unwrap();
+        let g = xs
+            .iter()
+            .map(|x| grads.get(x).unwrap().to_device(Device::Cpu).unwrap())
+            .collect();
+        (out.to_device(Device::Cpu).unwrap(), g)
+    })
+}
+
+fn check(
+    name: &str,
+    dev: Device,
+    inputs: &[Tensor],
+    tol: f64,
+    f: &dyn Fn(&[Tensor]) -> tapegrad::Result<Tensor>,
+) {
+    let [(out_cpu, g_cpu), (out_gpu, g_gpu)] = both(dev, inputs, f);
+    let e = rel_err(&out_gpu, &out_cpu);
+    assert!(e <= tol, "{name}: output error {e:.2e} > {tol:.0e}");
+    for (i, (a, b)) in g_gpu.iter().zip(&g_cpu).enumerate() {
+        let e = rel_err(a, b);
+        assert!(e <= tol, "{name}: gradient {i} error {e:.2e} > {tol:.0e}");
+    }
+}
+
+fn randn(shape: &[usize], seed: u64) -> Tensor {
+    Tensor::randn(shape, 1.0, DType::F32, &mut Rng::new(seed))
+}
+
+#[test]
+fn matmul_in_f32_and_with_bf16_mixed_precision() {
+    let Some(dev) = common::gpu_or_skip("matmul_in_f32_and_with_bf16_mixed_precision") else {
+        return;
+    };
+    let (a, b) = (randn(&[3, 33, 70], 1), randn(&[70, 45], 2));
+    let bt = randn(&[3, 45, 70], 3);
+    with_gpu_bf16(false, || {
+        check("matmul f32", dev, &[a.clone(), b.clone()], 1e-5, &|x| {
+            x[0].matmul(&x[1])
+        });
+        check(
+            "matmul f32, transposed rhs",
+            dev,
+            &[a.clone(), bt.clone()],
+            1e-5,
+            &|x| x[0].matmul(&x[1].transpose(1, 2)?),
+        );
+        check(
+            "linear f32",
+            dev,
+            &[a.clone(), randn(&[45, 70], 4)],
+            1e-5,
+            &|x| x[0].linear(&x[1]),
+        );
+    });
+    check("matmul bf16 autocast", dev, &[a, b], 1e-2, &|x| {
+        x[0].matmul(&x[1])
+    });
+}
+
+#[test]
+fn fused_rms_norm_and_swiglu_in_f32_and_bf16() {
+    let Some(dev) = common::gpu_or_skip("fused_rms_norm_and_swiglu_in_f32_and_bf16") else {
+        return;
+    };
+    for (dtype, tol) in [(DType::F32, 1e-5), (DType::BF16, 1e-2)] {
+        let cast = |t: Tensor| t.to_dtype(dtype).unwrap();
+        let (x, w) = (cast(randn(&[5, 7, 96], 5)), cast(randn(&[96], 6)));
+        check("rms_norm", dev, &[x, w], tol, &|x| {
+            x[0].rms_norm(&x[1], 1e-6)
+        });
+        let (a, b) = (cast(randn(&[4, 200], 7)), cast(randn(&[4, 200], 8)));
+        check("swiglu", dev, &[a, b], tol, &|x| x[0].swiglu(&x[1]));
+    }
+}
+
+#[test]
+fn flash_attention_against_the_cpu_kernel() {
+    let Some(dev) = common::gpu_or_skip("flash_attention_against_the_cpu_kernel") else {
+        return;
+    };
+    // Grouped heads, a tail tile (T = 100), queries after a cached prefix (Tq < Tk), head dims 64 and 128.
+    for (b, h, hkv, tq, tk, d) in [(2, 4, 2, 100, 100, 64), (1, 4, 1, 37, 130, 128)] {
+        let bf = |t: Tensor| t.to_dtype(DType::BF16).unwrap();
+        let q = bf(randn(&[b, h, tq, d], 9));
+        let k = bf(randn(&[b, hkv, tk, d], 10));
+        let v = bf(randn(&[b, hkv, tk, d], 11));
+        check("attention", dev, &[q, k, v], 2e-2, &|x| {
+            x[0].attention(&x[1], &x[2])
+        });
+    }
+}
+
+#[test]
+fn adamw_on_the_gpu_matches_the_host_update() {
+    let Some(dev) = common::gpu_or_skip("adamw_on_the_gpu_matches_the_host_update") else {
+        return;
+    };
+    let (p0, g) = (
+        randn(&[64, 33], 12),
+        randn(&[64, 33], 13).scale(5.0).unwrap(),
+    );
+    let mut host = [p0.clone()];
+    let mut gpu = [p0.to_device(dev).unwrap()];
+    let mut opt_host = AdamW::new(AdamWConfig::default(), &[p0.numel()]);
+    let mut opt_gpu = AdamW::new(AdamWConfig::default(), &[p0.numel()]);
+    for _ in 0..3 {
+        let a = opt_host
+            .step(
+                &mut host.iter_mut().collect::<Vec<_>>(),
+                std::slice::from_ref(&g),
+                1e-2,
+            )
+            .unwrap();
+        let b = opt_gpu
+            .step(
+                &mut gpu.iter_mut().collect::<Vec<_>>(),
+                &[g.to_device(dev).unwrap()],
+                1e-2,
+            )
+            .unwrap();
+        assert!((a.grad_norm - b.grad_norm).abs() <= 1e-5 * a.grad_norm);
+    }
+    assert!(rel_err(&gpu[0], &host[0]) <= 1e-5);
+    opt_gpu.to_host().unwrap();
+    assert!(opt_gpu.m[0]
+        .iter()
+        .zip(&opt_host.m[0])
+        .all(|(a, b)| (a - b).abs() <= 1e-5 * (1.0 + b.abs())));
+}
+
+#[test]
+fn a_tiny_llama_trains_on_the_gpu_like_on_the_cpu() {
+    let Some(dev) = common::gpu_or_skip("a_tiny_llama_trains_on_the_gpu_like_on_the_cpu") else {
+        return;
+    };
+    let mut config: Config = Config::preset("tiny").unwrap().config;
+    config.dim = 128;
+    config.n_heads = 2; // head dim 64, which the flash kernels take
+    config.n_kv_heads = 2;
+    let (b, t) = (2, 32);
+    let ids: Vec<u32> = (0..b * t + 1).map(|i| (i * 37 % 300) as u32).collect();
+    let losses = [Device::Cpu, dev].map(|device| {
+        let mut model = Llama::new(config.clone(), DType::F32, 3).unwrap();
+        model.to_device(device).unwrap();
+        let mut sizes = Vec::new();
+        model.visit(&mut |_, p| sizes.push(p.numel()));
+        let mut opt = AdamW::new(AdamWConfig::default(), &sizes);
+        (0..5)
+            .map(|_| {
+                let tape = Tape::new();
+                let leaves = model.watch(&tape);
+                let loss = model.loss(&ids[..b * t], &ids[1..], b, t).unwrap();
+                model.unwatch();
+                let mut grads = tape.backward(&loss).unwrap();
+                let grads: Vec<Tensor> = leaves.iter().map(|l| grads.remove(l).unwrap()).collect();
+                opt.step(&mut model.params_mut(), &grads, 3e-3).unwrap();
+                loss.item().unwrap()
+            })
+            .collect::<Vec<f64>>()
+    });
+    let (cpu, gpu) = (&losses[0], &losses[1]);
+    assert!(gpu[4] < gpu[0], "the GPU run learns: {gpu:?}");
+    for (a, b) in gpu.iter().zip(cpu) {
+        // bf16 matrix products and attention: the losses agree to about 1%.
+        assert!(
+            (a - b).abs() <= 0.02 * b.abs(),
+            "GPU {gpu:?} vs CPU {cpu:?}"
+        );
+    }
+}
+
+#[test]
+fn moving_to_an_absent_or_unbuilt_gpu_is_a_clear_error() {
+    if common::gpu_or_skip_quiet().is_some() {
+        return;
+    }
+    let err = Tensor::ones(&[2], DType::F32)
+        .to_device(Device::Cuda(0))
+        .expect_err("no GPU here")
+        .to_string();
+    assert!(err.contains("cuda"), "{err}");
+}
