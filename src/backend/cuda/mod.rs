@@ -5,7 +5,16 @@
 //! CUDA libraries are loaded at run time. A missing driver library, NVRTC, cuBLAS or GPU is an `Error::Device`
 //! naming what is missing; nothing here panics for want of a library.
 
+pub(crate) mod binary;
+pub(crate) mod copy;
+pub(crate) mod cross_entropy;
+pub(crate) mod embedding;
+pub(crate) mod launch;
 pub mod nvrtc;
+pub(crate) mod reduce;
+pub(crate) mod rope;
+pub(crate) mod softmax;
+pub(crate) mod unary;
 
 use super::pool::{Pool, PoolStats, RawAlloc};
 use crate::dtype::DType;
@@ -217,6 +226,7 @@ impl Gpu {
                 Arg::I32(v) => builder.arg(v),
                 Arg::I64(v) => builder.arg(v),
                 Arg::F32(v) => builder.arg(v),
+                Arg::F64(v) => builder.arg(v),
                 Arg::Strided(v) => builder.arg(v),
             };
         }
@@ -264,6 +274,7 @@ pub enum Arg {
     I32(i32),
     I64(i64),
     F32(f32),
+    F64(f64),
     /// A strided view, passed by value (`tg::Strided` in `kernels/common.cuh`).
     Strided(Strided),
 }
