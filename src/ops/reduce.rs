@@ -67,12 +67,11 @@ fn reduce_kernel<T: Float>(
     pairs.into_iter().unzip()
 }
 
-/// Where the maximum of each group sits: logical indices within the group.
-enum Argmax {
-    Host(Vec<usize>),
-    /// i32 indices on the GPU.
+/// Where the maximum of each group sits: logical indices within the group, on the host or (i32) on the GPU.
+struct Argmax {
+    host: Vec<usize>,
     #[cfg(feature = "cuda-backend")]
-    Device(crate::backend::cuda::DeviceBuffer),
+    device: Option<crate::backend::cuda::DeviceBuffer>,
 }
 
 /// The reduction of `x` (split into `kept` and `reduced`) into a contiguous tensor of `shape`, on `x`'s device;
@@ -88,11 +87,20 @@ fn reduce_on_device(
     if x.is_cuda() {
         let max = matches!(how, Reduce::Max);
         let (out, argmax) = crate::backend::cuda::reduce::reduce(x, kept, reduced, shape, max)?;
-        return Ok((out, argmax.map_or(Argmax::Host(Vec::new()), Argmax::Device)));
+        let argmax = Argmax {
+            host: Vec::new(),
+            device: argmax,
+        };
+        return Ok((out, argmax));
     }
     float_dispatch!(x.dtype(), T, {
         let (values, argmax) = reduce_kernel(x.data::<T>(), kept, reduced, how);
-        Ok((Tensor::from_vec(values, shape)?, Argmax::Host(argmax)))
+        let argmax = Argmax {
+            host: argmax,
+            #[cfg(feature = "cuda-backend")]
+            device: None,
+        };
+        Ok((Tensor::from_vec(values, shape)?, argmax))
     })
 }
 
@@ -174,22 +182,19 @@ impl Tensor {
             let dtype = x.dtype();
             let axes = axes.clone();
             record("max", &[x], out, move |g, _| {
-                let argmax = match &argmax {
-                    Argmax::Host(a) => a,
-                    #[cfg(feature = "cuda-backend")]
-                    Argmax::Device(a) => {
-                        let (kept, reduced) =
-                            split_layout(&Layout::contiguous(&input_shape), &axes);
-                        let dx = crate::backend::cuda::reduce::max_backward(
-                            g,
-                            a,
-                            &input_shape,
-                            &kept,
-                            &reduced,
-                        )?;
-                        return Ok(vec![Some(dx)]);
-                    }
-                };
+                #[cfg(feature = "cuda-backend")]
+                if let Some(a) = &argmax.device {
+                    let (kept, reduced) = split_layout(&Layout::contiguous(&input_shape), &axes);
+                    let dx = crate::backend::cuda::reduce::max_backward(
+                        g,
+                        a,
+                        &input_shape,
+                        &kept,
+                        &reduced,
+                    )?;
+                    return Ok(vec![Some(dx)]);
+                }
+                let argmax = &argmax.host;
                 let mut dx = Tensor::zeros(&input_shape, dtype);
                 // Where each group's maximum sits in dx: kept offset + the argmax-th offset of the group.
                 let (kept, reduced) = split_layout(&dx.layout, &axes);
