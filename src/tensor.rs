@@ -72,18 +72,27 @@ impl Tensor {
     /// A tensor of `shape` filled with `value`.
     pub fn full(shape: &[usize], value: f64, dtype: DType) -> Tensor {
         let n = shape.iter().product();
-        let storage = match dtype {
-            DType::F32 => Storage::F32(vec![value as f32; n]),
-            DType::F64 => Storage::F64(vec![value; n]),
-            DType::BF16 => Storage::BF16(vec![bf16::from_f64(value); n]),
-            DType::F16 => Storage::F16(vec![f16::from_f64(value); n]),
-        };
-        Tensor::from_storage(storage, shape)
+        Tensor::from_storage(Storage::filled(dtype, n, value), shape)
     }
 
     /// Zeros.
     pub fn zeros(shape: &[usize], dtype: DType) -> Tensor {
         Tensor::full(shape, 0.0, dtype)
+    }
+
+    /// A tensor of `shape` filled with `value` (rounded to `dtype`) on `device`: `full` on the host, a fill
+    /// kernel on a GPU. Errors name a device that is not built in or not present.
+    pub fn full_on(shape: &[usize], value: f64, dtype: DType, device: Device) -> Result<Tensor> {
+        let n = shape.iter().product();
+        Ok(Tensor::from_storage(
+            crate::backend::filled(n, value, dtype, device)?,
+            shape,
+        ))
+    }
+
+    /// Zeros of `shape` on `device` (see `full_on`).
+    pub fn zeros_on(shape: &[usize], dtype: DType, device: Device) -> Result<Tensor> {
+        Tensor::full_on(shape, 0.0, dtype, device)
     }
 
     /// Ones.

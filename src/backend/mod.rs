@@ -55,6 +55,30 @@ impl std::str::FromStr for Device {
     }
 }
 
+/// A buffer of `len` elements of `dtype` on `device`, each `value` rounded to the dtype (a fill kernel on a GPU).
+pub fn filled(
+    len: usize,
+    value: f64,
+    dtype: crate::DType,
+    device: Device,
+) -> crate::Result<Storage> {
+    match device {
+        Device::Cpu => Ok(Storage::filled(dtype, len, value)),
+        #[cfg(feature = "cuda-backend")]
+        Device::Cuda(i) => Ok(Storage::Cuda(cuda::copy::fill(
+            &cuda::gpu(i)?,
+            dtype,
+            len,
+            value,
+        )?)),
+        #[cfg(not(feature = "cuda-backend"))]
+        Device::Cuda(_) => Err(crate::Error::Device {
+            op: "full_on",
+            msg: format!("{device} is not available in this build (build with --features cuda)"),
+        }),
+    }
+}
+
 /// A copy of a whole buffer on `device`.
 pub fn copy_to(storage: &Storage, device: Device) -> crate::Result<Storage> {
     match (storage.device(), device) {

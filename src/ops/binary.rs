@@ -48,6 +48,37 @@ pub(crate) fn broadcast_layout(layout: &Layout, shape: &[usize]) -> Layout {
     }
 }
 
+/// `a (op) b` of `shape`, reading the operands through `la`/`lb` (broadcast to `shape`), on their device.
+fn binary_kernel(
+    op: BinaryOp,
+    a: &Tensor,
+    la: &Layout,
+    b: &Tensor,
+    lb: &Layout,
+    shape: &[usize],
+) -> Result<Tensor> {
+    #[cfg(feature = "cuda-backend")]
+    if a.is_cuda() {
+        let code = match op {
+            BinaryOp::Add => 0,
+            BinaryOp::Sub => 1,
+            BinaryOp::Mul => 2,
+            BinaryOp::Div => 3,
+        };
+        return crate::backend::cuda::binary::forward(a, la, b, lb, shape, code);
+    }
+    float_dispatch!(a.dtype(), T, {
+        let (da, db) = (a.data::<T>(), b.data::<T>());
+        let values = match op {
+            BinaryOp::Add => elementwise::binary(da, la, db, lb, |x, y| x + y),
+            BinaryOp::Sub => elementwise::binary(da, la, db, lb, |x, y| x - y),
+            BinaryOp::Mul => elementwise::binary(da, la, db, lb, |x, y| x * y),
+            BinaryOp::Div => elementwise::binary(da, la, db, lb, |x, y| x / y),
+        };
+        Tensor::from_vec(values, shape)
+    })
+}
+
 impl Tensor {
     /// `self + rhs`, broadcast.
     pub fn add(&self, rhs: &Tensor) -> Result<Tensor> {
@@ -76,16 +107,7 @@ fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         let shape = broadcast_shapes(op.name(), a.shape(), b.shape())?;
         let la = broadcast_layout(&a.layout, &shape);
         let lb = broadcast_layout(&b.layout, &shape);
-        let out = float_dispatch!(a.dtype(), T, {
-            let (da, db) = (a.data::<T>(), b.data::<T>());
-            let values = match op {
-                BinaryOp::Add => elementwise::binary(da, &la, db, &lb, |x, y| x + y),
-                BinaryOp::Sub => elementwise::binary(da, &la, db, &lb, |x, y| x - y),
-                BinaryOp::Mul => elementwise::binary(da, &la, db, &lb, |x, y| x * y),
-                BinaryOp::Div => elementwise::binary(da, &la, db, &lb, |x, y| x / y),
-            };
-            Tensor::from_vec(values, &shape)?
-        });
+        let out = binary_kernel(op, a, &la, b, &lb, &shape)?;
         let saved = matches!(op, BinaryOp::Mul | BinaryOp::Div)
             .then(|| keep(&[a, b], [a, b]))
             .flatten();

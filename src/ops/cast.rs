@@ -23,6 +23,21 @@ fn convert_from<S: StorageElement + Default>(x: &Tensor, dtype: DType) -> Storag
     }
 }
 
+/// `x` converted to a contiguous tensor of `dtype`, on `x`'s device.
+fn cast_kernel(x: &Tensor, dtype: DType) -> Result<Tensor> {
+    #[cfg(feature = "cuda-backend")]
+    if x.is_cuda() {
+        return crate::backend::cuda::copy::cast(x, dtype);
+    }
+    let storage = match x.dtype() {
+        DType::F32 => convert_from::<f32>(x, dtype),
+        DType::F64 => convert_from::<f64>(x, dtype),
+        DType::BF16 => convert_from::<bf16>(x, dtype),
+        DType::F16 => convert_from::<f16>(x, dtype),
+    };
+    Ok(Tensor::from_storage(storage, x.shape()))
+}
+
 impl Tensor {
     /// The same values in `dtype` (rounded to nearest); a no-op when already of that dtype.
     pub fn to_dtype(&self, dtype: DType) -> Result<Tensor> {
@@ -30,13 +45,7 @@ impl Tensor {
         if from == dtype {
             return Ok(self.clone());
         }
-        let storage = match from {
-            DType::F32 => convert_from::<f32>(self, dtype),
-            DType::F64 => convert_from::<f64>(self, dtype),
-            DType::BF16 => convert_from::<bf16>(self, dtype),
-            DType::F16 => convert_from::<f16>(self, dtype),
-        };
-        let out = Tensor::from_storage(storage, self.shape());
+        let out = cast_kernel(self, dtype)?;
         record("to_dtype", &[self], out, move |g, _| {
             Ok(vec![Some(g.to_dtype(from)?)])
         })

@@ -8,6 +8,31 @@ use crate::shape::normalize_axis;
 use crate::tape::record;
 use crate::tensor::Tensor;
 
+/// `xs` (one compute dtype, agreeing outside `d`) concatenated along `d` into a fresh tensor of `shape`.
+fn cat_kernel(xs: &[Tensor], d: usize, shape: &[usize]) -> Result<Tensor> {
+    #[cfg(feature = "cuda-backend")]
+    if xs[0].is_cuda() {
+        return crate::backend::cuda::copy::cat(xs, d, shape);
+    }
+    let mut out = Tensor::zeros(shape, xs[0].dtype());
+    let mut start = 0;
+    float_dispatch!(out.dtype(), T, {
+        let base = out.layout.clone();
+        let dst = out.data_mut::<T>()?;
+        for t in xs {
+            let mut region = base.clone();
+            region.shape[d] = t.shape()[d];
+            region.offset += start * region.strides[d];
+            let src = elementwise::gather(t.data::<T>(), &t.layout);
+            for (o, v) in region.offsets().zip(src) {
+                dst[o] = v;
+            }
+            start += t.shape()[d];
+        }
+    });
+    Ok(out)
+}
+
 impl Tensor {
     /// Concatenation along `dim` of tensors whose other dims agree.
     pub fn cat(tensors: &[Tensor], dim: isize) -> Result<Tensor> {
@@ -33,24 +58,13 @@ impl Tensor {
         with_compute_dtype("cat", &refs, |xs| {
             let mut shape = xs[0].shape().to_vec();
             shape[d] = xs.iter().map(|t| t.shape()[d]).sum();
-            let mut out = Tensor::zeros(&shape, xs[0].dtype());
             let mut starts = Vec::with_capacity(xs.len());
             let mut start = 0;
-            float_dispatch!(out.dtype(), T, {
-                let base = out.layout.clone();
-                let dst = out.data_mut::<T>()?;
-                for t in xs {
-                    let mut region = base.clone();
-                    region.shape[d] = t.shape()[d];
-                    region.offset += start * region.strides[d];
-                    let src = elementwise::gather(t.data::<T>(), &t.layout);
-                    for (o, v) in region.offsets().zip(src) {
-                        dst[o] = v;
-                    }
-                    starts.push((start, t.shape()[d]));
-                    start += t.shape()[d];
-                }
-            });
+            for t in xs {
+                starts.push((start, t.shape()[d]));
+                start += t.shape()[d];
+            }
+            let out = cat_kernel(xs, d, &shape)?;
             let inputs: Vec<&Tensor> = xs.iter().collect();
             record("cat", &inputs, out, move |g, needs| {
                 starts

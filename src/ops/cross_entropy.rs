@@ -48,6 +48,100 @@ fn check(logits: &Tensor, targets: &[u32], ignore: Option<u32>) -> Result<(usize
     Ok((rows, vocab))
 }
 
+/// One cross-entropy evaluation: `rows` rows of `vocab` logits, their targets, and the normalization.
+struct Problem<'a> {
+    rows: usize,
+    vocab: usize,
+    targets: &'a [u32],
+    ignore_index: Option<u32>,
+    /// Rows whose target is not the ignore index.
+    #[cfg_attr(not(feature = "cuda-backend"), allow(dead_code))]
+    kept: usize,
+    /// `1 / max(kept, 1)`.
+    norm: f64,
+}
+
+impl Problem<'_> {
+    /// The loss (a scalar) and the row log-sum-exp `[rows]` of contiguous logits `x`, on `x`'s device.
+    fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        let Problem {
+            rows,
+            vocab,
+            targets,
+            ignore_index,
+            norm,
+            ..
+        } = *self;
+        #[cfg(feature = "cuda-backend")]
+        if x.is_cuda() {
+            return crate::backend::cuda::cross_entropy::forward(
+                x,
+                rows,
+                vocab,
+                targets,
+                ignore_index,
+                self.kept,
+            );
+        }
+        let dtype = x.dtype();
+        let (loss, lse) = float_dispatch!(dtype, T, {
+            let data = x.contiguous_data::<T>();
+            let lse: Vec<T> = data.par_chunks(vocab.max(1)).map(row_lse).collect();
+            let total: f64 = (0..rows)
+                .filter(|&r| Some(targets[r]) != ignore_index)
+                .map(|r| (lse[r] - data[r * vocab + targets[r] as usize]).to_f64())
+                .sum();
+            (total * norm, Tensor::from_vec(lse, &[rows])?)
+        });
+        Ok((Tensor::scalar(loss, dtype), lse))
+    }
+
+    /// `dx = (softmax(x) − onehot(target)) · g / kept`, zero on ignored rows, on `x`'s device.
+    fn backward(&self, x: &Tensor, lse: &Tensor, g: &Tensor) -> Result<Tensor> {
+        let Problem {
+            rows,
+            vocab,
+            targets,
+            ignore_index,
+            norm,
+            ..
+        } = *self;
+        #[cfg(feature = "cuda-backend")]
+        if x.is_cuda() {
+            return crate::backend::cuda::cross_entropy::backward(
+                x,
+                lse,
+                rows,
+                vocab,
+                targets,
+                ignore_index,
+                g,
+                norm,
+            );
+        }
+        let scale = g.item()? * norm;
+        float_dispatch!(x.dtype(), T, {
+            let data = x.contiguous_data::<T>();
+            let lse = lse.contiguous_data::<T>();
+            let mut dx = vec![T::ZERO; data.len()];
+            let shape = [rows, vocab];
+            let s = T::from_f64(scale);
+            for_each_row(&mut dx, &shape, |r, out| {
+                let target = targets[r];
+                if Some(target) == ignore_index {
+                    return;
+                }
+                let row = &data[r * vocab..(r + 1) * vocab];
+                for (o, &v) in out.iter_mut().zip(row) {
+                    *o = (v - lse[r]).exp() * s;
+                }
+                out[target as usize] -= s;
+            });
+            Tensor::from_vec(dx, x.shape())
+        })
+    }
+}
+
 impl Tensor {
     /// Mean cross-entropy of these logits against `targets`, skipping positions equal to `ignore_index`.
     pub fn cross_entropy(&self, targets: &[u32], ignore_index: Option<u32>) -> Result<Tensor> {
@@ -57,42 +151,28 @@ impl Tensor {
         let norm = 1.0 / kept.max(1) as f64;
         with_compute_dtype("cross_entropy", &[self], |xs| {
             let x = xs[0].contiguous()?;
-            let dtype = x.dtype();
-            let (loss, lse) = float_dispatch!(dtype, T, {
-                let data = x.contiguous_data::<T>();
-                let lse: Vec<T> = data.par_chunks(vocab.max(1)).map(row_lse).collect();
-                let total: f64 = (0..rows)
-                    .filter(|&r| Some(targets[r]) != ignore_index)
-                    .map(|r| (lse[r] - data[r * vocab + targets[r] as usize]).to_f64())
-                    .sum();
-                (total * norm, Tensor::from_vec(lse, &[rows])?)
-            });
-            let out = Tensor::scalar(loss, dtype);
+            let problem = Problem {
+                rows,
+                vocab,
+                targets: &targets,
+                ignore_index,
+                kept,
+                norm,
+            };
+            let (out, lse) = problem.forward(&x)?;
             let saved = keep(&[&x], [&x, &lse]);
             record("cross_entropy", &[&x], out, move |g, _| {
                 let [x, lse] = saved.expect("saved when recorded");
                 let (x, lse) = (x.get()?, lse.get()?);
-                let scale = g.item()? * norm;
-                let grad = float_dispatch!(dtype, T, {
-                    let data = x.contiguous_data::<T>();
-                    let lse = lse.contiguous_data::<T>();
-                    let mut dx = vec![T::ZERO; data.len()];
-                    let shape = [rows, vocab];
-                    let s = T::from_f64(scale);
-                    for_each_row(&mut dx, &shape, |r, out| {
-                        let target = targets[r];
-                        if Some(target) == ignore_index {
-                            return;
-                        }
-                        let row = &data[r * vocab..(r + 1) * vocab];
-                        for (o, &v) in out.iter_mut().zip(row) {
-                            *o = (v - lse[r]).exp() * s;
-                        }
-                        out[target as usize] -= s;
-                    });
-                    Tensor::from_vec(dx, x.shape())?
-                });
-                Ok(vec![Some(grad)])
+                let problem = Problem {
+                    rows,
+                    vocab,
+                    targets: &targets,
+                    ignore_index,
+                    kept,
+                    norm,
+                };
+                Ok(vec![Some(problem.backward(&x, &lse, g)?)])
             })
         })
     }

@@ -67,6 +67,43 @@ fn reduce_kernel<T: Float>(
     pairs.into_iter().unzip()
 }
 
+/// Where the maximum of each group sits: logical indices within the group, on the host or (i32) on the GPU.
+struct Argmax {
+    host: Vec<usize>,
+    #[cfg(feature = "cuda-backend")]
+    device: Option<crate::backend::cuda::DeviceBuffer>,
+}
+
+/// The reduction of `x` (split into `kept` and `reduced`) into a contiguous tensor of `shape`, on `x`'s device;
+/// with `Reduce::Max`, also where each maximum sits.
+fn reduce_on_device(
+    x: &Tensor,
+    kept: &Layout,
+    reduced: &Layout,
+    shape: &[usize],
+    how: Reduce,
+) -> Result<(Tensor, Argmax)> {
+    #[cfg(feature = "cuda-backend")]
+    if x.is_cuda() {
+        let max = matches!(how, Reduce::Max);
+        let (out, argmax) = crate::backend::cuda::reduce::reduce(x, kept, reduced, shape, max)?;
+        let argmax = Argmax {
+            host: Vec::new(),
+            device: argmax,
+        };
+        return Ok((out, argmax));
+    }
+    float_dispatch!(x.dtype(), T, {
+        let (values, argmax) = reduce_kernel(x.data::<T>(), kept, reduced, how);
+        let argmax = Argmax {
+            host: argmax,
+            #[cfg(feature = "cuda-backend")]
+            device: None,
+        };
+        Ok((Tensor::from_vec(values, shape)?, argmax))
+    })
+}
+
 fn output_shape(shape: &[usize], axes: &[usize], keepdim: bool) -> Vec<usize> {
     (0..shape.len())
         .filter_map(|d| match (axes.contains(&d), keepdim) {
@@ -100,10 +137,7 @@ impl Tensor {
             let x = &xs[0];
             let (kept, reduced) = split_layout(&x.layout, &axes);
             let shape = output_shape(x.shape(), &axes, keepdim);
-            let out = float_dispatch!(x.dtype(), T, {
-                let (values, _) = reduce_kernel(x.data::<T>(), &kept, &reduced, Reduce::Sum);
-                Tensor::from_vec(values, &shape)?
-            });
+            let (out, _) = reduce_on_device(x, &kept, &reduced, &shape, Reduce::Sum)?;
             let input_shape = x.shape().to_vec();
             let keep_shape = output_shape(&input_shape, &axes, true);
             record("sum", &[x], out, move |g, _| {
@@ -143,14 +177,24 @@ impl Tensor {
             let x = &xs[0];
             let (kept, reduced) = split_layout(&x.layout, &axes);
             let shape = output_shape(x.shape(), &axes, keepdim);
-            let (out, argmax) = float_dispatch!(x.dtype(), T, {
-                let (values, argmax) = reduce_kernel(x.data::<T>(), &kept, &reduced, Reduce::Max);
-                (Tensor::from_vec(values, &shape)?, argmax)
-            });
+            let (out, argmax) = reduce_on_device(x, &kept, &reduced, &shape, Reduce::Max)?;
             let input_shape = x.shape().to_vec();
             let dtype = x.dtype();
             let axes = axes.clone();
             record("max", &[x], out, move |g, _| {
+                #[cfg(feature = "cuda-backend")]
+                if let Some(a) = &argmax.device {
+                    let (kept, reduced) = split_layout(&Layout::contiguous(&input_shape), &axes);
+                    let dx = crate::backend::cuda::reduce::max_backward(
+                        g,
+                        a,
+                        &input_shape,
+                        &kept,
+                        &reduced,
+                    )?;
+                    return Ok(vec![Some(dx)]);
+                }
+                let argmax = &argmax.host;
                 let mut dx = Tensor::zeros(&input_shape, dtype);
                 // Where each group's maximum sits in dx: kept offset + the argmax-th offset of the group.
                 let (kept, reduced) = split_layout(&dx.layout, &axes);
@@ -159,7 +203,7 @@ impl Tensor {
                 float_dispatch!(dtype, T, {
                     let gv = g.contiguous_data::<T>().to_vec();
                     let d = dx.data_mut::<T>()?;
-                    for ((base, &arg), gv) in kept.offsets().zip(&argmax).zip(gv) {
+                    for ((base, &arg), gv) in kept.offsets().zip(argmax).zip(gv) {
                         d[base + group[arg]] = gv;
                     }
                 });

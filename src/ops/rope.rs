@@ -79,6 +79,20 @@ impl Rope {
         out
     }
 
+    /// Every head vector of contiguous `x: [B, T, H, D]` rotated by `sign · angle`, on `x`'s device.
+    fn rotate_tensor(&self, x: &Tensor, start_pos: usize, sign: f64) -> Result<Tensor> {
+        #[cfg(feature = "cuda-backend")]
+        if x.is_cuda() {
+            return crate::backend::cuda::rope::rotate(x, &self.cos, &self.sin, start_pos, sign);
+        }
+        float_dispatch!(x.dtype(), T, {
+            Tensor::from_vec(
+                self.rotate(x.contiguous_data::<T>(), x.shape(), start_pos, sign),
+                x.shape(),
+            )
+        })
+    }
+
     fn check(&self, op: &'static str, x: &Tensor, start_pos: usize) -> Result<()> {
         if x.ndim() != 4 || x.shape()[3] != self.head_dim {
             return Err(Error::shape(
@@ -106,22 +120,12 @@ impl Tensor {
         rope.check("rope", self, start_pos)?;
         with_compute_dtype("rope", &[self], |xs| {
             let x = xs[0].contiguous()?;
-            let y = float_dispatch!(x.dtype(), T, {
-                Tensor::from_vec(
-                    rope.rotate(x.contiguous_data::<T>(), x.shape(), start_pos, 1.0),
-                    x.shape(),
-                )?
-            });
+            let y = rope.rotate_tensor(&x, start_pos, 1.0)?;
             let (table, rope) = (rope.clone(), rope.clone());
             let forward = move |xs: &[Tensor]| xs[0].rope(&table, start_pos);
             record_recomputable("rope", &[&x], y, forward, move |g, _| {
                 let g = g.contiguous()?;
-                let dx = float_dispatch!(g.dtype(), T, {
-                    Tensor::from_vec(
-                        rope.rotate(g.contiguous_data::<T>(), g.shape(), start_pos, -1.0),
-                        g.shape(),
-                    )?
-                });
+                let dx = rope.rotate_tensor(&g, start_pos, -1.0)?;
                 Ok(vec![Some(dx)])
             })
         })

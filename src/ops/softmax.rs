@@ -28,6 +28,17 @@ fn rows<T: Float>(x: &[T], shape: &[usize], log: bool) -> Vec<T> {
     out
 }
 
+/// softmax (or log_softmax) of contiguous `x` over its last axis, on `x`'s device.
+fn softmax_kernel(x: &Tensor, log: bool) -> Result<Tensor> {
+    #[cfg(feature = "cuda-backend")]
+    if x.is_cuda() {
+        return crate::backend::cuda::softmax::forward(x, log);
+    }
+    float_dispatch!(x.dtype(), T, {
+        Tensor::from_vec(rows(x.contiguous_data::<T>(), x.shape(), log), x.shape())
+    })
+}
+
 fn softmax_op(x: &Tensor, log: bool) -> Result<Tensor> {
     let op = if log { "log_softmax" } else { "softmax" };
     if x.ndim() == 0 || x.shape()[x.ndim() - 1] == 0 {
@@ -38,9 +49,7 @@ fn softmax_op(x: &Tensor, log: bool) -> Result<Tensor> {
     }
     with_compute_dtype(op, &[x], |xs| {
         let x = xs[0].contiguous()?;
-        let y = float_dispatch!(x.dtype(), T, {
-            Tensor::from_vec(rows(x.contiguous_data::<T>(), x.shape(), log), x.shape())?
-        });
+        let y = softmax_kernel(&x, log)?;
         let saved = keep(&[&x], [&y]);
         let forward = move |xs: &[Tensor]| softmax_op(&xs[0], log);
         record_recomputable(op, &[&x], y, forward, move |g, _| {

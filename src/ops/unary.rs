@@ -84,6 +84,55 @@ impl Unary {
         }
     }
 
+    /// The op as `kernels/unary.cu` takes it: its code and parameter.
+    #[cfg(feature = "cuda-backend")]
+    fn code(self) -> (i32, f64) {
+        match self {
+            Unary::Neg => (0, 0.0),
+            Unary::Exp => (1, 0.0),
+            Unary::Log => (2, 0.0),
+            Unary::Sqrt => (3, 0.0),
+            Unary::Rsqrt => (4, 0.0),
+            Unary::Powf(e) => (5, e),
+            Unary::Silu => (6, 0.0),
+            Unary::Sigmoid => (7, 0.0),
+            Unary::Scale(s) => (8, s),
+            Unary::AddScalar(s) => (9, s),
+        }
+    }
+
+    /// `f(x)` over the elements of `x`, contiguous, on `x`'s device.
+    fn forward_kernel(self, x: &Tensor) -> Result<Tensor> {
+        #[cfg(feature = "cuda-backend")]
+        if x.is_cuda() {
+            let (code, param) = self.code();
+            return crate::backend::cuda::unary::forward(x, code, param);
+        }
+        float_dispatch!(x.dtype(), T, {
+            let values = elementwise::unary(x.data::<T>(), &x.layout, |v: T| self.apply(v));
+            Tensor::from_vec(values, x.shape())
+        })
+    }
+
+    /// `g · f'(x)`, contiguous, on `x`'s device.
+    fn backward_kernel(self, g: &Tensor, x: &Tensor) -> Result<Tensor> {
+        #[cfg(feature = "cuda-backend")]
+        if x.is_cuda() {
+            let (code, param) = self.code();
+            return crate::backend::cuda::unary::backward(g, x, code, param);
+        }
+        float_dispatch!(x.dtype(), T, {
+            let values = elementwise::binary(
+                g.data::<T>(),
+                &g.layout,
+                x.data::<T>(),
+                &x.layout,
+                |g: T, x: T| g * self.derivative(x),
+            );
+            Tensor::from_vec(values, x.shape())
+        })
+    }
+
     /// Whether the derivative is a constant (nothing needs saving).
     fn constant_derivative(self) -> bool {
         matches!(self, Unary::Neg | Unary::Scale(_) | Unary::AddScalar(_))
@@ -136,10 +185,7 @@ impl Tensor {
 fn unary(op: Unary, x: &Tensor) -> Result<Tensor> {
     with_compute_dtype(op.name(), &[x], |xs| {
         let x = &xs[0];
-        let out = float_dispatch!(x.dtype(), T, {
-            let values = elementwise::unary(x.data::<T>(), &x.layout, |v: T| op.apply(v));
-            Tensor::from_vec(values, x.shape())?
-        });
+        let out = op.forward_kernel(x)?;
         let saved = (!op.constant_derivative())
             .then(|| keep(&[x], [x]))
             .flatten();
@@ -152,16 +198,7 @@ fn unary(op: Unary, x: &Tensor) -> Result<Tensor> {
             let dx = match saved {
                 None if matches!(op, Unary::AddScalar(_)) => g.clone(),
                 None => g.scale(op.derivative(0.0f64))?,
-                Some(x) => float_dispatch!(x.dtype(), T, {
-                    let values = elementwise::binary(
-                        g.data::<T>(),
-                        &g.layout,
-                        x.data::<T>(),
-                        &x.layout,
-                        |g: T, x: T| g * op.derivative(x),
-                    );
-                    Tensor::from_vec(values, x.shape())?
-                }),
+                Some(x) => op.backward_kernel(g, &x)?,
             };
             Ok(vec![Some(dx)])
         })

@@ -13,17 +13,21 @@ use crate::tape::record;
 use crate::tensor::Tensor;
 use half::{bf16, f16};
 
-fn copy_contiguous(x: &Tensor) -> Tensor {
+fn copy_contiguous(x: &Tensor) -> Result<Tensor> {
+    #[cfg(feature = "cuda-backend")]
+    if x.is_cuda() {
+        return crate::backend::cuda::copy::cast(x, x.dtype());
+    }
     fn copy<T: StorageElement + Default>(x: &Tensor) -> Tensor {
         let values = elementwise::gather(x.data::<T>(), &x.layout);
         Tensor::from_vec(values, x.shape()).expect("same numel")
     }
-    match x.dtype() {
+    Ok(match x.dtype() {
         DType::F32 => copy::<f32>(x),
         DType::F64 => copy::<f64>(x),
         DType::BF16 => copy::<bf16>(x),
         DType::F16 => copy::<f16>(x),
-    }
+    })
 }
 
 impl Tensor {
@@ -32,7 +36,7 @@ impl Tensor {
         if self.is_contiguous() {
             return Ok(self.clone());
         }
-        record("contiguous", &[self], copy_contiguous(self), |g, _| {
+        record("contiguous", &[self], copy_contiguous(self)?, |g, _| {
             Ok(vec![Some(g.clone())])
         })
     }
@@ -191,6 +195,10 @@ pub(crate) fn pad_narrowed(
     dim: usize,
     start: usize,
 ) -> Result<Tensor> {
+    #[cfg(feature = "cuda-backend")]
+    if g.is_cuda() {
+        return crate::backend::cuda::copy::pad(g, shape, dim, start);
+    }
     let original = g.dtype();
     let dtype = original.compute();
     let g = g.to_dtype(dtype)?;

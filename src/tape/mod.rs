@@ -187,7 +187,7 @@ impl Tape {
                 ),
             });
         }
-        let seed = Tensor::full(loss.shape(), 1.0, loss.dtype());
+        let seed = Tensor::full_on(loss.shape(), 1.0, loss.dtype(), loss.device())?;
         self.backward_with_seed(loss, seed)
     }
 

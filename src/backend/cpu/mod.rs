@@ -73,6 +73,16 @@ impl Storage {
         }
     }
 
+    /// A host buffer of `len` elements of `dtype`, each `value` rounded to the dtype.
+    pub fn filled(dtype: DType, len: usize, value: f64) -> Storage {
+        match dtype {
+            DType::F32 => Storage::F32(vec![value as f32; len]),
+            DType::F64 => Storage::F64(vec![value; len]),
+            DType::BF16 => Storage::BF16(vec![bf16::from_f64(value); len]),
+            DType::F16 => Storage::F16(vec![f16::from_f64(value); len]),
+        }
+    }
+
     /// Whether no element is stored.
     pub fn is_empty(&self) -> bool {
         self.len() == 0

@@ -6,9 +6,18 @@
 //! naming what is missing; nothing here panics for want of a library.
 
 pub mod adamw;
+pub(crate) mod binary;
 pub mod blas;
+pub(crate) mod copy;
+pub(crate) mod cross_entropy;
+pub(crate) mod embedding;
 pub mod fused;
+pub(crate) mod launch;
 pub mod nvrtc;
+pub(crate) mod reduce;
+pub(crate) mod rope;
+pub(crate) mod softmax;
+pub(crate) mod unary;
 
 use super::pool::{Pool, PoolStats, RawAlloc};
 use crate::dtype::DType;
@@ -220,6 +229,7 @@ impl Gpu {
                 Arg::I32(v) => builder.arg(v),
                 Arg::I64(v) => builder.arg(v),
                 Arg::F32(v) => builder.arg(v),
+                Arg::F64(v) => builder.arg(v),
                 Arg::Strided(v) => builder.arg(v),
             };
         }
@@ -278,6 +288,7 @@ pub enum Arg {
     I32(i32),
     I64(i64),
     F32(f32),
+    F64(f64),
     /// A strided view, passed by value (`tg::Strided` in `kernels/common.cuh`).
     Strided(Strided),
 }

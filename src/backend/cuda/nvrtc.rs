@@ -56,8 +56,19 @@ const COMMON: &str = include_str!("../../../kernels/common.cuh");
 pub const FAMILIES: &[(&str, &str)] = &[
     ("adamw", include_str!("../../../kernels/adamw.cu")),
     ("attention", include_str!("../../../kernels/attention.cu")),
+    ("binary", include_str!("../../../kernels/binary.cu")),
+    ("copy", include_str!("../../../kernels/copy.cu")),
+    (
+        "cross_entropy",
+        include_str!("../../../kernels/cross_entropy.cu"),
+    ),
+    ("embedding", include_str!("../../../kernels/embedding.cu")),
+    ("reduce", include_str!("../../../kernels/reduce.cu")),
     ("rmsnorm", include_str!("../../../kernels/rmsnorm.cu")),
+    ("rope", include_str!("../../../kernels/rope.cu")),
+    ("softmax", include_str!("../../../kernels/softmax.cu")),
     ("swiglu", include_str!("../../../kernels/swiglu.cu")),
+    ("unary", include_str!("../../../kernels/unary.cu")),
 ];
 
 /// The source of `family` with the shared header inlined (NVRTC sees one translation unit).
