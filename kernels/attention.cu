@@ -7,7 +7,7 @@
 //   lse, delta           [B, H, Tq] contiguous f32; lse is the natural-log logsumexp of each scaled score row
 //   dq_accum             [B, H, Tq, D] contiguous f32 (zeroed by attention_bwd_dot_bf16)
 //   dk_accum, dv_accum   [B, H, Tk, D] contiguous f32 (one slice per *query* head; summed by the reduce kernel)
-// Requirements: 1 <= Tq <= Tk, H a multiple of H_kv, D in {64, 128}. Query i sits at position i + (Tk - Tq) and
+// Requirements: 1 <= Tq <= Tk, H a multiple of H_kv, D in {16, 32, 64, 128}. Query i sits at position i + (Tk - Tq) and
 // sees key j iff j <= i + (Tk - Tq). Query head h reads kv head h / (H / H_kv). `scale` is usually 1/sqrt(D).
 //
 // Entry points and launch configuration (block = 128 threads = 4 warps unless noted):
@@ -626,6 +626,8 @@ __device__ __forceinline__ void attention_bwd(const bf16* q, const bf16* k, cons
                                   {k_sb, k_st, k_sh}, {v_sb, v_st, v_sh}, {o_sb, o_st, o_sh}, scale);              \
     }
 
+TG_ATTN_FWD(attention_fwd_d16_bf16, 16)
+TG_ATTN_FWD(attention_fwd_d32_bf16, 32)
 TG_ATTN_FWD(attention_fwd_d64_bf16, 64)
 TG_ATTN_FWD(attention_fwd_d128_bf16, 128)
 
@@ -640,6 +642,8 @@ TG_ATTN_FWD(attention_fwd_d128_bf16, 128)
                                   {do_sb, do_st, do_sh}, scale);                                                   \
     }
 
+TG_ATTN_BWD(attention_bwd_d16_bf16, 16)
+TG_ATTN_BWD(attention_bwd_d32_bf16, 32)
 TG_ATTN_BWD(attention_bwd_d64_bf16, 64)
 TG_ATTN_BWD(attention_bwd_d128_bf16, 128)
 

@@ -121,8 +121,13 @@ fn flash_attention_against_the_cpu_kernel() {
     let Some(dev) = common::gpu_or_skip("flash_attention_against_the_cpu_kernel") else {
         return;
     };
-    // Grouped heads, a tail tile (T = 100), queries after a cached prefix (Tq < Tk), head dims 64 and 128.
-    for (b, h, hkv, tq, tk, d) in [(2, 4, 2, 100, 100, 64), (1, 4, 1, 37, 130, 128)] {
+    // Grouped heads, a tail tile (T = 100), queries after a cached prefix (Tq < Tk), head dims 32, 64, 128.
+    for (b, h, hkv, tq, tk, d) in [
+        (2, 4, 2, 100, 100, 64),
+        (1, 4, 1, 37, 130, 128),
+        (2, 8, 8, 70, 70, 32),
+        (1, 2, 2, 20, 20, 80), // no kernel for 80: the CPU kernel, moved both ways
+    ] {
         let bf = |t: Tensor| t.to_dtype(DType::BF16).unwrap();
         let q = bf(randn(&[b, h, tq, d], 9));
         let k = bf(randn(&[b, hkv, tk, d], 10));

@@ -292,6 +292,13 @@ fn attention_queries_behind_keys_mqa_d128() {
 }
 
 #[test]
+fn attention_small_head_dims_d32_and_d16() {
+    // The `small` (D = 32) and `tiny` (D = 16) presets' head dims, with tails and grouped heads.
+    check_attention(&Case::new(2, 8, 4, 100, 100, 32, 0));
+    check_attention(&Case::new(1, 4, 2, 37, 70, 16, 2));
+}
+
+#[test]
 fn attention_single_query_d64() {
     check_attention(&Case::new(1, 2, 2, 1, 70, 64, 5));
 }

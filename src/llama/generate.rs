@@ -48,6 +48,15 @@ impl KvCache {
             self.keys.resize(layer + 1, None);
             self.values.resize(layer + 1, None);
         }
+        if k.is_cuda() {
+            return Err(Error::Device {
+                op: "kv cache",
+                msg: format!(
+                    "generation with a KV cache runs on the cpu; move the model there first (keys are on {})",
+                    k.device()
+                ),
+            });
+        }
         let n = k.dim(2);
         if self.len + n > max_len {
             return Err(Error::invalid(

@@ -371,12 +371,13 @@ impl Llama {
                 .into_iter()
                 .zip(&leaves)
                 .map(|(n, l)| {
-                    let g = grads
-                        .remove(l)
-                        .unwrap_or_else(|| Tensor::zeros(l.shape(), l.dtype()));
-                    (n, g)
+                    let g = match grads.remove(l) {
+                        Some(g) => g,
+                        None => Tensor::zeros_on(l.shape(), l.dtype(), l.device())?,
+                    };
+                    Ok((n, g))
                 })
-                .collect();
+                .collect::<Result<_>>()?;
             Some(list)
         } else {
             None

@@ -293,10 +293,9 @@ impl Trainer {
         let grads: Vec<Tensor> = leaves
             .iter()
             .map(|l| {
-                grads.remove(l).map_or_else(
-                    || Tensor::zeros(l.shape(), l.dtype()).to_device(l.device()),
-                    Ok,
-                )
+                grads
+                    .remove(l)
+                    .map_or_else(|| Tensor::zeros_on(l.shape(), l.dtype(), l.device()), Ok)
             })
             .collect::<Result<_>>()?;
         let saved_bytes = tape.saved_bytes().peak;

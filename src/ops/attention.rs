@@ -505,6 +505,12 @@ mod gpu {
                 msg: format!("q, k, v are {dtype}, {}, {}", k.dtype(), v.dtype()),
             });
         }
+        if !crate::backend::cuda::fused::has_kernel(geo.d) {
+            // No kernel for this head dim: the CPU kernel, with the moves recorded so gradients come back.
+            let (device, cpu) = (q.device(), crate::backend::Device::Cpu);
+            let host = |t: &Tensor| t.to_device(cpu);
+            return host(q)?.attention(&host(k)?, &host(v)?)?.to_device(device);
+        }
         if dtype != DType::BF16 {
             let bf = |t: &Tensor| t.to_dtype(DType::BF16);
             return attention(&bf(q)?, &bf(k)?, &bf(v)?, geo)?.to_dtype(dtype);

@@ -68,10 +68,11 @@ fn operand(t: &Tensor, batch: &[usize]) -> Result<(Operand, Tensor)> {
         let n = v.ndim();
         let (sr, sc) = (v.strides()[n - 2], v.strides()[n - 1]);
         let batch = single_batch_stride(&v.shape()[..n - 2], &v.strides()[..n - 2])?;
-        if sc == 1 || c == 1 {
-            Some((false, sr.max(c).max(1), batch))
-        } else if sr == 1 || r == 1 {
-            Some((true, sc.max(r).max(1), batch))
+        // Rows (or columns) must not overlap: a broadcast (stride 0) matrix is copied instead.
+        if (sc == 1 || c == 1) && (r == 1 || sr >= c) {
+            Some((false, if r == 1 { c.max(1) } else { sr }, batch))
+        } else if (sr == 1 || r == 1) && (c == 1 || sc >= r) {
+            Some((true, if c == 1 { r.max(1) } else { sc }, batch))
         } else {
             None
         }

@@ -125,6 +125,12 @@ pub(crate) fn rms_norm_backward(
             ],
         )?;
     }
+    if cols == 0 {
+        return Ok((
+            Tensor::from_device(dx, x.shape()),
+            Tensor::from_device(dw, &[cols]),
+        ));
+    }
     gpu.launch(
         "rmsnorm",
         &format!("rmsnorm_dw_reduce_{t}"),
@@ -217,7 +223,8 @@ fn kernel_view(op: &'static str, t: &Tensor) -> Result<Tensor> {
     if s[3] == 1 && aligned(t)? {
         return Ok(t.clone());
     }
-    let c = t.contiguous()?;
+    // A fresh buffer (a view can be contiguous yet start at an unaligned offset).
+    let c = super::copy::cast(t, t.dtype())?;
     if aligned(&c)? {
         Ok(c)
     } else {
@@ -242,16 +249,19 @@ fn heads_view(buffer: DeviceBuffer, b: usize, t: usize, h: usize, d: usize) -> R
     Tensor::from_device(buffer, &[b, t, h, d]).permute(&[0, 2, 1, 3])
 }
 
-fn head_dim_name(op: &'static str, d: usize) -> Result<&'static str> {
-    match d {
-        64 => Ok("d64"),
-        128 => Ok("d128"),
-        other => Err(Error::Device {
+/// Head dims with a flash-attention kernel.
+pub(crate) fn has_kernel(d: usize) -> bool {
+    matches!(d, 16 | 32 | 64 | 128)
+}
+
+fn head_dim_name(op: &'static str, d: usize) -> Result<String> {
+    if has_kernel(d) {
+        Ok(format!("d{d}"))
+    } else {
+        Err(Error::Device {
             op,
-            msg: format!(
-                "head dim {other} has no GPU kernel (64 and 128 do); run this attention on the CPU"
-            ),
-        }),
+            msg: format!("head dim {d} has no GPU kernel (16, 32, 64 and 128 do)"),
+        })
     }
 }
 
@@ -288,7 +298,7 @@ pub(crate) fn attention_forward(
         args.extend(bth_strides(OP, t)?);
     }
     args.push(Arg::F32(s.scale));
-    if s.tq > 0 {
+    if s.tq > 0 && s.batch > 0 && s.heads > 0 {
         let smem = (5 * 64 * (s.d + 8) * 2) as u32;
         gpu.launch(
             "attention",
@@ -332,22 +342,23 @@ pub(crate) fn attention_backward(
     let dk_accum = gpu.alloc_zeroed(DType::F32, s.batch * s.heads * s.tk * s.d)?;
     let dv_accum = gpu.alloc_zeroed(DType::F32, s.batch * s.heads * s.tk * s.d)?;
     let dq = heads_view(
-        gpu.alloc(DType::BF16, rows * s.d)?,
+        gpu.alloc_zeroed(DType::BF16, rows * s.d)?,
         s.batch,
         s.tq,
         s.heads,
         s.d,
     )?;
     let kv_elems = s.batch * s.tk * s.kv_heads * s.d;
+    // Zeroed: with no query rows (Tq = 0) no kernel writes them.
     let dk = heads_view(
-        gpu.alloc(DType::BF16, kv_elems)?,
+        gpu.alloc_zeroed(DType::BF16, kv_elems)?,
         s.batch,
         s.tk,
         s.kv_heads,
         s.d,
     )?;
     let dv = heads_view(
-        gpu.alloc(DType::BF16, kv_elems)?,
+        gpu.alloc_zeroed(DType::BF16, kv_elems)?,
         s.batch,
         s.tk,
         s.kv_heads,

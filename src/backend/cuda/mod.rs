@@ -215,7 +215,9 @@ impl Gpu {
         args: &[Arg],
     ) -> Result<()> {
         let f = self.function(family, name)?;
-        if config.shared_mem_bytes > 48 * 1024 {
+        // The default dynamic limit is 48 KiB minus the kernel's static shared memory: raise it for any
+        // dynamic request.
+        if config.shared_mem_bytes > 0 {
             f.set_attribute(
                 cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                 config.shared_mem_bytes as i32,

@@ -31,7 +31,7 @@ const K_STEP: usize = 16;
 const LANES_PER_ROW: usize = 4;
 
 /// Sizes of one attention call. Requirements (as for the kernels): `1 <= q_len <= kv_len`, `heads` a multiple
-/// of `kv_heads`, `head_dim` 64 or 128.
+/// of `kv_heads`, `head_dim` 16, 32, 64 or 128.
 #[derive(Clone, Copy, Debug)]
 pub struct Shape {
     pub batch: usize,
@@ -62,8 +62,8 @@ impl Shape {
             "heads must be a multiple of kv_heads"
         );
         assert!(
-            self.head_dim == 64 || self.head_dim == 128,
-            "head_dim must be 64 or 128"
+            matches!(self.head_dim, 16 | 32 | 64 | 128),
+            "head_dim must be 16, 32, 64 or 128"
         );
     }
 }
