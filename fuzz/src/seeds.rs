@@ -20,7 +20,10 @@ fn gguf() -> Vec<u8> {
     put_str(&mut out, "general.architecture");
     out.extend(8u32.to_le_bytes()); // string
     put_str(&mut out, "llama");
-    let f32_data: Vec<u8> = [1.0f32, -2.0, 0.5, 4.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let f32_data: Vec<u8> = [1.0f32, -2.0, 0.5, 4.0]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
     let mut q8_data = half::f16::from_f32(0.25).to_le_bytes().to_vec();
     q8_data.extend((0..32).map(|i| (i as i8 - 16) as u8));
     for (name, len, ty, offset) in [("f", 4u64, 0u32, 0u64), ("q", 32, 8, 32)] {
@@ -50,20 +53,38 @@ fn main() {
             "a".to_string(),
             Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3]).expect("tensor"),
         ),
-        ("b".to_string(), Tensor::from_vec(vec![0.5f32; 4], &[4]).expect("tensor")),
+        (
+            "b".to_string(),
+            Tensor::from_vec(vec![0.5f32; 4], &[4]).expect("tensor"),
+        ),
     ];
-    write("safetensors", "seed", &to_safetensors(&tensors).expect("safetensors"));
+    write(
+        "safetensors",
+        "seed",
+        &to_safetensors(&tensors).expect("safetensors"),
+    );
     write("gguf", "seed", &gguf());
     let tmp = std::env::temp_dir().join(format!("tapegrad-seeds-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).expect("temp folder");
     let shard = tmp.join("seed.tgs");
     Shard::write(&shard, &[1, 2, 3, 500, 7, 9, 11], 600).expect("shard");
-    write("shard", "seed", &std::fs::read(&shard).expect("shard bytes"));
-    let tokenizer = Tokenizer::train(&[b"the cat sat on the mat, the cat ate 42 rats".as_slice()], 270)
-        .expect("tokenizer");
+    write(
+        "shard",
+        "seed",
+        &std::fs::read(&shard).expect("shard bytes"),
+    );
+    let tokenizer = Tokenizer::train(
+        &[b"the cat sat on the mat, the cat ate 42 rats".as_slice()],
+        270,
+    )
+    .expect("tokenizer");
     let path = tmp.join("tokenizer.json");
     tokenizer.save(&path).expect("tokenizer file");
-    write("tokenizer", "seed", &std::fs::read(&path).expect("tokenizer bytes"));
+    write(
+        "tokenizer",
+        "seed",
+        &std::fs::read(&path).expect("tokenizer bytes"),
+    );
     let _ = std::fs::remove_dir_all(&tmp);
     println!("seeds written under corpus/");
 }
