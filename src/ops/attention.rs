@@ -217,6 +217,27 @@ fn tile_product<T: Float, const ACC: bool>(
     }
 }
 
+/// Folds `x` with `f` in eight interleaved lanes (so the loop vectorizes), each started at `init`, then
+/// combines the lanes pairwise.
+#[inline(always)]
+fn lanes<T: Float>(x: &[T], init: T, f: impl Fn(T, T) -> T) -> T {
+    let mut acc = [init; 8];
+    let chunks = x.chunks_exact(8);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (a, &y) in acc.iter_mut().zip(c) {
+            *a = f(*a, y);
+        }
+    }
+    for (a, &y) in acc.iter_mut().zip(tail) {
+        *a = f(*a, y);
+    }
+    f(
+        f(f(acc[0], acc[4]), f(acc[1], acc[5])),
+        f(f(acc[2], acc[6]), f(acc[3], acc[7])),
+    )
+}
+
 /// Copies rows `t0..t0 + n` of `(b, h)` into `tile[r · ld + dd]` (`dd < d`), zeroing rows `n..rows`.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
@@ -290,10 +311,10 @@ fn forward_head<T: Float>(
                     continue;
                 }
                 p.iter_mut().for_each(|x| *x *= scale);
-                let mx = p.iter().fold(m[r], |a, &x| a.max(x));
+                let mx = lanes(p, m[r], T::max);
                 let alpha = T::fast_exp(m[r] - mx);
                 p.iter_mut().for_each(|x| *x = T::fast_exp(*x - mx));
-                l[r] = p.iter().fold(l[r] * alpha, |a, &x| a + x);
+                l[r] = l[r] * alpha + lanes(p, T::ZERO, |a, b| a + b);
                 m[r] = mx;
                 acc[r * dp..][..d].iter_mut().for_each(|x| *x *= alpha);
             }
