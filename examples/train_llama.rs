@@ -14,7 +14,7 @@ use tapegrad::llama::train::{TrainOptions, Trainer};
 use tapegrad::llama::{Config, Recompute};
 use tapegrad::memory::{memory_stats, reset_peak};
 use tapegrad::optim::AdamWConfig;
-use tapegrad::{Device, Error, Result, Rng};
+use tapegrad::{DType, Device, Error, Result, Rng};
 
 #[derive(Parser, Debug)]
 #[command(about = "Train a LLaMA model with tapegrad")]
@@ -44,6 +44,10 @@ struct Args {
     /// bf16 with f32 accumulation; parameters and optimizer state stay f32.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Activations and matrix products: auto (bf16 on a GPU, f32 on the CPU), bf16 (mixed precision: f32
+    /// parameters, gradients and optimizer state) or f32.
+    #[arg(long, default_value = "auto")]
+    precision: String,
     /// The device's peak dense bf16 TFLOP/s for the MFU figure (default: known from the GPU's name).
     #[arg(long)]
     peak_tflops: Option<f64>,
@@ -113,7 +117,9 @@ fn append_json(path: &Path, value: serde_json::Value) -> Result<()> {
 }
 
 fn main() {
-    if let Err(e) = run(Args::parse()) {
+    let args = Args::parse();
+    let f32_only = args.precision == "f32";
+    if let Err(e) = tapegrad::ops::with_gpu_bf16(!f32_only, || run(args)) {
         eprintln!("error: {e}");
         std::process::exit(1);
     }
@@ -151,6 +157,17 @@ fn run(args: Args) -> Result<()> {
     };
     trainer.model.recompute = args.recompute;
     trainer.model.to_device(device)?;
+    trainer.model.activations = match (args.precision.as_str(), device) {
+        ("bf16", _) => Some(DType::BF16),
+        ("auto", Device::Cuda(_)) => Some(DType::BF16),
+        ("auto" | "f32", _) => None,
+        (other, _) => {
+            return Err(Error::invalid(
+                "--precision",
+                format!("{other:?} is not auto, bf16 or f32"),
+            ))
+        }
+    };
     let peak_tflops = args.peak_tflops.or_else(|| gpu_peak_tflops(device));
     for warning in &trainer.warnings {
         eprintln!("warning: {warning}; resuming from the previous intact checkpoint");

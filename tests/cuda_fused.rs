@@ -190,6 +190,9 @@ fn a_tiny_llama_trains_on_the_gpu_like_on_the_cpu() {
     let losses = [Device::Cpu, dev].map(|device| {
         let mut model = Llama::new(config.clone(), DType::F32, 3).unwrap();
         model.to_device(device).unwrap();
+        if device != Device::Cpu {
+            model.activations = Some(DType::BF16); // mixed precision, as train_llama runs on a GPU
+        }
         let mut sizes = Vec::new();
         model.visit(&mut |_, p| sizes.push(p.numel()));
         let mut opt = AdamW::new(AdamWConfig::default(), &sizes);

@@ -280,3 +280,44 @@ fn a_checkpoint_whose_shapes_do_not_fit_its_config_is_an_error_naming_file_and_t
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Mixed precision (`activations = Some(BF16)`): the parameters and their gradients stay f32, the loss is within
+/// bf16 rounding of the f32 model's, and training still learns. (The same code path runs on a GPU, where the
+/// bf16 ops run natively.)
+#[test]
+fn bf16_activations_keep_f32_parameters_and_learn() {
+    let (b, t) = (2, 16);
+    let ids: Vec<u32> = (0..b * t + 1).map(|i| (i * 37 % 500) as u32).collect();
+    let mut losses = Vec::new();
+    for activations in [None, Some(DType::BF16)] {
+        let mut model = Llama::new(tiny(), DType::F32, 1).unwrap();
+        model.activations = activations;
+        let mut sizes = Vec::new();
+        model.visit(&mut |_, p| sizes.push(p.numel()));
+        let mut opt = AdamW::new(AdamWConfig::default(), &sizes);
+        let mut run = Vec::new();
+        for _ in 0..8 {
+            let tape = Tape::new();
+            let leaves = model.watch(&tape);
+            let loss = model.loss(&ids[..b * t], &ids[1..], b, t).unwrap();
+            model.unwatch();
+            assert_eq!(loss.dtype(), DType::F32);
+            let mut grads = tape.backward(&loss).unwrap();
+            let grads: Vec<Tensor> = leaves.iter().map(|l| grads.remove(l).unwrap()).collect();
+            assert!(grads.iter().all(|g| g.dtype() == DType::F32));
+            opt.step(&mut model.params_mut(), &grads, 3e-3).unwrap();
+            run.push(loss.item().unwrap());
+        }
+        losses.push(run);
+    }
+    let (f32_run, bf16_run) = (&losses[0], &losses[1]);
+    assert_ne!(bf16_run[0], f32_run[0], "the activations really are bf16");
+    assert!(
+        (bf16_run[0] - f32_run[0]).abs() <= 0.01 * f32_run[0],
+        "{bf16_run:?} vs {f32_run:?}"
+    );
+    assert!(
+        bf16_run[7] < bf16_run[0] - 0.5,
+        "bf16 activations learn: {bf16_run:?}"
+    );
+}

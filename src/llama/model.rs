@@ -40,6 +40,10 @@ pub struct Llama {
     pub lm_head: Option<Tensor>,
     /// What the blocks keep for backward when training (not saved with the model).
     pub recompute: Recompute,
+    /// The dtype of the activations between ops, when it differs from the parameters' (not saved with the
+    /// model). `Some(BF16)` is mixed precision: parameters, gradients and optimizer state stay f32, each
+    /// parameter is cast where it is used (a recorded cast), and the logits are cast back to f32 for the loss.
+    pub activations: Option<DType>,
     rope: Rope,
 }
 
@@ -56,6 +60,22 @@ struct BlockInput {
 }
 
 impl Block {
+    /// The same parameters cast to `dtype` (each a recorded cast; the tensor itself when already `dtype`).
+    fn in_dtype(&self, dtype: DType) -> Result<Block> {
+        let c = |t: &Tensor| t.to_dtype(dtype);
+        Ok(Block {
+            attn_norm: c(&self.attn_norm)?,
+            wq: c(&self.wq)?,
+            wk: c(&self.wk)?,
+            wv: c(&self.wv)?,
+            wo: c(&self.wo)?,
+            mlp_norm: c(&self.mlp_norm)?,
+            w_gate: c(&self.w_gate)?,
+            w_up: c(&self.w_up)?,
+            w_down: c(&self.w_down)?,
+        })
+    }
+
     /// One pre-norm block over `x: [B, T, C]` → `[B, T, C]`, appending to `cache` (with this block's layer
     /// index) when given.
     fn forward(
@@ -64,18 +84,20 @@ impl Block {
         a: &BlockInput,
         cache: Option<(&mut KvCache, usize, usize)>,
     ) -> Result<Tensor> {
+        // The parameters in the activations' dtype (recorded casts: gradients arrive in the parameters' dtype).
+        let p = self.in_dtype(x.dtype())?;
         let (batch, seq_len, c) = (x.shape()[0], x.shape()[1], x.shape()[2]);
         let (h, hkv, d) = (a.heads, a.kv_heads, a.head_dim);
-        let hn = x.rms_norm(&self.attn_norm, a.eps)?;
+        let hn = x.rms_norm(&p.attn_norm, a.eps)?;
         let q = hn
-            .linear(&self.wq)?
+            .linear(&p.wq)?
             .reshape(&[batch, seq_len, h, d])?
             .rope(&a.rope, a.start)?;
         let k = hn
-            .linear(&self.wk)?
+            .linear(&p.wk)?
             .reshape(&[batch, seq_len, hkv, d])?
             .rope(&a.rope, a.start)?;
-        let v = hn.linear(&self.wv)?.reshape(&[batch, seq_len, hkv, d])?;
+        let v = hn.linear(&p.wv)?.reshape(&[batch, seq_len, hkv, d])?;
         let heads = [0, 2, 1, 3];
         let (q, mut k, mut v) = (q.permute(&heads)?, k.permute(&heads)?, v.permute(&heads)?);
         if let Some((cache, layer, max_len)) = cache {
@@ -85,12 +107,12 @@ impl Block {
             .attention(&k, &v)?
             .permute(&heads)?
             .reshape(&[batch, seq_len, c])?;
-        let o = attn.linear(&self.wo)?;
+        let o = attn.linear(&p.wo)?;
         // The residual stream is kept under every policy (see `Recompute`).
         let x = with_save_policy(SavePolicy::All, || x.add(&o))?;
-        let hn = x.rms_norm(&self.mlp_norm, a.eps)?;
-        let gated = hn.linear(&self.w_gate)?.swiglu(&hn.linear(&self.w_up)?)?;
-        let down = gated.linear(&self.w_down)?;
+        let hn = x.rms_norm(&p.mlp_norm, a.eps)?;
+        let gated = hn.linear(&p.w_gate)?.swiglu(&hn.linear(&p.w_up)?)?;
+        let down = gated.linear(&p.w_down)?;
         with_save_policy(SavePolicy::All, || x.add(&down))
     }
 }
@@ -140,6 +162,7 @@ impl Llama {
             norm,
             lm_head,
             recompute: Recompute::default(),
+            activations: None,
             rope,
         };
         model.check_shapes()?;
@@ -277,7 +300,11 @@ impl Llama {
             rope: self.rope.clone(),
             start,
         };
-        let mut x = self.embed.embedding(ids, &[batch, seq_len])?;
+        let dtype = self.embed.dtype();
+        let mut x = self
+            .embed
+            .embedding(ids, &[batch, seq_len])?
+            .to_dtype(self.activations.unwrap_or(dtype))?;
         for (layer, b) in self.blocks.iter().enumerate() {
             let with_cache = cache.as_deref_mut().map(|c| (c, layer, cfg.max_seq_len));
             x = match (self.recompute, with_cache) {
@@ -295,8 +322,10 @@ impl Llama {
         if let Some(cache) = cache {
             cache.advance(seq_len);
         }
-        let x = x.rms_norm(&self.norm, cfg.norm_eps)?;
-        x.linear(self.lm_head.as_ref().unwrap_or(&self.embed))
+        let act = x.dtype();
+        let x = x.rms_norm(&self.norm.to_dtype(act)?, cfg.norm_eps)?;
+        let head = self.lm_head.as_ref().unwrap_or(&self.embed).to_dtype(act)?;
+        x.linear(&head)?.to_dtype(dtype)
     }
 
     /// Mean next-token cross-entropy (nats) of `inputs` against `targets`, both `[B, T]`.
