@@ -1128,7 +1128,7 @@ mod tests {
         assert_eq!(spell(&t, &t.encode("lll")), ["▁", "ll", "l"]);
     }
 
-    /// The three reference prompts of /work/shared/fixtures/smollm2/expected.json.
+    /// The three reference prompts of the SmolLM2 fixture (tests/data/smollm2/expected.json).
     const PROMPTS: [(&str, &[u32], &[u32], &str); 3] = [
         (
             "The capital of France is",
