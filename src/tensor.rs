@@ -160,6 +160,20 @@ impl Tensor {
         self.storage.device()
     }
 
+    /// An error naming `op` unless the tensor is in host memory.
+    fn host_only(&self, op: &'static str) -> Result<()> {
+        if self.is_cuda() {
+            return Err(Error::Device {
+                op,
+                msg: format!(
+                    "the tensor is on {}; move it to the cpu first",
+                    self.device()
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// Whether the elements are on a GPU.
     pub fn is_cuda(&self) -> bool {
         !self.storage.is_host()
@@ -287,15 +301,7 @@ impl Tensor {
 
     /// The raw little-endian bytes of a contiguous tensor, zero-copy.
     pub fn as_bytes(&self) -> Result<&[u8]> {
-        if self.is_cuda() {
-            return Err(Error::Device {
-                op: "as_bytes",
-                msg: format!(
-                    "the tensor is on {}; move it to the cpu first",
-                    self.device()
-                ),
-            });
-        }
+        self.host_only("as_bytes")?;
         if !self.is_contiguous() {
             return Err(Error::shape(
                 "as_bytes",
@@ -336,15 +342,7 @@ impl Tensor {
     /// Mutable access to the elements of a contiguous tensor that spans its whole storage. Copies the storage
     /// first if anything else shares it (copy-on-write), so saved tensors are never changed.
     pub fn data_mut<T: StorageElement>(&mut self) -> Result<&mut [T]> {
-        if self.is_cuda() {
-            return Err(Error::Device {
-                op: "data_mut",
-                msg: format!(
-                    "the tensor is on {}; host slices need a cpu tensor",
-                    self.device()
-                ),
-            });
-        }
+        self.host_only("data_mut")?;
         if !self.is_contiguous() || self.layout.offset != 0 || self.numel() != self.storage.len() {
             return Err(Error::shape(
                 "data_mut",

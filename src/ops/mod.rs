@@ -59,6 +59,25 @@ pub(crate) fn with_compute_dtype(
     inputs: &[&Tensor],
     f: impl FnOnce(&[Tensor]) -> Result<Tensor>,
 ) -> Result<Tensor> {
+    with_dtype(op, inputs, false, f)
+}
+
+/// Like `with_compute_dtype`, but GPU operands keep their dtype: for ops whose GPU kernels take bf16 (and
+/// f32) natively.
+pub(crate) fn with_native_dtype(
+    op: &'static str,
+    inputs: &[&Tensor],
+    f: impl FnOnce(&[Tensor]) -> Result<Tensor>,
+) -> Result<Tensor> {
+    with_dtype(op, inputs, true, f)
+}
+
+fn with_dtype(
+    op: &'static str,
+    inputs: &[&Tensor],
+    native_on_gpu: bool,
+    f: impl FnOnce(&[Tensor]) -> Result<Tensor>,
+) -> Result<Tensor> {
     device_of(op, inputs)?;
     let dtype = inputs[0].dtype();
     if let Some(other) = inputs.iter().find(|t| t.dtype() != dtype) {
@@ -67,7 +86,7 @@ pub(crate) fn with_compute_dtype(
             msg: format!("operands are {dtype} and {}; cast one first", other.dtype()),
         });
     }
-    if dtype.compute() == dtype {
+    if dtype.compute() == dtype || (native_on_gpu && inputs[0].is_cuda()) {
         let owned: Vec<Tensor> = inputs.iter().map(|t| (*t).clone()).collect();
         return f(&owned);
     }
@@ -78,28 +97,6 @@ pub(crate) fn with_compute_dtype(
     f(&upcast)?.to_dtype(dtype)
 }
 
-/// Like `with_compute_dtype`, but GPU operands keep their dtype: for ops whose GPU kernels take bf16 (and
-/// f32) natively.
-pub(crate) fn with_native_dtype(
-    op: &'static str,
-    inputs: &[&Tensor],
-    f: impl FnOnce(&[Tensor]) -> Result<Tensor>,
-) -> Result<Tensor> {
-    if !inputs[0].is_cuda() {
-        return with_compute_dtype(op, inputs, f);
-    }
-    device_of(op, inputs)?;
-    let dtype = inputs[0].dtype();
-    if let Some(other) = inputs.iter().find(|t| t.dtype() != dtype) {
-        return Err(Error::DType {
-            op,
-            msg: format!("operands are {dtype} and {}; cast one first", other.dtype()),
-        });
-    }
-    let owned: Vec<Tensor> = inputs.iter().map(|t| (*t).clone()).collect();
-    f(&owned)
-}
-
 thread_local! {
     static GPU_BF16: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
 }
@@ -108,14 +105,7 @@ thread_local! {
 /// `enabled` — mixed precision, on by default — or in f32 when not. Attention on the GPU always computes in bf16
 /// (its kernels are bf16 only). Parameters, optimizer state, norms and reductions stay f32 either way.
 pub fn with_gpu_bf16<R>(enabled: bool, f: impl FnOnce() -> R) -> R {
-    struct Restore(bool);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            GPU_BF16.with(|g| g.set(self.0));
-        }
-    }
-    let _restore = Restore(GPU_BF16.with(|g| g.replace(enabled)));
-    f()
+    crate::tape::scoped(&GPU_BF16, enabled, f)
 }
 
 /// Whether f32 matrix products on the GPU run in bf16 on this thread (see `with_gpu_bf16`).

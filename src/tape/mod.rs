@@ -67,15 +67,25 @@ pub fn no_grad<R>(f: impl FnOnce() -> R) -> R {
     with_grad(false, f)
 }
 
-/// Runs `f` with recording on or off, restoring the previous state afterwards (also on panic).
+/// Runs `f` with recording on or off.
 fn with_grad<R>(enabled: bool, f: impl FnOnce() -> R) -> R {
-    struct Restore(bool);
-    impl Drop for Restore {
+    scoped(&GRAD_ENABLED, enabled, f)
+}
+
+/// Runs `f` with the thread-local `key` set to `value`, restoring the previous value afterwards (also when `f`
+/// panics).
+pub(crate) fn scoped<T: Copy + 'static, R>(
+    key: &'static std::thread::LocalKey<Cell<T>>,
+    value: T,
+    f: impl FnOnce() -> R,
+) -> R {
+    struct Restore<T: Copy + 'static>(&'static std::thread::LocalKey<Cell<T>>, T);
+    impl<T: Copy + 'static> Drop for Restore<T> {
         fn drop(&mut self) {
-            GRAD_ENABLED.with(|g| g.set(self.0));
+            self.0.with(|c| c.set(self.1));
         }
     }
-    let _restore = Restore(GRAD_ENABLED.with(|g| g.replace(enabled)));
+    let _restore = Restore(key, key.with(|c| c.replace(value)));
     f()
 }
 

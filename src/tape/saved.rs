@@ -36,14 +36,7 @@ thread_local! {
 
 /// Runs `f` with `policy` for the ops it records on this thread (scopes nest; the innermost wins).
 pub fn with_save_policy<R>(policy: SavePolicy, f: impl FnOnce() -> R) -> R {
-    struct Restore(SavePolicy);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            POLICY.with(|p| p.set(self.0));
-        }
-    }
-    let _restore = Restore(POLICY.with(|p| p.replace(policy)));
-    f()
+    super::scoped(&POLICY, policy, f)
 }
 
 /// The save policy in effect on this thread.

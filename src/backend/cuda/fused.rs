@@ -337,36 +337,32 @@ pub(crate) fn attention_backward(
     );
     let gpu = gpu_of(OP, &q)?;
     let rows = s.batch * s.heads * s.tq;
-    let delta = gpu.alloc(DType::F32, rows)?;
-    let dq_accum = gpu.alloc(DType::F32, rows * s.d)?;
-    let dk_accum = gpu.alloc_zeroed(DType::F32, s.batch * s.heads * s.tk * s.d)?;
-    let dv_accum = gpu.alloc_zeroed(DType::F32, s.batch * s.heads * s.tk * s.d)?;
-    let dq = heads_view(
-        gpu.alloc_zeroed(DType::BF16, rows * s.d)?,
-        s.batch,
-        s.tq,
-        s.heads,
-        s.d,
-    )?;
-    let kv_elems = s.batch * s.tk * s.kv_heads * s.d;
-    // Zeroed: with no query rows (Tq = 0) no kernel writes them.
-    let dk = heads_view(
-        gpu.alloc_zeroed(DType::BF16, kv_elems)?,
-        s.batch,
-        s.tk,
-        s.kv_heads,
-        s.d,
-    )?;
-    let dv = heads_view(
-        gpu.alloc_zeroed(DType::BF16, kv_elems)?,
-        s.batch,
-        s.tk,
-        s.kv_heads,
-        s.d,
-    )?;
+    // A bf16 gradient `[B, H, T, D]` (a view of `[B, T, H, D]`); every element is written by the kernels below,
+    // except when there is no query row, where the gradients are zeros.
+    let grad = |t: usize, heads: usize| {
+        let len = s.batch * t * heads * s.d;
+        let buffer = if rows == 0 {
+            gpu.alloc_zeroed(DType::BF16, len)?
+        } else {
+            gpu.alloc(DType::BF16, len)?
+        };
+        heads_view(buffer, s.batch, t, heads, s.d)
+    };
+    let (dq, dk, dv) = (
+        grad(s.tq, s.heads)?,
+        grad(s.tk, s.kv_heads)?,
+        grad(s.tk, s.kv_heads)?,
+    );
     if rows == 0 {
         return Ok((dq, dk, dv));
     }
+    let kv_elems = s.batch * s.tk * s.kv_heads * s.d;
+    let delta = gpu.alloc(DType::F32, rows)?;
+    // Zeroed by the dot kernel; dk/dv_accum are written whole by the main kernel (one block per key tile
+    // and query head writes its rows whatever the mask).
+    let dq_accum = gpu.alloc(DType::F32, rows * s.d)?;
+    let dk_accum = gpu.alloc(DType::F32, s.batch * s.heads * s.tk * s.d)?;
+    let dv_accum = gpu.alloc(DType::F32, s.batch * s.heads * s.tk * s.d)?;
     let mut dot = vec![
         ptr(OP, &o)?,
         ptr(OP, &dout)?,
