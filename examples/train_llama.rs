@@ -3,13 +3,17 @@
 //! `cargo run --release --example train_llama` trains the `small` config on Shakespeare + Austen: a progress
 //! bar with loss, tokens/s, learning rate and ETA; `out/metrics.jsonl`; validation in nats per token and bits
 //! per byte; atomic checkpoints under `out/checkpoints/`; samples and `out/loss.png` at the end.
+//!
+//! Data parallel: `mpirun -np N target/release/examples/train_llama ...` (built with `--features mpi`) runs
+//! N ranks, each with `--batch-size` rows of every global batch; rank 0 reports and writes checkpoints.
 
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tapegrad::llama::generate::{generate, Sampling};
+use tapegrad::llama::parallel::ParallelOptions;
 use tapegrad::llama::train::{TrainOptions, Trainer};
 use tapegrad::llama::{Config, Recompute};
 use tapegrad::memory::{memory_stats, reset_peak};
@@ -86,6 +90,19 @@ struct Args {
     /// Tokens generated per sample at the end (0: none).
     #[arg(long, default_value_t = 120)]
     sample_tokens: usize,
+    /// Collectives of a data-parallel run: auto (MPI when started by mpirun with several ranks, NCCL between
+    /// GPUs; a single rank otherwise), single, mpi or nccl. --batch-size is per rank.
+    #[arg(long, default_value = "auto")]
+    comm: String,
+    /// Shard the AdamW moments across the ranks (ZeRO-1).
+    #[arg(long)]
+    zero1: bool,
+    /// Gradient bucket size in MiB; each bucket is averaged across ranks as soon as backward has produced it.
+    #[arg(long, default_value_t = 4.0)]
+    bucket_mb: f64,
+    /// Seconds to wait for the other ranks in a collective before stopping with an error.
+    #[arg(long, default_value_t = 120)]
+    comm_timeout: u64,
 }
 
 fn parse_data(specs: &[String]) -> Result<Vec<(PathBuf, f64)>> {
@@ -146,15 +163,36 @@ fn run(args: Args) -> Result<()> {
     std::fs::create_dir_all(&args.out).map_err(|e| Error::io(&args.out, e))?;
     let ckpt_root = args.out.join("checkpoints");
     let metrics = args.out.join("metrics.jsonl");
+    let launched = tapegrad::dist::launch(args.comm.parse()?, device)?;
+    let (rank, ranks) = (launched.comm.rank(), launched.comm.size());
+    let main_rank = rank == 0;
+    if ranks > 1 {
+        eprintln!(
+            "rank {rank} of {ranks} ({}), pid {}",
+            launched.comm.engine(),
+            std::process::id()
+        );
+    }
+    // Rank 0 trains the tokenizer and writes the shard caches; the others wait, then read them.
+    if !main_rank {
+        launched.comm.barrier()?;
+    }
     let mut trainer = if args.resume {
         Trainer::resume(&ckpt_root, options)?
     } else if let Some(init) = &args.init {
-        let _ = std::fs::remove_file(&metrics);
+        if main_rank {
+            let _ = std::fs::remove_file(&metrics);
+        }
         Trainer::from_pretrained(init, options)?
     } else {
-        let _ = std::fs::remove_file(&metrics);
+        if main_rank {
+            let _ = std::fs::remove_file(&metrics);
+        }
         Trainer::new(options)?
     };
+    if main_rank && ranks > 1 {
+        launched.comm.barrier()?;
+    }
     trainer.model.recompute = args.recompute;
     trainer.model.to_device(device)?;
     trainer.model.activations = match (args.precision.as_str(), device) {
@@ -169,16 +207,32 @@ fn run(args: Args) -> Result<()> {
         }
     };
     let peak_tflops = args.peak_tflops.or_else(|| gpu_peak_tflops(device));
+    let _keep = launched.keep;
+    if ranks > 1 || args.zero1 {
+        let options = ParallelOptions {
+            bucket_elements: (args.bucket_mb * (1 << 20) as f64 / 4.0).max(1.0) as usize,
+            zero1: args.zero1,
+            timeout: Duration::from_secs(args.comm_timeout),
+        };
+        trainer.distribute(launched.comm, options)?;
+    }
+    let say = |line: String| {
+        if main_rank {
+            eprintln!("{line}");
+        }
+    };
     for warning in &trainer.warnings {
-        eprintln!("warning: {warning}; resuming from the previous intact checkpoint");
+        say(format!(
+            "warning: {warning}; resuming from the previous intact checkpoint"
+        ));
     }
     if args.resume {
-        eprintln!("resumed at step {}", trainer.step);
+        say(format!("resumed at step {}", trainer.step));
     }
     let cfg = &trainer.model.config;
     let flops_per_token = cfg.train_flops_per_token(trainer.options.seq_len);
-    eprintln!(
-        "model {}: {:.2} M parameters, {} layers, dim {}, vocab {}; {} steps of {} x {} tokens, {} threads",
+    say(format!(
+        "model {}: {:.2} M parameters, {} layers, dim {}, vocab {}; {} steps of {} x {} tokens, {} threads{}",
         args.init.as_ref().map_or(args.config.clone(), |p| p.display().to_string()),
         cfg.param_count() as f64 / 1e6,
         cfg.n_layers,
@@ -187,10 +241,22 @@ fn run(args: Args) -> Result<()> {
         trainer.options.steps,
         trainer.options.batch_size,
         trainer.options.seq_len,
-        rayon::current_num_threads()
-    );
+        rayon::current_num_threads(),
+        if ranks > 1 {
+            format!(
+                " per rank; {ranks} ranks{}",
+                if args.zero1 { ", ZeRO-1" } else { "" }
+            )
+        } else {
+            String::new()
+        }
+    ));
     let total = trainer.options.steps as u64;
-    let bar = ProgressBar::new(total).with_position(trainer.step);
+    let bar = if main_rank {
+        ProgressBar::new(total).with_position(trainer.step)
+    } else {
+        ProgressBar::hidden()
+    };
     bar.set_style(
         ProgressStyle::with_template(
             "{bar:30} {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]",
@@ -204,19 +270,23 @@ fn run(args: Args) -> Result<()> {
     let mut val_history: Vec<(u64, f64)> = Vec::new();
     let mut tokens_done = 0usize;
     let mut last_eval = None;
+    let (mut comm_busy, mut comm_exposed, mut comm_bytes) = (0.0, 0.0, 0usize);
+    let show = |line: String| {
+        if !main_rank {
+        } else if bar.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            bar.println(line);
+        }
+    };
     while trainer.step < total {
         let t0 = Instant::now();
         let stats = trainer.train_step()?;
         if stats.skipped {
-            let line = format!(
+            show(format!(
                 "warning: step {} skipped: loss {} / gradient norm {} not finite ({} in a row, {} in all)",
                 trainer.step, stats.loss, stats.grad_norm, trainer.skipped_in_a_row, trainer.skipped_steps
-            );
-            if bar.is_hidden() {
-                eprintln!("{line}");
-            } else {
-                bar.println(line);
-            }
+            ));
             if trainer.skipped_in_a_row >= args.max_bad_steps {
                 bar.abandon();
                 return Err(Error::invalid(
@@ -242,30 +312,36 @@ fn run(args: Args) -> Result<()> {
             tps * flops_per_token / 1e9,
             stats.lr
         ));
-        append_json(
-            &metrics,
-            serde_json::json!({"step": trainer.step, "loss": stats.loss, "skipped": stats.skipped, "lr": stats.lr, "grad_norm": stats.grad_norm,
-                "tokens_per_s": tps, "saved_bytes": stats.saved_bytes, "elapsed_s": start.elapsed().as_secs_f64()}),
-        )?;
+        comm_busy += stats.comm.busy_s;
+        comm_exposed += stats.comm.exposed_s;
+        comm_bytes = stats.comm.bytes;
+        if main_rank {
+            let mut line = serde_json::json!({"step": trainer.step, "loss": stats.loss, "skipped": stats.skipped, "lr": stats.lr,
+                "grad_norm": stats.grad_norm, "tokens_per_s": tps, "saved_bytes": stats.saved_bytes,
+                "elapsed_s": start.elapsed().as_secs_f64()});
+            if ranks > 1 {
+                line["comm_bytes"] = stats.comm.bytes.into();
+                line["comm_busy_s"] = stats.comm.busy_s.into();
+                line["comm_exposed_s"] = stats.comm.exposed_s.into();
+            }
+            append_json(&metrics, line)?;
+        }
         let last = trainer.step == total;
         if trainer.step % args.eval_every.max(1) as u64 == 0 || last {
             let eval = trainer.evaluate(args.eval_batches)?;
             val_history.push((trainer.step, eval.nats_per_token));
             last_eval = Some(eval);
-            let line = format!(
+            show(format!(
                 "step {:>5}: train loss {:.3}, validation {:.3} nats/token, {:.3} bits/byte",
                 trainer.step, stats.loss, eval.nats_per_token, eval.bits_per_byte
-            );
-            if bar.is_hidden() {
-                eprintln!("{line}");
-            } else {
-                bar.println(line);
+            ));
+            if main_rank {
+                append_json(
+                    &metrics,
+                    serde_json::json!({"step": trainer.step, "val_loss": eval.nats_per_token, "val_bpb": eval.bits_per_byte,
+                        "elapsed_s": start.elapsed().as_secs_f64()}),
+                )?;
             }
-            append_json(
-                &metrics,
-                serde_json::json!({"step": trainer.step, "val_loss": eval.nats_per_token, "val_bpb": eval.bits_per_byte,
-                    "elapsed_s": start.elapsed().as_secs_f64()}),
-            )?;
         }
         if trainer.step % args.save_every.max(1) as u64 == 0 || last {
             trainer.save(&ckpt_root, 3)?;
@@ -273,26 +349,38 @@ fn run(args: Args) -> Result<()> {
     }
     bar.finish_and_clear();
     let elapsed = start.elapsed().as_secs_f64();
-    eprintln!(
+    say(format!(
         "trained {} steps in {:.1} s: {:.0} tokens/s, {:.1} GFLOP/s",
         history.len(),
         elapsed,
         tokens_done as f64 / elapsed,
         tokens_done as f64 * flops_per_token / elapsed / 1e9
-    );
-    if let Some(peak) = peak_tflops {
+    ));
+    if ranks > 1 && !history.is_empty() {
+        let steps = history.len() as f64;
+        say(format!(
+            "data parallel over {ranks} ranks: {:.1} MB of gradients per rank and step; collectives {:.1} ms per step, {:.1} ms of it after backward ({:.0}% hidden)",
+            comm_bytes as f64 / 1e6,
+            1e3 * comm_busy / steps,
+            1e3 * comm_exposed / steps,
+            100.0 * (1.0 - comm_exposed / comm_busy.max(1e-12)).clamp(0.0, 1.0)
+        ));
+    }
+    if let (Some(peak), true) = (peak_tflops, main_rank) {
         eprintln!(
             "MFU on {device}: {:.1}% of {peak} TFLOP/s",
             100.0 * tokens_done as f64 * flops_per_token / elapsed / (peak * 1e12)
         );
     }
-    print_device_memory(device);
-    eprintln!(
+    if main_rank {
+        print_device_memory(device);
+    }
+    say(format!(
         "memory (recompute {}): the tape held at most {:.1} MB of activations for backward; live tensors peaked at {:.1} MB",
         args.recompute,
         saved_peak as f64 / 1e6,
         memory_stats().peak_bytes as f64 / 1e6
-    );
+    ));
     if last_eval.is_some() {
         let batches = if args.final_eval_batches == 0 {
             usize::MAX
@@ -300,6 +388,9 @@ fn run(args: Args) -> Result<()> {
             args.final_eval_batches
         };
         let eval = trainer.evaluate(batches)?;
+        if !main_rank {
+            return Ok(());
+        }
         eprintln!(
             "final validation ({}): {:.4} nats/token, {:.4} bits/byte",
             if batches == usize::MAX {
@@ -315,6 +406,9 @@ fn run(args: Args) -> Result<()> {
             serde_json::json!({"step": trainer.step, "final_val_loss": eval.nats_per_token,
                 "final_val_bpb": eval.bits_per_byte, "final_val_batches": batches.min(1 << 30)}),
         )?;
+    }
+    if !main_rank {
+        return Ok(());
     }
     tapegrad::llama::plot::loss_curve(&args.out.join("loss.png"), &history, &val_history)?;
     trainer.model.to_device(Device::Cpu)?;

@@ -31,6 +31,9 @@ pub enum Error {
     /// A file whose contents are malformed (bad magic, version, size, checksum, JSON).
     #[error("{path}: {msg}")]
     Format { path: PathBuf, msg: String },
+    /// A collective across ranks that failed or did not complete in time.
+    #[error("{op}: {msg}")]
+    Comm { op: &'static str, msg: String },
     /// A nonsensical argument or configuration value.
     #[error("{what}: {msg}")]
     Invalid { what: String, msg: String },

@@ -25,6 +25,7 @@
 
 pub mod backend;
 pub mod data;
+pub mod dist;
 pub mod dtype;
 pub mod error;
 pub mod llama;

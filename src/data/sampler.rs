@@ -209,6 +209,21 @@ impl Batch {
         }
     }
 
+    /// Rank `rank`'s share of the rows when they are split among `ranks` as evenly as possible (the first
+    /// `batch_size % ranks` ranks get one row more); empty when there are fewer rows than ranks.
+    pub fn part(&self, rank: usize, ranks: usize) -> Batch {
+        let (base, extra) = (self.batch_size / ranks, self.batch_size % ranks);
+        let start = rank * base + rank.min(extra);
+        let rows = base + usize::from(rank < extra);
+        let span = start * self.seq_len..(start + rows) * self.seq_len;
+        Batch {
+            inputs: self.inputs[span.clone()].to_vec(),
+            targets: self.targets[span].to_vec(),
+            batch_size: rows,
+            seq_len: self.seq_len,
+        }
+    }
+
     /// Appends a window of `seq_len + 1` tokens as one row.
     fn push_window(&mut self, window: &[u32]) {
         self.inputs.extend_from_slice(&window[..window.len() - 1]);
@@ -337,14 +352,31 @@ impl Mixture {
     /// The next training batch: each row picks a source with probability proportional to its weight, then
     /// a window of `seq_len + 1` tokens at a uniformly random start in that source's training split.
     pub fn next_batch(&mut self, batch_size: usize) -> Batch {
+        self.next_batch_part(batch_size, 0, 1)
+    }
+
+    /// Rank `rank`'s part of the next global batch of `batch_size × ranks` windows, for data-parallel
+    /// training: every rank draws the same global batch (the same generator, so the state stays the same on
+    /// all ranks and a checkpoint of any of them resumes every rank) and reads only its rows,
+    /// `rank · batch_size .. (rank + 1) · batch_size`. The ranks' windows are disjoint rows of one stream, so
+    /// the global batch — and the loss curve — do not depend on how it is split; with one rank this is
+    /// [`Mixture::next_batch`].
+    ///
+    /// # Panics
+    /// If `rank >= ranks`.
+    pub fn next_batch_part(&mut self, batch_size: usize, rank: usize, ranks: usize) -> Batch {
+        assert!(rank < ranks, "rank {rank} of {ranks}");
         let mut batch = Batch::with_capacity(batch_size, self.seq_len);
-        for _ in 0..batch_size {
+        let mine = rank * batch_size..(rank + 1) * batch_size;
+        for row in 0..batch_size * ranks {
             let index = self.pick_source();
             let train = &self.sources[index].train;
             let starts = (train.len() - self.seq_len) as u64;
             let start = self.rng.below(starts) as usize;
-            train.read_into(start, &mut self.window);
-            batch.push_window(&self.window);
+            if mine.contains(&row) {
+                train.read_into(start, &mut self.window);
+                batch.push_window(&self.window);
+            }
             self.tokens_drawn[index] += self.seq_len as u64;
         }
         self.batches_drawn += 1;
@@ -755,6 +787,37 @@ mod tests {
                 .contains("2 sources but the mixture has 1"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn rank_parts_split_the_global_batch() {
+        let dir = TempDir::new("sampler-parts");
+        let make = || {
+            let sources = vec![
+                counting_source(&dir, "a", 3000, 50),
+                counting_source(&dir, "b", 2000, 50).with_weight(0.5),
+            ];
+            Mixture::new(sources, 16, 5).unwrap()
+        };
+        let mut whole = make();
+        let mut ranks = [make(), make(), make()];
+        for _ in 0..4 {
+            let global = whole.next_batch(6);
+            let parts: Vec<Batch> = ranks
+                .iter_mut()
+                .enumerate()
+                .map(|(r, m)| m.next_batch_part(2, r, 3))
+                .collect();
+            let inputs: Vec<u32> = parts.iter().flat_map(|p| p.inputs.clone()).collect();
+            let targets: Vec<u32> = parts.iter().flat_map(|p| p.targets.clone()).collect();
+            assert_eq!(inputs, global.inputs);
+            assert_eq!(targets, global.targets);
+            assert!(parts.iter().all(|p| p.batch_size == 2));
+            // Every rank's state is the whole run's, so one checkpoint resumes them all.
+            for m in &ranks {
+                assert_eq!(m.state(), whole.state());
+            }
+        }
     }
 
     #[test]

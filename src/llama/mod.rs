@@ -9,6 +9,7 @@ pub mod generate;
 pub mod gguf;
 pub mod hf;
 pub mod model;
+pub mod parallel;
 pub mod plot;
 pub mod pretrained;
 pub mod recompute;

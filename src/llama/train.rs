@@ -5,6 +5,7 @@
 use super::checkpoint::{load_latest_intact, save_checkpoint};
 use super::config::Config;
 use super::model::Llama;
+use super::parallel::{CommStats, DataParallel};
 use super::pretrained::{load_pretrained, TextTokenizer};
 use crate::backend::Device;
 use crate::data::{prepare_source, Mixture, MixtureState, Tokenizer, DEFAULT_VAL_FRACTION};
@@ -44,6 +45,8 @@ pub struct StepStats {
     pub tokens: usize,
     /// The most bytes of activations the tape held for backward (see `Tape::saved_bytes`).
     pub saved_bytes: usize,
+    /// Gradient communication (zero without data parallelism).
+    pub comm: CommStats,
 }
 
 /// Validation figures.
@@ -67,6 +70,8 @@ pub struct Trainer {
     pub skipped_in_a_row: u64,
     /// What resuming had to pass over (damaged checkpoints), for the caller to report.
     pub warnings: Vec<String>,
+    /// Data-parallel state, once [`Trainer::distribute`] has spread the run over ranks.
+    pub parallel: Option<DataParallel>,
 }
 
 /// Loads the tokenizer cached for these corpora and vocabulary size, or trains and caches it.
@@ -217,6 +222,7 @@ impl Trainer {
             skipped_steps: 0,
             skipped_in_a_row: 0,
             warnings: Vec::new(),
+            parallel: None,
         })
     }
 
@@ -251,8 +257,22 @@ impl Trainer {
         Ok(trainer)
     }
 
-    /// Saves a checkpoint of the current step under `root`, keeping the newest `keep`.
-    pub fn save(&self, root: &Path, keep: usize) -> Result<PathBuf> {
+    /// Saves a checkpoint of the current step under `root`, keeping the newest `keep`, and returns its folder.
+    /// In a data-parallel run every rank calls it (with ZeRO-1 the optimizer shards are gathered first);
+    /// rank 0 writes and returns `Some`, the others `None`, once the checkpoint is complete.
+    pub fn save(&mut self, root: &Path, keep: usize) -> Result<Option<PathBuf>> {
+        let gathered = self.full_optimizer()?;
+        let written = if self.rank_and_size().0 == 0 {
+            let optimizer = gathered.as_ref().unwrap_or(&self.optimizer);
+            Some(self.write_checkpoint(root, keep, optimizer)?)
+        } else {
+            None
+        };
+        self.barrier()?;
+        Ok(written)
+    }
+
+    fn write_checkpoint(&self, root: &Path, keep: usize, optimizer: &AdamW) -> Result<PathBuf> {
         let state =
             serde_json::json!({ "mixture": self.mixture.state(), "schedule": self.schedule });
         let tokenizer = &self.tokenizer;
@@ -260,11 +280,11 @@ impl Trainer {
         // Checkpoints are written from host copies of a model and state that live on a GPU.
         let on_host;
         let (model, optimizer) = if self.model.device() == Device::Cpu {
-            (&self.model, &self.optimizer)
+            (&self.model, optimizer)
         } else {
             let mut model = self.model.clone();
             model.to_device(Device::Cpu)?;
-            let mut optimizer = self.optimizer.clone();
+            let mut optimizer = optimizer.clone();
             optimizer.to_host()?;
             on_host = (model, optimizer);
             (&on_host.0, &on_host.1)
@@ -282,6 +302,22 @@ impl Trainer {
 
     /// One optimizer step on a fresh batch.
     pub fn train_step(&mut self) -> Result<StepStats> {
+        let stats = if self.parallel.is_some() {
+            self.parallel_step()?
+        } else {
+            self.local_step()?
+        };
+        if stats.skipped {
+            self.skipped_steps += 1;
+            self.skipped_in_a_row += 1;
+        } else {
+            self.skipped_in_a_row = 0;
+        }
+        self.step += 1;
+        Ok(stats)
+    }
+
+    fn local_step(&mut self) -> Result<StepStats> {
         let (b, t) = (self.options.batch_size, self.options.seq_len);
         let batch = self.mixture.next_batch(b);
         let tape = Tape::new();
@@ -310,13 +346,6 @@ impl Trainer {
         } else {
             (f64::NAN, true)
         };
-        if skipped {
-            self.skipped_steps += 1;
-            self.skipped_in_a_row += 1;
-        } else {
-            self.skipped_in_a_row = 0;
-        }
-        self.step += 1;
         Ok(StepStats {
             loss,
             skipped,
@@ -324,16 +353,24 @@ impl Trainer {
             grad_norm,
             tokens: b * t,
             saved_bytes,
+            comm: CommStats::default(),
         })
     }
 
-    /// Mean validation loss over up to `max_batches` batches, in nats per token and bits per byte.
-    pub fn evaluate(&self, max_batches: usize) -> Result<EvalStats> {
-        let b = self.options.batch_size;
+    /// Mean validation loss over up to `max_batches` batches, in nats per token and bits per byte. In a
+    /// data-parallel run each rank scores its rows of every batch (every rank calls it and gets the same
+    /// figures).
+    pub fn evaluate(&mut self, max_batches: usize) -> Result<EvalStats> {
+        // The global batch size lays the windows out, so the figures do not depend on the number of ranks.
+        let (rank, ranks) = self.rank_and_size();
+        let b = self.options.batch_size * ranks;
         let batches = self.mixture.val_batches(b, max_batches);
         let (mut total, mut count) = (0.0, 0usize);
         no_grad(|| -> Result<()> {
-            for batch in &batches {
+            for batch in batches.iter().map(|batch| batch.part(rank, ranks)) {
+                if batch.batch_size == 0 {
+                    continue;
+                }
                 let loss = self.model.loss(
                     &batch.inputs,
                     &batch.targets,
@@ -346,6 +383,7 @@ impl Trainer {
             }
             Ok(())
         })?;
+        let (total, count) = self.reduce_eval(total, count)?;
         let nats = total / count.max(1) as f64;
         let counts = self.mixture.val_counts(b, max_batches);
         Ok(EvalStats {

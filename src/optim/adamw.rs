@@ -137,21 +137,9 @@ impl AdamW {
                 skipped: true,
             });
         }
-        let StepConstants {
-            clip_scale,
-            step_size,
-            inv_sqrt_bias2,
-        } = self.begin_step(grad_norm, lr);
-        let c = &self.config;
-        let (b1, b2) = (c.beta1 as f32, c.beta2 as f32);
-        // p -= lr · (m̂ / (√v̂ + eps) + wd · p), with m̂ = m / bias1 and v̂ = v / bias2.
-        let (eps, scale) = (c.eps as f32, clip_scale as f32);
+        let k = self.begin_step(grad_norm, lr);
         for (i, (param, g)) in params.iter_mut().zip(slices).enumerate() {
-            let decay = if param.ndim() >= 2 {
-                (lr * c.weight_decay) as f32
-            } else {
-                0.0
-            };
+            let decay = self.decay_for(param.ndim(), lr);
             let shape = param.shape().to_vec();
             let p = param.data_mut::<f32>()?;
             if p.len() != g.len() || p.len() != self.m[i].len() {
@@ -160,21 +148,17 @@ impl AdamW {
                     format!("parameter {i} {shape:?} does not match its gradient or state"),
                 ));
             }
-            const CHUNK: usize = 4096;
-            p.par_chunks_mut(CHUNK)
-                .zip(self.m[i].par_chunks_mut(CHUNK))
-                .zip(self.v[i].par_chunks_mut(CHUNK))
-                .zip(g.par_chunks(CHUNK))
-                .for_each(|(((p, m), v), g)| {
-                    for j in 0..p.len() {
-                        let gj = g[j] * scale;
-                        m[j] = b1 * m[j] + (1.0 - b1) * gj;
-                        v[j] = b2 * v[j] + (1.0 - b2) * gj * gj;
-                        let denom = v[j].sqrt() * inv_sqrt_bias2 + eps;
-                        p[j] -= step_size * m[j] / denom + decay * p[j];
-                    }
-                });
+            update_slices(
+                &self.config,
+                &k,
+                decay,
+                p,
+                &mut self.m[i],
+                &mut self.v[i],
+                g,
+            );
         }
+        let clip_scale = k.clip_scale;
         Ok(StepInfo {
             grad_norm,
             clip_scale,
@@ -184,15 +168,55 @@ impl AdamW {
 }
 
 /// Bias corrections and the clipping factor of one step, shared by the host and device updates.
-struct StepConstants {
-    clip_scale: f64,
+pub(crate) struct StepConstants {
+    pub(crate) clip_scale: f64,
     step_size: f32,
     inv_sqrt_bias2: f32,
 }
 
+/// The update of one run of parameters `p` with gradients `g` and moments `m`, `v` (all the same length):
+/// `p -= lr · (m̂ / (√v̂ + eps) + decay · p)` with `m̂ = m / bias1`, `v̂ = v / bias2`, the gradient scaled by the
+/// clipping factor first. The host step and the sharded (ZeRO-1) step both use it, so they agree bit for bit.
+pub(crate) fn update_slices(
+    config: &AdamWConfig,
+    k: &StepConstants,
+    decay: f32,
+    p: &mut [f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    g: &[f32],
+) {
+    let (b1, b2) = (config.beta1 as f32, config.beta2 as f32);
+    let (eps, scale) = (config.eps as f32, k.clip_scale as f32);
+    let (step_size, inv_sqrt_bias2) = (k.step_size, k.inv_sqrt_bias2);
+    const CHUNK: usize = 4096;
+    p.par_chunks_mut(CHUNK)
+        .zip(m.par_chunks_mut(CHUNK))
+        .zip(v.par_chunks_mut(CHUNK))
+        .zip(g.par_chunks(CHUNK))
+        .for_each(|(((p, m), v), g)| {
+            for j in 0..p.len() {
+                let gj = g[j] * scale;
+                m[j] = b1 * m[j] + (1.0 - b1) * gj;
+                v[j] = b2 * v[j] + (1.0 - b2) * gj * gj;
+                let denom = v[j].sqrt() * inv_sqrt_bias2 + eps;
+                p[j] -= step_size * m[j] / denom + decay * p[j];
+            }
+        });
+}
+
 impl AdamW {
+    /// The weight decay of a parameter with `ndim` dimensions at learning rate `lr`: matrices only.
+    pub(crate) fn decay_for(&self, ndim: usize, lr: f64) -> f32 {
+        if ndim >= 2 {
+            (lr * self.config.weight_decay) as f32
+        } else {
+            0.0
+        }
+    }
+
     /// Advances the step count and returns this step's constants for a finite `grad_norm`.
-    fn begin_step(&mut self, grad_norm: f64, lr: f64) -> StepConstants {
+    pub(crate) fn begin_step(&mut self, grad_norm: f64, lr: f64) -> StepConstants {
         let clip = self.config.clip_norm;
         let clip_scale = if clip > 0.0 && grad_norm > clip {
             clip / grad_norm

@@ -203,6 +203,36 @@ impl Tape {
 
     /// Gradients of `Σ output · seed` (the vector-Jacobian product with `seed`, of `output`'s shape and dtype).
     pub fn backward_with_seed(&self, output: &Tensor, seed: Tensor) -> Result<Gradients> {
+        self.run_backward(output, seed, &[], &mut |_, _| Ok(()))
+    }
+
+    /// Backward of a scalar `loss` that calls `ready(i, gradient)` as soon as the gradient of `watched[i]` is
+    /// final — when the last node that read it has run — while the rest of backward goes on (data-parallel
+    /// training starts reducing a bucket of gradients there). Watched tensors the loss does not depend on are
+    /// never reported. An error from `ready` stops backward and is returned.
+    pub fn backward_streaming(
+        &self,
+        loss: &Tensor,
+        watched: &[Tensor],
+        ready: &mut dyn FnMut(usize, &Tensor) -> Result<()>,
+    ) -> Result<Gradients> {
+        if loss.numel() != 1 {
+            return Err(Error::Tape {
+                op: "backward",
+                msg: format!("output of shape {:?} is not a scalar", loss.shape()),
+            });
+        }
+        let seed = Tensor::full_on(loss.shape(), 1.0, loss.dtype(), loss.device())?;
+        self.run_backward(loss, seed, watched, ready)
+    }
+
+    fn run_backward(
+        &self,
+        output: &Tensor,
+        seed: Tensor,
+        watched: &[Tensor],
+        ready: &mut dyn FnMut(usize, &Tensor) -> Result<()>,
+    ) -> Result<Gradients> {
         if seed.shape() != output.shape() {
             return Err(Error::Tape {
                 op: "backward",
@@ -248,27 +278,60 @@ impl Tape {
         let mut grads: Vec<Option<Tensor>> = vec![None; nodes.len()];
         grads[track] = Some(seed);
         let mut leaves = HashMap::new();
+        // For reporting finished gradients: the watched index of each node, and how many nodes up to the
+        // output still read it (a gradient is final once the last of them has run).
+        let mut watched_index: HashMap<usize, usize> = HashMap::new();
+        let mut readers = vec![0usize; if watched.is_empty() { 0 } else { track + 1 }];
+        if !watched.is_empty() {
+            for (i, w) in watched.iter().enumerate() {
+                if let Some(t) = w
+                    .track
+                    .as_ref()
+                    .filter(|t| Arc::ptr_eq(&t.tape.inner, &self.inner))
+                {
+                    watched_index.insert(t.id, i);
+                }
+            }
+            for node in &nodes[..=track] {
+                for &input in node.inputs.iter().flatten() {
+                    readers[input] += 1;
+                }
+            }
+        }
         no_grad(|| -> Result<()> {
             for id in (0..=track).rev() {
                 let node = &mut nodes[id];
-                let Some(grad) = grads[id].take() else {
-                    node.backward = None;
+                let grad = grads[id].take();
+                let backward = node.backward.take();
+                match (grad, backward) {
+                    (None, _) => {}
+                    (Some(grad), None) => {
+                        leaves.insert(id, grad);
+                    }
+                    (Some(grad), Some(backward)) => {
+                        let needs: Vec<bool> = node.inputs.iter().map(|i| i.is_some()).collect();
+                        let input_grads = backward(&grad, &needs)?;
+                        drop(grad);
+                        debug_assert_eq!(input_grads.len(), node.inputs.len(), "{}", node.op);
+                        for (input, g) in node.inputs.iter().zip(input_grads) {
+                            if let (Some(i), Some(g)) = (input, g) {
+                                grads[*i] = Some(match grads[*i].take() {
+                                    None => g,
+                                    Some(prev) => prev.add(&g)?,
+                                });
+                            }
+                        }
+                    }
+                }
+                if readers.is_empty() {
                     continue;
-                };
-                let Some(backward) = node.backward.take() else {
-                    leaves.insert(id, grad);
-                    continue;
-                };
-                let needs: Vec<bool> = node.inputs.iter().map(|i| i.is_some()).collect();
-                let input_grads = backward(&grad, &needs)?;
-                drop(grad);
-                debug_assert_eq!(input_grads.len(), node.inputs.len(), "{}", node.op);
-                for (input, g) in node.inputs.iter().zip(input_grads) {
-                    if let (Some(i), Some(g)) = (input, g) {
-                        grads[*i] = Some(match grads[*i].take() {
-                            None => g,
-                            Some(prev) => prev.add(&g)?,
-                        });
+                }
+                for &input in node.inputs.iter().flatten() {
+                    readers[input] -= 1;
+                    if readers[input] == 0 {
+                        if let (Some(&i), Some(g)) = (watched_index.get(&input), &grads[input]) {
+                            ready(i, g)?;
+                        }
                     }
                 }
             }

@@ -1,0 +1,130 @@
+//! Choosing and starting the communicator of a process from how it was launched: `mpirun -np N` (Open MPI
+//! or MPICH) gives MPI ranks on the CPU, or one process per GPU talking NCCL (its unique id handed out over
+//! MPI); a process started alone is a single rank.
+
+use super::{launcher_rank_and_size, Communicator, Single};
+use crate::backend::Device;
+use crate::error::{Error, Result};
+
+/// Which engine carries the collectives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    /// MPI when launched with several ranks (NCCL for GPU tensors), a single rank otherwise.
+    Auto,
+    Single,
+    Mpi,
+    Nccl,
+}
+
+impl std::str::FromStr for Engine {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Engine> {
+        match s {
+            "auto" => Ok(Engine::Auto),
+            "single" | "none" => Ok(Engine::Single),
+            "mpi" => Ok(Engine::Mpi),
+            "nccl" => Ok(Engine::Nccl),
+            other => Err(Error::invalid(
+                "--comm",
+                format!("{other:?} is not auto, single, mpi or nccl"),
+            )),
+        }
+    }
+}
+
+/// A started communicator, and what must outlive it (the MPI environment that bootstrapped NCCL).
+pub struct Launched {
+    pub comm: Box<dyn Communicator>,
+    pub keep: Option<Box<dyn std::any::Any>>,
+}
+
+/// Starts the communicator `engine` asks for, for tensors on `device`.
+pub fn launch(engine: Engine, device: Device) -> Result<Launched> {
+    let (_, size) = launcher_rank_and_size();
+    let engine = match engine {
+        Engine::Auto if size == 1 => Engine::Single,
+        Engine::Auto if matches!(device, Device::Cuda(_)) => Engine::Nccl,
+        Engine::Auto => Engine::Mpi,
+        e => e,
+    };
+    match engine {
+        Engine::Single | Engine::Auto => Ok(Launched {
+            comm: Box::new(Single),
+            keep: None,
+        }),
+        Engine::Mpi => start_mpi(size),
+        Engine::Nccl => start_nccl(device, size),
+    }
+}
+
+#[cfg(feature = "mpi")]
+fn start_mpi(_: usize) -> Result<Launched> {
+    Ok(Launched {
+        comm: Box::new(super::mpi::Mpi::init()?),
+        keep: None,
+    })
+}
+
+#[cfg(not(feature = "mpi"))]
+fn start_mpi(size: usize) -> Result<Launched> {
+    Err(Error::invalid(
+        "--comm",
+        format!("launched with {size} ranks, but this build has no MPI: build with --features mpi"),
+    ))
+}
+
+#[cfg(all(feature = "cuda-backend", feature = "mpi"))]
+fn start_nccl(device: Device, _: usize) -> Result<Launched> {
+    use super::nccl::Nccl;
+    use crate::tensor::Tensor;
+    let Device::Cuda(first) = device else {
+        return Err(Error::invalid("--comm", "NCCL needs --device cuda"));
+    };
+    let mpi = super::mpi::Mpi::init()?;
+    let (rank, size) = (mpi.rank(), mpi.size());
+    // One GPU per process on a node: the launcher's local rank picks it.
+    let local = std::env::var("OMPI_COMM_WORLD_LOCAL_RANK")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    let ordinal = first + local;
+    let id = if rank == 0 {
+        Nccl::unique_id()?
+    } else {
+        [0u8; 128]
+    };
+    let mut shared = Tensor::from_vec(id.map(f32::from).to_vec(), &[128])?;
+    mpi.broadcast(&mut shared, 0)?;
+    let bytes = shared.to_vec::<f32>()?;
+    let id: [u8; 128] = std::array::from_fn(|i| bytes[i] as u8);
+    Ok(Launched {
+        comm: Box::new(Nccl::new(ordinal, rank, size, id)?),
+        keep: Some(Box::new(mpi)),
+    })
+}
+
+#[cfg(all(feature = "cuda-backend", not(feature = "mpi")))]
+fn start_nccl(device: Device, size: usize) -> Result<Launched> {
+    use super::nccl::Nccl;
+    let Device::Cuda(ordinal) = device else {
+        return Err(Error::invalid("--comm", "NCCL needs --device cuda"));
+    };
+    if size > 1 {
+        return Err(Error::invalid(
+            "--comm",
+            format!("{size} NCCL ranks need MPI to hand out the NCCL id: build with --features cuda,mpi"),
+        ));
+    }
+    Ok(Launched {
+        comm: Box::new(Nccl::new(ordinal, 0, 1, Nccl::unique_id()?)?),
+        keep: None,
+    })
+}
+
+#[cfg(not(feature = "cuda-backend"))]
+fn start_nccl(_: Device, _: usize) -> Result<Launched> {
+    Err(Error::invalid(
+        "--comm",
+        "NCCL needs a GPU build: --features cuda",
+    ))
+}

@@ -1,0 +1,139 @@
+//! The MPI communicator (feature `mpi`; Open MPI or MPICH, through the `mpi` crate): one rank per process,
+//! started by `mpirun -np N ...`. Collectives move host f32 buffers; every call holds a lock, so MPI sees one
+//! call at a time from whichever thread makes it (the thread level asked for is `MPI_THREAD_MULTIPLE`,
+//! `MPI_THREAD_SERIALIZED` is enough). Dropping the communicator finalizes MPI.
+
+use super::{check_chunks, host_f32, Communicator};
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+use mpi::collective::SystemOperation;
+use mpi::environment::{Threading, Universe};
+use mpi::topology::SimpleCommunicator;
+use mpi::traits::{Communicator as _, CommunicatorCollectives, Root};
+use std::sync::Mutex;
+
+/// The world communicator of an MPI job.
+pub struct Mpi {
+    world: SimpleCommunicator,
+    lock: Mutex<()>,
+    rank: usize,
+    size: usize,
+    /// Finalizes MPI when dropped, after `world`.
+    _universe: Universe,
+}
+
+// SAFETY: MPI is initialized with at least MPI_THREAD_SERIALIZED (checked in `init`), and every call into it
+// goes through `lock`, so calls from different threads never overlap.
+unsafe impl Send for Mpi {}
+unsafe impl Sync for Mpi {}
+
+impl Mpi {
+    /// Initializes MPI. Fails if it is already initialized or cannot serialize calls from several threads.
+    pub fn init() -> Result<Mpi> {
+        let (universe, level) =
+            mpi::initialize_with_threading(Threading::Multiple).ok_or_else(|| Error::Comm {
+                op: "mpi init",
+                msg: "MPI is already initialized in this process".into(),
+            })?;
+        if level < Threading::Serialized {
+            return Err(Error::Comm {
+                op: "mpi init",
+                msg: format!(
+                    "the MPI library offers thread level {level:?}; data-parallel training needs Serialized"
+                ),
+            });
+        }
+        let world = universe.world();
+        let (rank, size) = (world.rank() as usize, world.size() as usize);
+        Ok(Mpi {
+            world,
+            lock: Mutex::new(()),
+            rank,
+            size,
+            _universe: universe,
+        })
+    }
+
+    fn locked<R>(&self, f: impl FnOnce(&SimpleCommunicator) -> R) -> R {
+        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        f(&self.world)
+    }
+
+    /// Ends every rank of the job with `code` (after an error that the other ranks cannot see).
+    pub fn abort(&self, code: i32) -> ! {
+        self.world.abort(code)
+    }
+}
+
+/// MPI counts are C ints.
+fn count(op: &'static str, n: usize) -> Result<()> {
+    if n > i32::MAX as usize {
+        return Err(Error::shape(
+            op,
+            format!("{n} elements pass MPI's count limit of {}", i32::MAX),
+        ));
+    }
+    Ok(())
+}
+
+impl Communicator for Mpi {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+    fn size(&self) -> usize {
+        self.size
+    }
+    fn engine(&self) -> &'static str {
+        "mpi"
+    }
+    fn all_reduce(&self, buf: &mut Tensor) -> Result<()> {
+        let send = host_f32("all_reduce", buf)?;
+        count("all_reduce", send.len())?;
+        let mut recv = vec![0.0f32; send.len()];
+        self.locked(|w| w.all_reduce_into(&send[..], &mut recv[..], SystemOperation::sum()));
+        *buf = Tensor::from_vec(recv, buf.shape())?;
+        Ok(())
+    }
+    fn reduce_scatter(&self, send: &Tensor, recv: &mut Tensor) -> Result<()> {
+        check_chunks("reduce_scatter", send.numel(), recv.numel(), self.size)?;
+        let send_v = host_f32("reduce_scatter", send)?;
+        count("reduce_scatter", send_v.len())?;
+        let mut out = vec![0.0f32; recv.numel()];
+        self.locked(|w| {
+            w.reduce_scatter_block_into(&send_v[..], &mut out[..], SystemOperation::sum())
+        });
+        *recv = Tensor::from_vec(out, recv.shape())?;
+        Ok(())
+    }
+    fn all_gather(&self, send: &Tensor, recv: &mut Tensor) -> Result<()> {
+        check_chunks("all_gather", recv.numel(), send.numel(), self.size)?;
+        let send_v = host_f32("all_gather", send)?;
+        count("all_gather", recv.numel())?;
+        let mut out = vec![0.0f32; recv.numel()];
+        self.locked(|w| w.all_gather_into(&send_v[..], &mut out[..]));
+        *recv = Tensor::from_vec(out, recv.shape())?;
+        Ok(())
+    }
+    fn broadcast(&self, buf: &mut Tensor, root: usize) -> Result<()> {
+        if root >= self.size {
+            return Err(Error::invalid(
+                "broadcast",
+                format!("root {root} of {} ranks", self.size),
+            ));
+        }
+        let mut data = host_f32("broadcast", buf)?;
+        count("broadcast", data.len())?;
+        self.locked(|w| w.process_at_rank(root as i32).broadcast_into(&mut data[..]));
+        *buf = Tensor::from_vec(data, buf.shape())?;
+        Ok(())
+    }
+    fn barrier(&self) -> Result<()> {
+        self.locked(|w| w.barrier());
+        Ok(())
+    }
+    fn all_reduce_host(&self, values: &mut [f64]) -> Result<()> {
+        let send = values.to_vec();
+        self.locked(|w| w.all_reduce_into(&send[..], values, SystemOperation::sum()));
+        Ok(())
+    }
+}
