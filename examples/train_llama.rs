@@ -208,7 +208,7 @@ fn run(args: Args) -> Result<()> {
     };
     let peak_tflops = args.peak_tflops.or_else(|| gpu_peak_tflops(device));
     let _keep = launched.keep;
-    if ranks > 1 || args.zero1 {
+    if ranks > 1 || args.zero1 || launched.comm.engine() != "single" {
         let options = ParallelOptions {
             bucket_elements: (args.bucket_mb * (1 << 20) as f64 / 4.0).max(1.0) as usize,
             zero1: args.zero1,

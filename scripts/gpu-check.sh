@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs from the folder scripts/gpu-bundle.sh makes, on a GPU machine with the CUDA toolkit (or PyTorch's CUDA
 # wheels) and no Rust: the GPU tests (a missing GPU fails them here), 50 steps of train_llama --device cuda on
-# `small` and on `gpu-125m`, the GPU benches and PyTorch's SDPA on the same shapes; then one summary table.
+# `small` and on `gpu-125m`, a 1-rank NCCL run against the single-process one, the GPU benches and PyTorch's
+# SDPA on the same shapes; then one summary table.
 # Budget: about 8 minutes on an H100.
 set -uo pipefail
 cd "$(dirname "$0")"
@@ -47,6 +48,32 @@ for config in small gpu-125m; do
     mfu=$(grep -o 'MFU on .*' "work-train-$config.txt" || true)
     row "train_llama --device cuda --config $config (50 steps)" "exit $status" "$tps; $mfu"
 done
+
+# 2b. One NCCL rank against the single-process run: the same 20 steps of `small`, the same losses.
+for comm in single nccl; do
+    mkdir -p "work/nccl-$comm/cache"
+    cp cache-small/* "work/nccl-$comm/cache/" 2>/dev/null
+    timeout 120 ./train_llama --device cuda --config small --steps 20 --warmup 5 --comm "$comm" \
+        --data data/shakespeare.txt --data data/austen.txt --out "work/nccl-$comm" \
+        --eval-every 1000 --save-every 1000 --eval-batches 1 --final-eval-batches 1 --sample-tokens 0 \
+        > "work-nccl-$comm.txt" 2>&1
+    cat "work-nccl-$comm.txt" >> "$log"
+done
+nccl=$(python3 - <<'PY'
+import json
+def losses(p):
+    try:
+        return [json.loads(l)["loss"] for l in open(p) if '"loss"' in l]
+    except OSError:
+        return []
+a, b = losses("work/nccl-single/metrics.jsonl"), losses("work/nccl-nccl/metrics.jsonl")
+if len(a) == len(b) == 20:
+    print(f"largest relative loss difference {max(abs(x - y) / abs(x) for x, y in zip(a, b)):.2e} over 20 steps")
+else:
+    print(f"runs incomplete: {len(a)} and {len(b)} steps")
+PY
+)
+row "train_llama --comm nccl (1 rank) vs single, small, 20 steps" "done" "$nccl"
 
 # 3. Benches: ours, then PyTorch's SDPA on the same shapes.
 timeout 300 ./gpu --bench >> "$log" 2>&1

@@ -2,7 +2,7 @@
 //! [`ThreadGroup`] (ranks as threads sharing memory, for tests of the data-parallel code path without a
 //! launcher). Sums run in rank order, so results do not depend on which thread arrives first.
 
-use super::{check_chunks, host_f32, Communicator};
+use super::{check_chunks, check_root, host_f32, Communicator};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 use std::sync::{Arc, Condvar, Mutex};
@@ -44,16 +44,6 @@ impl Communicator for Single {
     fn all_reduce_host(&self, _: &mut [f64]) -> Result<()> {
         Ok(())
     }
-}
-
-fn check_root(root: usize, size: usize) -> Result<()> {
-    if root >= size {
-        return Err(Error::invalid(
-            "broadcast",
-            format!("root {root} of {size} ranks"),
-        ));
-    }
-    Ok(())
 }
 
 /// What the ranks of a thread group deposit for one collective.

@@ -65,6 +65,17 @@ pub(crate) fn check_chunks(op: &'static str, long: usize, short: usize, size: us
     Ok(())
 }
 
+/// Checks a broadcast's root.
+pub(crate) fn check_root(root: usize, size: usize) -> Result<()> {
+    if root >= size {
+        return Err(Error::invalid(
+            "broadcast",
+            format!("root {root} of {size} ranks"),
+        ));
+    }
+    Ok(())
+}
+
 /// The f32 elements of a host tensor, for the host engines.
 pub(crate) fn host_f32(op: &'static str, t: &Tensor) -> Result<Vec<f32>> {
     if t.is_cuda() {

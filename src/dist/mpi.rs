@@ -3,7 +3,7 @@
 //! call at a time from whichever thread makes it (the thread level asked for is `MPI_THREAD_MULTIPLE`,
 //! `MPI_THREAD_SERIALIZED` is enough). Dropping the communicator finalizes MPI.
 
-use super::{check_chunks, host_f32, Communicator};
+use super::{check_chunks, check_root, host_f32, Communicator};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 use mpi::collective::SystemOperation;
@@ -115,12 +115,7 @@ impl Communicator for Mpi {
         Ok(())
     }
     fn broadcast(&self, buf: &mut Tensor, root: usize) -> Result<()> {
-        if root >= self.size {
-            return Err(Error::invalid(
-                "broadcast",
-                format!("root {root} of {} ranks", self.size),
-            ));
-        }
+        check_root(root, self.size)?;
         let mut data = host_f32("broadcast", buf)?;
         count("broadcast", data.len())?;
         self.locked(|w| w.process_at_rank(root as i32).broadcast_into(&mut data[..]));

@@ -3,7 +3,7 @@
 //! run time; a missing library is an error naming it. Rank 0 makes a unique id with [`Nccl::unique_id`] and
 //! the launcher hands it to every rank ([`Nccl::new`]).
 
-use super::{check_chunks, Communicator};
+use super::{check_chunks, check_root, Communicator};
 use crate::backend::cuda::{gpu, Gpu};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -181,12 +181,7 @@ impl Communicator for Nccl {
         })
     }
     fn broadcast(&self, buf: &mut Tensor, root: usize) -> Result<()> {
-        if root >= self.size {
-            return Err(Error::invalid(
-                "broadcast",
-                format!("root {root} of {} ranks", self.size),
-            ));
-        }
+        check_root(root, self.size)?;
         buf.make_unique_on_device()?;
         let p = self.address("broadcast", buf)? as *mut std::ffi::c_void;
         let n = buf.numel();
