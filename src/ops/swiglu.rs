@@ -13,7 +13,7 @@ use rayon::prelude::*;
 
 #[inline]
 fn sigmoid<T: Float>(x: T) -> T {
-    T::ONE / (T::ONE + (-x).exp())
+    T::ONE / (T::ONE + (-x).fast_exp())
 }
 
 impl Tensor {
