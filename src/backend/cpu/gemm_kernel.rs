@@ -1,0 +1,162 @@
+//! The GEMM micro-kernels: one `MR × NR` tile of `C = alpha · A · B + beta · C` from a packed A micro-panel
+//! (`a[p · MR + i]`) and a packed B micro-panel (`b[p · NR + j]`) over `kc` depth steps.
+//!
+//! f32 uses an AVX2 + FMA kernel (6 × 16, twelve ymm accumulators) when the CPU has them (runtime detection):
+//! full tiles are written to C straight from the registers, edge tiles through a small buffer. Everything else
+//! (f64, or a CPU without AVX2) uses the portable kernel.
+
+use super::gemm::{MR, NR};
+use crate::dtype::Float;
+
+/// The portable micro-kernel (and the reference the AVX2 one is tested against):
+/// `out[i · NR + j] = Σ_p a[p · MR + i] · b[p · NR + j]` over `kc` steps.
+pub fn portable_kernel<T: Float>(kc: usize, a: &[T], b: &[T], out: &mut [T; MR * NR]) {
+    let mut acc = [[T::ZERO; NR]; MR];
+    for (ap, bp) in a.chunks_exact(MR).zip(b.chunks_exact(NR)).take(kc) {
+        for i in 0..MR {
+            for j in 0..NR {
+                acc[i][j] += ap[i] * bp[j];
+            }
+        }
+    }
+    for i in 0..MR {
+        out[i * NR..i * NR + NR].copy_from_slice(&acc[i]);
+    }
+}
+
+/// `C[i][j] = alpha · acc[i · NR + j] + beta · C[i][j]` for `i < mr`, `j < nr`, with C at `c` (row stride
+/// `ldc`); with `beta == 0` C is only written.
+///
+/// # Safety
+/// `c` must be valid for writes (and reads, unless `beta == 0`) of `mr` rows of `nr` elements at row stride
+/// `ldc`, and no other thread may access them.
+pub unsafe fn store_tile<T: Float>(
+    acc: &[T; MR * NR],
+    c: *mut T,
+    ldc: usize,
+    mr: usize,
+    nr: usize,
+    alpha: T,
+    beta: T,
+) {
+    for i in 0..mr {
+        // SAFETY: the caller guarantees row i of the tile is ours.
+        let row = unsafe { std::slice::from_raw_parts_mut(c.add(i * ldc), nr) };
+        let acc_row = &acc[i * NR..i * NR + nr];
+        if beta == T::ZERO {
+            for (c, &v) in row.iter_mut().zip(acc_row) {
+                *c = alpha * v;
+            }
+        } else {
+            for (c, &v) in row.iter_mut().zip(acc_row) {
+                *c = alpha * v + beta * *c;
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub mod avx2 {
+    use super::{MR, NR};
+    use std::arch::x86_64::*;
+
+    /// Whether this CPU runs the AVX2 + FMA kernel.
+    #[inline]
+    pub fn available() -> bool {
+        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+    }
+
+    /// `C[6 × 16] = alpha · Σ_p a[p · 6 + i] · b[p · 16 + j] + beta · C` over `kc` steps, C at `c` with row
+    /// stride `ldc`; with `beta == 0` C is only written.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA; `a` must hold `kc · MR` and `b` `kc · NR` floats; `c` must be valid
+    /// for reads and writes of 6 rows of 16 floats at row stride `ldc`, owned by the caller.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn kernel_6x16(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        alpha: f32,
+        beta: f32,
+    ) {
+        let acc = accumulate(kc, a, b);
+        let av = _mm256_set1_ps(alpha);
+        if beta == 0.0 {
+            for i in 0..MR {
+                let row = c.add(i * ldc);
+                _mm256_storeu_ps(row, _mm256_mul_ps(acc[2 * i], av));
+                _mm256_storeu_ps(row.add(8), _mm256_mul_ps(acc[2 * i + 1], av));
+            }
+        } else {
+            let bv = _mm256_set1_ps(beta);
+            for i in 0..MR {
+                let row = c.add(i * ldc);
+                let (c0, c1) = (_mm256_loadu_ps(row), _mm256_loadu_ps(row.add(8)));
+                _mm256_storeu_ps(row, _mm256_fmadd_ps(acc[2 * i], av, _mm256_mul_ps(c0, bv)));
+                _mm256_storeu_ps(
+                    row.add(8),
+                    _mm256_fmadd_ps(acc[2 * i + 1], av, _mm256_mul_ps(c1, bv)),
+                );
+            }
+        }
+    }
+
+    /// `out[i · 16 + j] = Σ_p a[p · 6 + i] · b[p · 16 + j]` over `kc` steps.
+    ///
+    /// # Safety
+    /// As for [`kernel_6x16`], with `out` in place of C.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn kernel_6x16_to_buffer(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        out: &mut [f32; MR * NR],
+    ) {
+        let acc = accumulate(kc, a, b);
+        for (i, v) in acc.iter().enumerate() {
+            _mm256_storeu_ps(out.as_mut_ptr().add(i * 8), *v);
+        }
+    }
+
+    /// The twelve accumulators (row `i` in `acc[2i]`, `acc[2i + 1]`) after `kc` steps.
+    #[inline(always)]
+    unsafe fn accumulate(kc: usize, mut a: *const f32, mut b: *const f32) -> [__m256; 12] {
+        let mut c = [_mm256_setzero_ps(); 12];
+        macro_rules! step {
+            ($p:expr) => {
+                let b0 = _mm256_loadu_ps(b.add($p * NR));
+                let b1 = _mm256_loadu_ps(b.add($p * NR + 8));
+                macro_rules! row {
+                    ($i:expr) => {
+                        let ai = _mm256_broadcast_ss(&*a.add($p * MR + $i));
+                        c[2 * $i] = _mm256_fmadd_ps(ai, b0, c[2 * $i]);
+                        c[2 * $i + 1] = _mm256_fmadd_ps(ai, b1, c[2 * $i + 1]);
+                    };
+                }
+                row!(0);
+                row!(1);
+                row!(2);
+                row!(3);
+                row!(4);
+                row!(5);
+            };
+        }
+        for _ in 0..kc / 4 {
+            step!(0);
+            step!(1);
+            step!(2);
+            step!(3);
+            a = a.add(4 * MR);
+            b = b.add(4 * NR);
+        }
+        for _ in 0..kc % 4 {
+            step!(0);
+            a = a.add(MR);
+            b = b.add(NR);
+        }
+        c
+    }
+}
