@@ -15,6 +15,7 @@ pub use super::gemm_kernel::portable_kernel;
 use super::gemm_kernel::store_tile;
 use crate::dtype::Float;
 use rayon::prelude::*;
+use std::ops::Range;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 /// Rows of A per micro-panel.
@@ -27,10 +28,13 @@ const KC: usize = 256;
 const MC: usize = 96;
 /// Columns of C per parallel tile.
 const NT: usize = 256;
+/// Neighbouring micro-panels claimed and packed together.
+const GROUP: usize = 4;
 /// Columns of B packed at once.
 const NC: usize = 4096;
-/// The most elements of A packed at once (16 MiB of f32): deeper products are packed in several phases.
-const PACKED_A_LIMIT: usize = 1 << 22;
+/// The most elements of A and B packed at once (8 MiB of f32, a quarter of the shared L3): deeper products
+/// are packed and computed in several phases, so the packed operands of one phase stay in cache.
+const PACKED_LIMIT: usize = 1 << 21;
 /// Below this many multiply-adds the GEMM runs on the calling thread.
 const PARALLEL_WORK: usize = 1 << 18;
 
@@ -179,70 +183,95 @@ impl<T> SharedOut<T> {
     }
 }
 
-/// The packed micro-panels of one operand, packed lazily by whichever thread needs one first: each panel's
-/// state goes `EMPTY → BUSY` (claimed by one thread, which packs it) `→ READY`. A thread that needs panels
-/// claimed by another packs the unclaimed ones meanwhile, so tiles that share panels split the packing.
+/// The packed micro-panels of one operand for the depth blocks of one phase, packed lazily by whichever thread
+/// needs them first. Panel `j` of block `q` lies at `(q · per_block + j) · stride`. Panels are claimed in groups
+/// of `group` neighbours (packed together, so the source is read in longer runs): each group's state goes
+/// `EMPTY → BUSY` (claimed by one thread, which packs it) `→ READY`. A thread that needs groups claimed by
+/// another packs the unclaimed ones meanwhile, so tiles that share panels split the packing.
 struct Panels<'a, T> {
     data: SharedOut<T>,
     /// Elements per panel.
     stride: usize,
+    /// Panels per depth block.
+    per_block: usize,
+    /// Panels per group.
+    group: usize,
+    /// One state per group, `per_block.div_ceil(group)` per depth block.
     state: &'a [AtomicU8],
 }
 
 const EMPTY: u8 = 0;
 const BUSY: u8 = 1;
 const READY: u8 = 2;
-/// The thread packing the panel panicked.
+/// The thread packing the group panicked.
 const POISONED: u8 = 3;
 
 impl<T> Panels<'_, T> {
-    /// Makes panels `range` ready, calling `pack(index, panel)` for each this thread claims, and returns once
-    /// the other threads have packed theirs.
-    fn prepare(&self, range: std::ops::Range<usize>, pack: impl Fn(usize, &mut [T])) {
-        /// Marks a claimed panel poisoned if its packing panics, so that no thread waits for it forever.
+    /// Number of group states needed for `blocks` depth blocks of `per_block` panels.
+    fn states(blocks: usize, per_block: usize, group: usize) -> usize {
+        blocks * per_block.div_ceil(group)
+    }
+
+    /// Makes panels `panels` of block `q` ready, calling `pack(first, count, dst)` for each group this thread
+    /// claims (`dst` holds panels `first..first + count` back to back), and returns once the other threads
+    /// have packed theirs.
+    fn prepare(&self, q: usize, panels: Range<usize>, pack: impl Fn(usize, usize, &mut [T])) {
+        /// Marks a claimed group poisoned if its packing panics, so that no thread waits for it forever.
         struct Claim<'s>(&'s AtomicU8);
         impl Drop for Claim<'_> {
             fn drop(&mut self) {
                 self.0.store(POISONED, Ordering::Release);
             }
         }
-        for idx in range.clone() {
-            let state = &self.state[idx];
+        let base = q * self.per_block.div_ceil(self.group);
+        let groups = panels.start / self.group..panels.end.div_ceil(self.group);
+        for g in groups.clone() {
+            let state = &self.state[base + g];
             if state.load(Ordering::Acquire) == EMPTY
                 && state
                     .compare_exchange(EMPTY, BUSY, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
             {
                 let claim = Claim(state);
-                // SAFETY: this thread claimed panel idx, so no other thread touches it until it is READY;
-                // the panel lies inside the buffer (`stride` elements per panel, `state.len()` panels).
-                let panel = unsafe {
+                let first = g * self.group;
+                let count = self.group.min(self.per_block - first);
+                // SAFETY: this thread claimed the group, so no other thread touches its panels until it is
+                // READY; they lie inside the buffer (`stride` elements per panel, `per_block` per block).
+                let dst = unsafe {
                     std::slice::from_raw_parts_mut(
-                        self.data.ptr().add(idx * self.stride),
-                        self.stride,
+                        self.data
+                            .ptr()
+                            .add((q * self.per_block + first) * self.stride),
+                        count * self.stride,
                     )
                 };
-                pack(idx, panel);
+                pack(first, count, dst);
                 std::mem::forget(claim);
                 state.store(READY, Ordering::Release);
             }
         }
-        for idx in range {
+        for g in groups {
             loop {
-                match self.state[idx].load(Ordering::Acquire) {
+                match self.state[base + g].load(Ordering::Acquire) {
                     READY => break,
-                    POISONED => panic!("gemm: packing a panel panicked on another thread"),
+                    POISONED => panic!("gemm: packing panels panicked on another thread"),
                     _ => std::hint::spin_loop(),
                 }
             }
         }
     }
 
-    /// Panel `idx`, which must have been made ready by [`Panels::prepare`].
-    fn get(&self, idx: usize) -> &[T] {
-        assert_eq!(self.state[idx].load(Ordering::Acquire), READY);
+    /// Panel `j` of block `q`, which must have been made ready by [`Panels::prepare`].
+    fn get(&self, q: usize, j: usize) -> &[T] {
+        let state = &self.state[q * self.per_block.div_ceil(self.group) + j / self.group];
+        assert!(j < self.per_block && state.load(Ordering::Acquire) == READY);
         // SAFETY: the panel is READY, so it is no longer written, and lies inside the buffer.
-        unsafe { std::slice::from_raw_parts(self.data.ptr().add(idx * self.stride), self.stride) }
+        unsafe {
+            std::slice::from_raw_parts(
+                self.data.ptr().add((q * self.per_block + j) * self.stride),
+                self.stride,
+            )
+        }
     }
 }
 
@@ -287,8 +316,9 @@ pub fn gemm<T: GemmFloat>(
     // Depth blocks of (nearly) equal size, at most KC each.
     let kb = k.div_ceil(k.div_ceil(KC));
     let k_blocks = k.div_ceil(kb);
-    // Depth blocks per parallel phase: all of them unless the packed A would pass PACKED_A_LIMIT elements.
-    let phase_blocks = (PACKED_A_LIMIT / (m_panels * MR * kb)).clamp(1, k_blocks);
+    // Depth blocks per parallel phase: all of them unless the packed operands would pass PACKED_LIMIT elements.
+    let phase_blocks =
+        (PACKED_LIMIT / ((m_panels * MR + n.min(NC).div_ceil(NR) * NR) * kb)).clamp(1, k_blocks);
     let b_panels_max = NC.min(n).div_ceil(NR);
     let (a_stride, b_stride) = (MR * kb, NR * kb);
     T::with_scratch(
@@ -304,17 +334,25 @@ pub fn gemm<T: GemmFloat>(
                 for q0 in (0..k_blocks).step_by(phase_blocks) {
                     // Depth blocks q0.. of this phase; panel `(q - q0) · panels + p` holds panel p of block q.
                     let blocks = phase_blocks.min(k_blocks - q0);
+                    let states_a = Panels::<T>::states(blocks, m_panels, GROUP);
                     state.clear();
-                    state.resize_with(blocks * (m_panels + b_panels), || AtomicU8::new(EMPTY));
-                    let (state_a, state_b) = state.split_at(blocks * m_panels);
+                    state.resize_with(
+                        states_a + Panels::<T>::states(blocks, b_panels, GROUP),
+                        || AtomicU8::new(EMPTY),
+                    );
+                    let (state_a, state_b) = state.split_at(states_a);
                     let pa = Panels {
                         data: SharedOut(packed_a.as_mut_ptr()),
                         stride: a_stride,
+                        per_block: m_panels,
+                        group: GROUP,
                         state: state_a,
                     };
                     let pb = Panels {
                         data: SharedOut(packed_b.as_mut_ptr()),
                         stride: b_stride,
+                        per_block: b_panels,
+                        group: GROUP,
                         state: state_b,
                     };
                     // Tiles go column tile by column tile, so threads starting apart pack different B panels.
@@ -325,22 +363,24 @@ pub fn gemm<T: GemmFloat>(
                         for q in 0..blocks {
                             let pc = (q0 + q) * kb;
                             let kc = kb.min(k - pc);
-                            let a_first = q * m_panels + rows.start / MR;
-                            let b_first = q * b_panels + cols.start / NR;
-                            pa.prepare(a_first..a_first + rows.len().div_ceil(MR), |idx, panel| {
-                                let i0 = (idx - q * m_panels) * MR;
-                                pack_a(a, i0, m, pc, kc, &mut panel[..MR * kc])
+                            let a_panels = rows.start / MR..rows.end.div_ceil(MR);
+                            pa.prepare(q, a_panels, |first, count, dst| {
+                                for (i, panel) in
+                                    dst.chunks_exact_mut(a_stride).take(count).enumerate()
+                                {
+                                    pack_a(a, (first + i) * MR, m, pc, kc, panel);
+                                }
                             });
-                            pb.prepare(b_first..b_first + cols.len().div_ceil(NR), |idx, panel| {
-                                let j0 = jc + (idx - q * b_panels) * NR;
-                                pack_b(b, pc, kc, j0, n, &mut panel[..NR * kc])
+                            let b_panels = cols.start / NR..cols.end.div_ceil(NR);
+                            pb.prepare(q, b_panels, |first, count, dst| {
+                                pack_b(b, pc, kc, jc + first * NR, jc + nc, count, dst, b_stride);
                             });
                             let beta_now = if pc == 0 { beta } else { T::ONE };
                             for j0 in cols.clone().step_by(NR) {
-                                let b_panel = &pb.get(q * b_panels + j0 / NR)[..NR * kc];
+                                let b_panel = &pb.get(q, j0 / NR)[..NR * kc];
                                 let nr = NR.min(cols.end - j0);
                                 for i0 in rows.clone().step_by(MR) {
-                                    let a_panel = &pa.get(q * m_panels + i0 / MR)[..MR * kc];
+                                    let a_panel = &pa.get(q, i0 / MR)[..MR * kc];
                                     let mr = MR.min(m - i0);
                                     // SAFETY: rows i0..i0+mr and columns jc+j0..jc+j0+nr of C belong to this
                                     // tile only, and lie inside C (checked by the assert at the top).
@@ -458,61 +498,89 @@ fn scale_c<T: Float>(m: usize, n: usize, beta: T, c: &mut [T], ldc: usize) {
 /// Packs rows `i0..i0+MR` (zero past `m`) and depth `pc..pc+kc` of A as `panel[p · MR + i]`.
 fn pack_a<T: Float>(a: MatRef<'_, T>, i0: usize, m: usize, pc: usize, kc: usize, panel: &mut [T]) {
     let rows = MR.min(m - i0);
-    if a.col_stride == 1 {
-        for i in 0..rows {
-            let start = a.offset + (i0 + i) * a.row_stride + pc;
-            for (p, &v) in a.data[start..start + kc].iter().enumerate() {
-                panel[p * MR + i] = v;
-            }
-        }
-    } else if a.row_stride == 1 {
-        // A transposed (column-major): each depth step is a contiguous run of rows.
-        for (p, dst) in panel.chunks_exact_mut(MR).take(kc).enumerate() {
+    let panel = &mut panel[..kc * MR];
+    if a.row_stride == 1 && rows == MR {
+        // A transposed (column-major): each depth step is a contiguous run of MR rows.
+        for (p, dst) in panel.chunks_exact_mut(MR).enumerate() {
             let start = a.offset + (pc + p) * a.col_stride + i0;
-            dst[..rows].copy_from_slice(&a.data[start..start + rows]);
+            let src: &[T; MR] = a.data[start..start + MR].try_into().unwrap();
+            dst.copy_from_slice(src);
         }
-    } else {
-        for p in 0..kc {
-            for i in 0..rows {
-                panel[p * MR + i] = a.at(i0 + i, pc + p);
+        return;
+    }
+    if a.col_stride == 1 && rows == MR {
+        // A row-major: MR rows read side by side, one depth step at a time.
+        let src: [&[T]; MR] = std::array::from_fn(|i| {
+            let start = a.offset + (i0 + i) * a.row_stride + pc;
+            &a.data[start..start + kc]
+        });
+        for (p, dst) in panel.chunks_exact_mut(MR).enumerate() {
+            for (d, s) in dst.iter_mut().zip(&src) {
+                *d = s[p];
             }
         }
+        return;
     }
-    for p in 0..kc {
-        for i in rows..MR {
-            panel[p * MR + i] = T::ZERO;
+    for (p, dst) in panel.chunks_exact_mut(MR).enumerate() {
+        for (i, d) in dst.iter_mut().enumerate() {
+            *d = if i < rows {
+                a.at(i0 + i, pc + p)
+            } else {
+                T::ZERO
+            };
         }
     }
 }
 
-/// Packs columns `j0..j0+NR` (zero past `n`) and depth `pc..pc+kc` of B as `panel[p · NR + j]`.
-fn pack_b<T: Float>(b: MatRef<'_, T>, pc: usize, kc: usize, j0: usize, n: usize, panel: &mut [T]) {
-    let cols = NR.min(n - j0);
-    if b.row_stride == 1 && b.col_stride != 1 {
-        // B transposed (a weight read as Wᵀ): each column is a contiguous run of depth.
-        for j in 0..cols {
-            let start = b.offset + (j0 + j) * b.col_stride + pc;
-            for (p, &v) in b.data[start..start + kc].iter().enumerate() {
-                panel[p * NR + j] = v;
-            }
-        }
+/// Packs columns `j0..j0 + count · NR` (zero past `n`) and depth `pc..pc+kc` of B as `count` panels,
+/// `panels[g · stride + p · NR + j]` for column `j0 + g · NR + j`.
+#[allow(clippy::too_many_arguments)]
+fn pack_b<T: Float>(
+    b: MatRef<'_, T>,
+    pc: usize,
+    kc: usize,
+    j0: usize,
+    n: usize,
+    count: usize,
+    panels: &mut [T],
+    stride: usize,
+) {
+    let cols = (count * NR).min(n - j0);
+    if b.col_stride == 1 && cols == count * NR {
+        // B row-major: each depth step is a contiguous run of all the panels' columns.
         for p in 0..kc {
-            panel[p * NR + cols..p * NR + NR].fill(T::ZERO);
+            let start = b.offset + (pc + p) * b.row_stride + j0;
+            for (g, src) in b.data[start..start + cols].chunks_exact(NR).enumerate() {
+                let src: &[T; NR] = src.try_into().unwrap();
+                panels[g * stride + p * NR..][..NR].copy_from_slice(src);
+            }
         }
         return;
     }
-    for p in 0..kc {
-        let dst = &mut panel[p * NR..p * NR + NR];
-        if b.col_stride == 1 {
-            let start = b.offset + (pc + p) * b.row_stride + j0;
-            dst[..cols].copy_from_slice(&b.data[start..start + cols]);
-        } else {
-            for (j, d) in dst[..cols].iter_mut().enumerate() {
-                *d = b.at(pc + p, j0 + j);
+    for g in 0..count {
+        let panel = &mut panels[g * stride..][..kc * NR];
+        let (j0, cols) = (j0 + g * NR, NR.min(n - j0 - g * NR));
+        if b.row_stride == 1 && b.col_stride != 1 {
+            // B transposed (a weight read as Wᵀ): each column is a contiguous run of depth.
+            for j in 0..cols {
+                let start = b.offset + (j0 + j) * b.col_stride + pc;
+                for (p, &v) in b.data[start..start + kc].iter().enumerate() {
+                    panel[p * NR + j] = v;
+                }
             }
+            for dst in panel.chunks_exact_mut(NR) {
+                dst[cols..].fill(T::ZERO);
+            }
+            continue;
         }
-        for d in &mut dst[cols..] {
-            *d = T::ZERO;
+        for (p, dst) in panel.chunks_exact_mut(NR).enumerate() {
+            for (j, d) in dst.iter_mut().enumerate() {
+                *d = if j < cols {
+                    b.at(pc + p, j0 + j)
+                } else {
+                    T::ZERO
+                };
+            }
         }
     }
 }
@@ -597,6 +665,93 @@ mod tests {
                 check(m, n, k, ta, tb, 0.0);
                 check(m, n, k, ta, tb, 1.5);
             }
+        }
+    }
+
+    #[test]
+    fn packed_gemm_matches_reference_on_long_depth_and_wide_products() {
+        // Depth split into uneven blocks (513 = 3 × 171), several packing phases (the packed operands of
+        // 2100 rows pass the per-phase limit), partial panel groups, and B wider than one column block.
+        for &(m, n, k) in &[
+            (64, 72, 513),
+            (300, 90, 1100),
+            (2100, 20, 2100),
+            (7, NC + 70, 3),
+        ] {
+            check(m, n, k, false, false, 0.0);
+            check(m, n, k, true, false, 1.5);
+            check(m, n, k, false, true, -1.0);
+        }
+    }
+
+    #[test]
+    fn packed_gemm_accumulates_into_strided_c_and_never_reads_c_with_beta_zero() {
+        let (m, n, k, ldc) = (50, 70, 600, 83);
+        let mut rng = Rng::new(9);
+        let a: Vec<f32> = (0..m * k).map(|_| rng.normal() as f32).collect();
+        let b: Vec<f32> = (0..k * n).map(|_| rng.normal() as f32).collect();
+        let view = |data, row_stride, col_stride| MatRef {
+            data,
+            offset: 0,
+            row_stride,
+            col_stride,
+        };
+        let (av, bv) = (view(&a, k, 1), view(&b, n, 1));
+        // beta = 0 over C full of NaN: every element in the product is overwritten, the gaps keep their NaN.
+        let mut c = vec![f32::NAN; m * ldc];
+        gemm(m, n, k, 1.0, av, bv, 0.0, &mut c, ldc);
+        let mut want = vec![0.0; m * ldc];
+        gemm_reference(m, n, k, 1.0, av, bv, 0.0, &mut want, ldc);
+        for i in 0..m {
+            for j in 0..ldc {
+                let (x, y) = (c[i * ldc + j], want[i * ldc + j]);
+                if j < n {
+                    assert!(
+                        (x - y).abs() <= 1e-3 * (1.0 + y.abs()),
+                        "({i}, {j}): {x} vs {y}"
+                    );
+                } else {
+                    assert!(x.is_nan(), "({i}, {j}) outside the product was written");
+                }
+            }
+        }
+        // Accumulating twice more with beta = 1: C = 3 · A · B.
+        gemm(m, n, k, 2.0, av, bv, 1.0, &mut c, ldc);
+        for i in 0..m {
+            for j in 0..n {
+                let (x, y) = (c[i * ldc + j], 3.0 * want[i * ldc + j]);
+                assert!(
+                    (x - y).abs() <= 3e-3 * (1.0 + y.abs()),
+                    "({i}, {j}): {x} vs {y}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn f64_gemm_matches_reference() {
+        let (m, n, k) = (37, 45, 300);
+        let mut rng = Rng::new(5);
+        let a: Vec<f64> = (0..m * k).map(|_| rng.normal()).collect();
+        let b: Vec<f64> = (0..k * n).map(|_| rng.normal()).collect();
+        let c0: Vec<f64> = (0..m * n).map(|_| rng.normal()).collect();
+        let av = MatRef {
+            data: &a,
+            offset: 0,
+            row_stride: 1,
+            col_stride: m,
+        };
+        let bv = MatRef {
+            data: &b,
+            offset: 0,
+            row_stride: n,
+            col_stride: 1,
+        };
+        let (mut fast, mut slow) = (c0.clone(), c0);
+        gemm(m, n, k, 0.5, av, bv, 2.0, &mut fast, n);
+        gemm_reference(m, n, k, 0.5, av, bv, 2.0, &mut slow, n);
+        for (x, y) in fast.iter().zip(&slow) {
+            assert!((x - y).abs() <= 1e-10 * (1.0 + y.abs()), "{x} vs {y}");
         }
     }
 
