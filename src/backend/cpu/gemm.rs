@@ -1,18 +1,22 @@
 //! Packed, cache-blocked GEMM in the BLIS shape: `C = alpha · A · B + beta · C`.
 //!
-//! For each block of `KC` columns of A (rows of B) and `NC` columns of B, both operands are packed into
-//! contiguous micro-panels (`MR` rows of A, `NR` columns of B, zero-padded at the edges); a register-blocked
-//! micro-kernel then computes each `MR × NR` tile of C over the `KC` depth. Packing reads any row and column
-//! strides, so transposed operands cost nothing but the packing. Tiles of C (`MC` rows × `NT` columns) are spread
-//! over the rayon pool; each tile keeps its A block in L2 and one B micro-panel in L1.
+//! Both operands are packed into contiguous micro-panels (`MR` rows of A, `NR` columns of B, zero-padded at the
+//! edges) per depth block of at most `KC`; a register-blocked micro-kernel then computes each `MR × NR` tile of
+//! C over one block and writes it straight into C. Packing reads any row and column strides, so transposed
+//! operands cost nothing but the packing. Tiles of C (at most `MC` rows × `NT` columns, about six per thread)
+//! are spread over the rayon pool in one parallel phase; each tile runs its whole depth, keeping its A block in
+//! L2 and one B micro-panel in L1. There is no separate packing phase: a tile packs the panels it needs that no
+//! other tile has packed yet (claimed in groups of `GROUP` through an atomic state per group), and waits only
+//! for panels another thread is packing at that moment.
 //!
-//! f32 uses an AVX2 + FMA micro-kernel (6 × 16, twelve ymm accumulators) when the CPU has them (runtime
-//! detection), and a portable one otherwise; f64 uses the portable one.
+//! The micro-kernels and the packing routines are in `gemm_kernel`: f32 uses an AVX2 + FMA micro-kernel
+//! (6 × 16, twelve ymm accumulators) when the CPU has them (runtime detection), and a portable one otherwise;
+//! f64 uses the portable one.
 
 #[cfg(target_arch = "x86_64")]
 use super::gemm_kernel::avx2;
 pub use super::gemm_kernel::portable_kernel;
-use super::gemm_kernel::store_tile;
+use super::gemm_kernel::{pack_a, pack_b, store_tile};
 use crate::dtype::Float;
 use rayon::prelude::*;
 use std::ops::Range;
@@ -49,7 +53,7 @@ pub struct MatRef<'a, T> {
 
 impl<T: Copy> MatRef<'_, T> {
     #[inline(always)]
-    fn at(&self, i: usize, j: usize) -> T {
+    pub(super) fn at(&self, i: usize, j: usize) -> T {
         self.data[self.offset + i * self.row_stride + j * self.col_stride]
     }
 }
@@ -491,96 +495,6 @@ fn scale_c<T: Float>(m: usize, n: usize, beta: T, c: &mut [T], ldc: usize) {
     for i in 0..m {
         for v in &mut c[i * ldc..i * ldc + n] {
             *v = if beta == T::ZERO { T::ZERO } else { beta * *v };
-        }
-    }
-}
-
-/// Packs rows `i0..i0+MR` (zero past `m`) and depth `pc..pc+kc` of A as `panel[p · MR + i]`.
-fn pack_a<T: Float>(a: MatRef<'_, T>, i0: usize, m: usize, pc: usize, kc: usize, panel: &mut [T]) {
-    let rows = MR.min(m - i0);
-    let panel = &mut panel[..kc * MR];
-    if a.row_stride == 1 && rows == MR {
-        // A transposed (column-major): each depth step is a contiguous run of MR rows.
-        for (p, dst) in panel.chunks_exact_mut(MR).enumerate() {
-            let start = a.offset + (pc + p) * a.col_stride + i0;
-            let src: &[T; MR] = a.data[start..start + MR].try_into().unwrap();
-            dst.copy_from_slice(src);
-        }
-        return;
-    }
-    if a.col_stride == 1 && rows == MR {
-        // A row-major: MR rows read side by side, one depth step at a time.
-        let src: [&[T]; MR] = std::array::from_fn(|i| {
-            let start = a.offset + (i0 + i) * a.row_stride + pc;
-            &a.data[start..start + kc]
-        });
-        for (p, dst) in panel.chunks_exact_mut(MR).enumerate() {
-            for (d, s) in dst.iter_mut().zip(&src) {
-                *d = s[p];
-            }
-        }
-        return;
-    }
-    for (p, dst) in panel.chunks_exact_mut(MR).enumerate() {
-        for (i, d) in dst.iter_mut().enumerate() {
-            *d = if i < rows {
-                a.at(i0 + i, pc + p)
-            } else {
-                T::ZERO
-            };
-        }
-    }
-}
-
-/// Packs columns `j0..j0 + count · NR` (zero past `n`) and depth `pc..pc+kc` of B as `count` panels,
-/// `panels[g · stride + p · NR + j]` for column `j0 + g · NR + j`.
-#[allow(clippy::too_many_arguments)]
-fn pack_b<T: Float>(
-    b: MatRef<'_, T>,
-    pc: usize,
-    kc: usize,
-    j0: usize,
-    n: usize,
-    count: usize,
-    panels: &mut [T],
-    stride: usize,
-) {
-    let cols = (count * NR).min(n - j0);
-    if b.col_stride == 1 && cols == count * NR {
-        // B row-major: each depth step is a contiguous run of all the panels' columns.
-        for p in 0..kc {
-            let start = b.offset + (pc + p) * b.row_stride + j0;
-            for (g, src) in b.data[start..start + cols].chunks_exact(NR).enumerate() {
-                let src: &[T; NR] = src.try_into().unwrap();
-                panels[g * stride + p * NR..][..NR].copy_from_slice(src);
-            }
-        }
-        return;
-    }
-    for g in 0..count {
-        let panel = &mut panels[g * stride..][..kc * NR];
-        let (j0, cols) = (j0 + g * NR, NR.min(n - j0 - g * NR));
-        if b.row_stride == 1 && b.col_stride != 1 {
-            // B transposed (a weight read as Wᵀ): each column is a contiguous run of depth.
-            for j in 0..cols {
-                let start = b.offset + (j0 + j) * b.col_stride + pc;
-                for (p, &v) in b.data[start..start + kc].iter().enumerate() {
-                    panel[p * NR + j] = v;
-                }
-            }
-            for dst in panel.chunks_exact_mut(NR) {
-                dst[cols..].fill(T::ZERO);
-            }
-            continue;
-        }
-        for (p, dst) in panel.chunks_exact_mut(NR).enumerate() {
-            for (j, d) in dst.iter_mut().enumerate() {
-                *d = if j < cols {
-                    b.at(pc + p, j0 + j)
-                } else {
-                    T::ZERO
-                };
-            }
         }
     }
 }

@@ -1,11 +1,12 @@
-//! The GEMM micro-kernels: one `MR × NR` tile of `C = alpha · A · B + beta · C` from a packed A micro-panel
-//! (`a[p · MR + i]`) and a packed B micro-panel (`b[p · NR + j]`) over `kc` depth steps.
+//! The GEMM micro-kernels and packing routines. A micro-kernel computes one `MR × NR` tile of
+//! `C = alpha · A · B + beta · C` from a packed A micro-panel (`a[p · MR + i]`) and a packed B micro-panel
+//! (`b[p · NR + j]`) over `kc` depth steps; `pack_a` and `pack_b` build those panels from strided operands.
 //!
 //! f32 uses an AVX2 + FMA kernel (6 × 16, twelve ymm accumulators) when the CPU has them (runtime detection):
 //! full tiles are written to C straight from the registers, edge tiles through a small buffer. Everything else
 //! (f64, or a CPU without AVX2) uses the portable kernel.
 
-use super::gemm::{MR, NR};
+use super::gemm::{MatRef, MR, NR};
 use crate::dtype::Float;
 
 /// The portable micro-kernel (and the reference the AVX2 one is tested against):
@@ -50,6 +51,103 @@ pub unsafe fn store_tile<T: Float>(
         } else {
             for (c, &v) in row.iter_mut().zip(acc_row) {
                 *c = alpha * v + beta * *c;
+            }
+        }
+    }
+}
+
+/// Packs rows `i0..i0+MR` (zero past `m`) and depth `pc..pc+kc` of A as `panel[p · MR + i]`.
+pub fn pack_a<T: Float>(
+    a: MatRef<'_, T>,
+    i0: usize,
+    m: usize,
+    pc: usize,
+    kc: usize,
+    panel: &mut [T],
+) {
+    let rows = MR.min(m - i0);
+    let panel = &mut panel[..kc * MR];
+    if a.row_stride == 1 && rows == MR {
+        // A transposed (column-major): each depth step is a contiguous run of MR rows.
+        for (p, dst) in panel.chunks_exact_mut(MR).enumerate() {
+            let start = a.offset + (pc + p) * a.col_stride + i0;
+            let src: &[T; MR] = a.data[start..start + MR].try_into().unwrap();
+            dst.copy_from_slice(src);
+        }
+        return;
+    }
+    if a.col_stride == 1 && rows == MR {
+        // A row-major: MR rows read side by side, one depth step at a time.
+        let src: [&[T]; MR] = std::array::from_fn(|i| {
+            let start = a.offset + (i0 + i) * a.row_stride + pc;
+            &a.data[start..start + kc]
+        });
+        for (p, dst) in panel.chunks_exact_mut(MR).enumerate() {
+            for (d, s) in dst.iter_mut().zip(&src) {
+                *d = s[p];
+            }
+        }
+        return;
+    }
+    for (p, dst) in panel.chunks_exact_mut(MR).enumerate() {
+        for (i, d) in dst.iter_mut().enumerate() {
+            *d = if i < rows {
+                a.at(i0 + i, pc + p)
+            } else {
+                T::ZERO
+            };
+        }
+    }
+}
+
+/// Packs columns `j0..j0 + count · NR` (zero past `n`) and depth `pc..pc+kc` of B as `count` panels,
+/// `panels[g · stride + p · NR + j]` for column `j0 + g · NR + j`.
+#[allow(clippy::too_many_arguments)]
+pub fn pack_b<T: Float>(
+    b: MatRef<'_, T>,
+    pc: usize,
+    kc: usize,
+    j0: usize,
+    n: usize,
+    count: usize,
+    panels: &mut [T],
+    stride: usize,
+) {
+    let cols = (count * NR).min(n - j0);
+    if b.col_stride == 1 && cols == count * NR {
+        // B row-major: each depth step is a contiguous run of all the panels' columns.
+        for p in 0..kc {
+            let start = b.offset + (pc + p) * b.row_stride + j0;
+            for (g, src) in b.data[start..start + cols].chunks_exact(NR).enumerate() {
+                let src: &[T; NR] = src.try_into().unwrap();
+                panels[g * stride + p * NR..][..NR].copy_from_slice(src);
+            }
+        }
+        return;
+    }
+    for g in 0..count {
+        let panel = &mut panels[g * stride..][..kc * NR];
+        let (j0, cols) = (j0 + g * NR, NR.min(n - j0 - g * NR));
+        if b.row_stride == 1 && b.col_stride != 1 {
+            // B transposed (a weight read as Wᵀ): each column is a contiguous run of depth.
+            for j in 0..cols {
+                let start = b.offset + (j0 + j) * b.col_stride + pc;
+                for (p, &v) in b.data[start..start + kc].iter().enumerate() {
+                    panel[p * NR + j] = v;
+                }
+            }
+            for dst in panel.chunks_exact_mut(NR) {
+                dst[cols..].fill(T::ZERO);
+            }
+            continue;
+        }
+        for (p, dst) in panel.chunks_exact_mut(NR).enumerate() {
+            for (j, d) in dst.iter_mut().enumerate() {
+                *d = if j < cols {
+                    b.at(pc + p, j0 + j)
+                } else {
+                    T::ZERO
+                };
             }
         }
     }
