@@ -4,8 +4,9 @@
 //! edges) per depth block of at most `KC`; a register-blocked micro-kernel then computes each `MR × NR` tile of
 //! C over one block and writes it straight into C. Packing reads any row and column strides, so transposed
 //! operands cost nothing but the packing. Tiles of C (at most `MC` rows × `NT` columns, about six per thread)
-//! are spread over the rayon pool in one parallel phase; each tile runs its whole depth, keeping its A block in
-//! L2 and one B micro-panel in L1. There is no separate packing phase: a tile packs the panels it needs that no
+//! are spread over the rayon pool in one parallel phase; each tile runs its whole depth, one block at a time,
+//! keeping one A micro-panel (`MR × KC`, 12 KiB) in L1 while its B panels (up to `NT × KC`, 512 KiB) stream
+//! from L2. There is no separate packing phase: a tile packs the panels it needs that no
 //! other tile has packed yet (claimed in groups of `GROUP` through an atomic state per group), and waits only
 //! for panels another thread is packing at that moment.
 //!
@@ -16,7 +17,7 @@
 #[cfg(target_arch = "x86_64")]
 use super::gemm_kernel::avx2;
 pub use super::gemm_kernel::portable_kernel;
-use super::gemm_kernel::{pack_a, pack_b, store_tile};
+use super::gemm_kernel::{interleave_rows, pack_a, pack_b, store_tile};
 use crate::dtype::Float;
 use rayon::prelude::*;
 use std::ops::Range;
@@ -27,7 +28,7 @@ pub const MR: usize = 6;
 /// Columns of B per micro-panel.
 pub const NR: usize = 16;
 /// Depth of one packed block.
-const KC: usize = 256;
+const KC: usize = 512;
 /// Rows of C per parallel tile.
 const MC: usize = 96;
 /// Columns of C per parallel tile.
@@ -81,6 +82,11 @@ pub trait GemmFloat: Float {
         portable_kernel(kc, a, b, &mut acc);
         // SAFETY: forwarded from the caller.
         unsafe { store_tile(&acc, c, ldc, mr, nr, alpha, beta) }
+    }
+
+    /// `panel[p · MR + i] = rows[i][p]` for `p < panel.len() / MR`: packs `MR` rows of a row-major A.
+    fn interleave_rows(rows: [&[Self]; MR], panel: &mut [Self]) {
+        interleave_rows(rows, panel)
     }
 
     /// Runs `f` with packing buffers of at least `len_a` and `len_b` elements, reused across calls.
@@ -140,6 +146,18 @@ impl GemmFloat for f64 {
 
 impl GemmFloat for f32 {
     scratch!(f32);
+
+    fn interleave_rows(rows: [&[f32]; MR], panel: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if avx2::available() {
+            let kc = panel.len() / MR;
+            assert!(rows.iter().all(|r| r.len() >= kc));
+            // SAFETY: the features were detected, every row holds kc floats and the panel kc · MR.
+            unsafe { avx2::interleave_rows(rows.map(|r| r.as_ptr()), kc, panel.as_mut_ptr()) };
+            return;
+        }
+        interleave_rows(rows, panel)
+    }
 
     unsafe fn tile(
         kc: usize,
@@ -380,12 +398,12 @@ pub fn gemm<T: GemmFloat>(
                                 pack_b(b, pc, kc, jc + first * NR, jc + nc, count, dst, b_stride);
                             });
                             let beta_now = if pc == 0 { beta } else { T::ONE };
-                            for j0 in cols.clone().step_by(NR) {
-                                let b_panel = &pb.get(q, j0 / NR)[..NR * kc];
-                                let nr = NR.min(cols.end - j0);
-                                for i0 in rows.clone().step_by(MR) {
-                                    let a_panel = &pa.get(q, i0 / MR)[..MR * kc];
-                                    let mr = MR.min(m - i0);
+                            for i0 in rows.clone().step_by(MR) {
+                                let a_panel = &pa.get(q, i0 / MR)[..MR * kc];
+                                let mr = MR.min(m - i0);
+                                for j0 in cols.clone().step_by(NR) {
+                                    let b_panel = &pb.get(q, j0 / NR)[..NR * kc];
+                                    let nr = NR.min(cols.end - j0);
                                     // SAFETY: rows i0..i0+mr and columns jc+j0..jc+j0+nr of C belong to this
                                     // tile only, and lie inside C (checked by the assert at the top).
                                     unsafe {
@@ -666,6 +684,21 @@ mod tests {
         gemm_reference(m, n, k, 0.5, av, bv, 2.0, &mut slow, n);
         for (x, y) in fast.iter().zip(&slow) {
             assert!((x - y).abs() <= 1e-10 * (1.0 + y.abs()), "{x} vs {y}");
+        }
+    }
+
+    #[test]
+    fn f32_interleave_rows_matches_portable() {
+        let mut rng = Rng::new(4);
+        for kc in [1, 7, 8, 9, 16, 37] {
+            let rows: Vec<Vec<f32>> = (0..MR)
+                .map(|_| (0..kc + 3).map(|_| rng.normal() as f32).collect())
+                .collect();
+            let views: [&[f32]; MR] = std::array::from_fn(|i| &rows[i][..kc]);
+            let (mut fast, mut slow) = (vec![0.0; kc * MR + 5], vec![0.0; kc * MR + 5]);
+            f32::interleave_rows(views, &mut fast[..kc * MR]);
+            interleave_rows(views, &mut slow[..kc * MR]);
+            assert_eq!(fast, slow, "kc {kc}");
         }
     }
 

@@ -6,7 +6,7 @@
 //! full tiles are written to C straight from the registers, edge tiles through a small buffer. Everything else
 //! (f64, or a CPU without AVX2) uses the portable kernel.
 
-use super::gemm::{MatRef, MR, NR};
+use super::gemm::{GemmFloat, MatRef, MR, NR};
 use crate::dtype::Float;
 
 /// The portable micro-kernel (and the reference the AVX2 one is tested against):
@@ -22,6 +22,16 @@ pub fn portable_kernel<T: Float>(kc: usize, a: &[T], b: &[T], out: &mut [T; MR *
     }
     for i in 0..MR {
         out[i * NR..i * NR + NR].copy_from_slice(&acc[i]);
+    }
+}
+
+/// `panel[p · MR + i] = rows[i][p]` for `p < panel.len() / MR` (the portable version of
+/// [`GemmFloat::interleave_rows`]).
+pub fn interleave_rows<T: Float>(rows: [&[T]; MR], panel: &mut [T]) {
+    for (p, dst) in panel.chunks_exact_mut(MR).enumerate() {
+        for (d, s) in dst.iter_mut().zip(&rows) {
+            *d = s[p];
+        }
     }
 }
 
@@ -57,7 +67,7 @@ pub unsafe fn store_tile<T: Float>(
 }
 
 /// Packs rows `i0..i0+MR` (zero past `m`) and depth `pc..pc+kc` of A as `panel[p · MR + i]`.
-pub fn pack_a<T: Float>(
+pub fn pack_a<T: GemmFloat>(
     a: MatRef<'_, T>,
     i0: usize,
     m: usize,
@@ -82,11 +92,7 @@ pub fn pack_a<T: Float>(
             let start = a.offset + (i0 + i) * a.row_stride + pc;
             &a.data[start..start + kc]
         });
-        for (p, dst) in panel.chunks_exact_mut(MR).enumerate() {
-            for (d, s) in dst.iter_mut().zip(&src) {
-                *d = s[p];
-            }
-        }
+        T::interleave_rows(src, panel);
         return;
     }
     for (p, dst) in panel.chunks_exact_mut(MR).enumerate() {
@@ -198,6 +204,68 @@ pub mod avx2 {
                     row.add(8),
                     _mm256_fmadd_ps(acc[2 * i + 1], av, _mm256_mul_ps(c1, bv)),
                 );
+            }
+        }
+    }
+
+    /// `panel[p · 6 + i] = rows[i][p]` for `p < kc`, eight depth steps at a time through an 8 × 8 transpose
+    /// (rows 6 and 7 zero).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2; each row must hold `kc` floats and `panel` `kc · MR`.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn interleave_rows(rows: [*const f32; MR], kc: usize, panel: *mut f32) {
+        let zero = _mm256_setzero_ps();
+        let mut p = 0;
+        while p + 8 <= kc {
+            let r: [__m256; MR] = std::array::from_fn(|i| _mm256_loadu_ps(rows[i].add(p)));
+            // Pairs of rows interleaved, then quads: s[c] holds column c (rows 0-3) in its low lane and
+            // column c + 4 in its high lane; s[c + 4] the same for rows 4 and 5.
+            let (t0, t1) = (
+                _mm256_unpacklo_ps(r[0], r[1]),
+                _mm256_unpackhi_ps(r[0], r[1]),
+            );
+            let (t2, t3) = (
+                _mm256_unpacklo_ps(r[2], r[3]),
+                _mm256_unpackhi_ps(r[2], r[3]),
+            );
+            let (t4, t5) = (
+                _mm256_unpacklo_ps(r[4], r[5]),
+                _mm256_unpackhi_ps(r[4], r[5]),
+            );
+            let s = [
+                _mm256_shuffle_ps::<0x44>(t0, t2),
+                _mm256_shuffle_ps::<0xEE>(t0, t2),
+                _mm256_shuffle_ps::<0x44>(t1, t3),
+                _mm256_shuffle_ps::<0xEE>(t1, t3),
+                _mm256_shuffle_ps::<0x44>(t4, zero),
+                _mm256_shuffle_ps::<0xEE>(t4, zero),
+                _mm256_shuffle_ps::<0x44>(t5, zero),
+                _mm256_shuffle_ps::<0xEE>(t5, zero),
+            ];
+            let dst = panel.add(p * MR);
+            for c in 0..4 {
+                let (lo, lo45) = (
+                    _mm256_castps256_ps128(s[c]),
+                    _mm256_castps256_ps128(s[c + 4]),
+                );
+                let (hi, hi45) = (
+                    _mm256_extractf128_ps::<1>(s[c]),
+                    _mm256_extractf128_ps::<1>(s[c + 4]),
+                );
+                _mm_storeu_ps(dst.add(c * MR), lo);
+                _mm_storel_epi64(dst.add(c * MR + 4) as *mut __m128i, _mm_castps_si128(lo45));
+                _mm_storeu_ps(dst.add((c + 4) * MR), hi);
+                _mm_storel_epi64(
+                    dst.add((c + 4) * MR + 4) as *mut __m128i,
+                    _mm_castps_si128(hi45),
+                );
+            }
+            p += 8;
+        }
+        for p in p..kc {
+            for (i, row) in rows.iter().enumerate() {
+                *panel.add(p * MR + i) = *row.add(p);
             }
         }
     }
