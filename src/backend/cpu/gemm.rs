@@ -273,10 +273,13 @@ impl<T> Panels<'_, T> {
             }
         }
         for g in groups {
-            loop {
+            // Packing a group takes microseconds: spin, but yield the core now and then in case the packing
+            // thread is waiting for it.
+            for spin in 1u32.. {
                 match self.state[base + g].load(Ordering::Acquire) {
                     READY => break,
                     POISONED => panic!("gemm: packing panels panicked on another thread"),
+                    _ if spin % 1024 == 0 => std::thread::yield_now(),
                     _ => std::hint::spin_loop(),
                 }
             }
