@@ -4,11 +4,11 @@
 //! edges) per depth block of at most `KC`; a register-blocked micro-kernel then computes each `MR × NR` tile of
 //! C over one block and writes it straight into C. Packing reads any row and column strides, so transposed
 //! operands cost nothing but the packing. Tiles of C (at most `MC` rows × `NT` columns, about six per thread)
-//! are spread over the rayon pool in one parallel phase; each tile runs its whole depth, one block at a time,
-//! keeping one A micro-panel (`MR × KC`, 12 KiB) in L1 while its B panels (up to `NT × KC`, 512 KiB) stream
-//! from L2. There is no separate packing phase: a tile packs the panels it needs that no
-//! other tile has packed yet (claimed in groups of `GROUP` through an atomic state per group), and waits only
-//! for panels another thread is packing at that moment.
+//! are spread over the rayon pool in one parallel phase (one per `PACKED_LIMIT` elements of packed A and B);
+//! each tile runs its whole depth, one block at a time, keeping one A micro-panel (`MR × KC`, 12 KiB) in L1
+//! while its B panels (up to `NT × KC`, 512 KiB) stream from L2. There is no separate packing phase: a tile
+//! packs the panels it needs that no other tile has packed yet (claimed in groups of `GROUP` through an atomic
+//! state per group), and waits only for panels another thread is packing at that moment.
 //!
 //! The micro-kernels and the packing routines are in `gemm_kernel`: f32 uses an AVX2 + FMA micro-kernel
 //! (6 × 16, twelve ymm accumulators) when the CPU has them (runtime detection), and a portable one otherwise;
