@@ -1,31 +1,45 @@
 //! Packed, cache-blocked GEMM in the BLIS shape: `C = alpha · A · B + beta · C`.
 //!
-//! For each block of `KC` columns of A (rows of B) and `NC` columns of B, both operands are packed into
-//! contiguous micro-panels (`MR` rows of A, `NR` columns of B, zero-padded at the edges); a register-blocked
-//! micro-kernel then computes each `MR × NR` tile of C over the `KC` depth. Packing reads any row and column
-//! strides, so transposed operands cost nothing but the packing. Tiles of C (`MC` rows × `NT` columns) are spread
-//! over the rayon pool; each tile keeps its A block in L2 and one B micro-panel in L1.
+//! Both operands are packed into contiguous micro-panels (`MR` rows of A, `NR` columns of B, zero-padded at the
+//! edges) per depth block of at most `KC`; a register-blocked micro-kernel then computes each `MR × NR` tile of
+//! C over one block and writes it straight into C. Packing reads any row and column strides, so transposed
+//! operands cost nothing but the packing. Tiles of C (at most `MC` rows × `NT` columns, about six per thread)
+//! are spread over the rayon pool in one parallel phase (one per `PACKED_LIMIT` elements of packed A and B);
+//! each tile runs its whole depth, one block at a time, keeping one A micro-panel (`MR × KC`, 12 KiB) in L1
+//! while its B panels (up to `NT × KC`, 512 KiB) stream from L2. There is no separate packing phase: a tile
+//! packs the panels it needs that no other tile has packed yet (claimed in groups of `GROUP` through an atomic
+//! state per group), and waits only for panels another thread is packing at that moment.
 //!
-//! f32 uses an AVX2 + FMA micro-kernel (6 × 16, twelve ymm accumulators) when the CPU has them (runtime
-//! detection), and a portable one otherwise; f64 uses the portable one.
+//! The micro-kernels and the packing routines are in `gemm_kernel`: f32 uses an AVX2 + FMA micro-kernel
+//! (6 × 16, twelve ymm accumulators) when the CPU has them (runtime detection), and a portable one otherwise;
+//! f64 uses the portable one.
 
+#[cfg(target_arch = "x86_64")]
+use super::gemm_kernel::avx2;
+pub use super::gemm_kernel::portable_kernel;
+use super::gemm_kernel::{interleave_rows, pack_a, pack_b, store_tile};
 use crate::dtype::Float;
 use rayon::prelude::*;
+use std::ops::Range;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 /// Rows of A per micro-panel.
 pub const MR: usize = 6;
 /// Columns of B per micro-panel.
 pub const NR: usize = 16;
 /// Depth of one packed block.
-const KC: usize = 256;
+const KC: usize = 512;
 /// Rows of C per parallel tile.
 const MC: usize = 96;
 /// Columns of C per parallel tile.
 const NT: usize = 256;
+/// Neighbouring micro-panels claimed and packed together.
+const GROUP: usize = 4;
 /// Columns of B packed at once.
 const NC: usize = 4096;
-/// The most elements of A packed at once (16 MiB of f32): deeper products are packed in several phases.
-const PACKED_A_LIMIT: usize = 1 << 22;
+/// The most elements of A and B packed at once (8 MiB of f32, a quarter of the shared L3): deeper products
+/// are packed and computed in several phases, so the packed operands of one phase stay in cache.
+const PACKED_LIMIT: usize = 1 << 21;
 /// Below this many multiply-adds the GEMM runs on the calling thread.
 const PARALLEL_WORK: usize = 1 << 18;
 
@@ -40,16 +54,39 @@ pub struct MatRef<'a, T> {
 
 impl<T: Copy> MatRef<'_, T> {
     #[inline(always)]
-    fn at(&self, i: usize, j: usize) -> T {
+    pub(super) fn at(&self, i: usize, j: usize) -> T {
         self.data[self.offset + i * self.row_stride + j * self.col_stride]
     }
 }
 
 /// The element types the GEMM runs on, each with its micro-kernel.
 pub trait GemmFloat: Float {
-    /// `out[MR × NR] = Σ_p a[p · MR + i] · b[p · NR + j]` over `kc` steps.
-    fn micro_kernel(kc: usize, a: &[Self], b: &[Self], out: &mut [Self; MR * NR]) {
-        portable_kernel(kc, a, b, out)
+    /// `C[mr × nr] = alpha · Σ_p a[p · MR + i] · b[p · NR + j] + beta · C` over `kc` steps, with C at `c` (row
+    /// stride `ldc`), `mr ≤ MR`, `nr ≤ NR`; with `beta == 0` C is only written.
+    ///
+    /// # Safety
+    /// `c` must be valid for reads and writes of `mr` rows of `nr` elements at row stride `ldc`, and no other
+    /// thread may access them.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile(
+        kc: usize,
+        a: &[Self],
+        b: &[Self],
+        c: *mut Self,
+        ldc: usize,
+        (mr, nr): (usize, usize),
+        alpha: Self,
+        beta: Self,
+    ) {
+        let mut acc = [Self::ZERO; MR * NR];
+        portable_kernel(kc, a, b, &mut acc);
+        // SAFETY: forwarded from the caller.
+        unsafe { store_tile(&acc, c, ldc, mr, nr, alpha, beta) }
+    }
+
+    /// `panel[p · MR + i] = rows[i][p]` for `p < panel.len() / MR`: packs `MR` rows of a row-major A.
+    fn interleave_rows(rows: [&[Self]; MR], panel: &mut [Self]) {
+        interleave_rows(rows, panel)
     }
 
     /// Runs `f` with packing buffers of at least `len_a` and `len_b` elements, reused across calls.
@@ -60,27 +97,35 @@ pub trait GemmFloat: Float {
     ) -> R;
 }
 
-/// Runs `f` with two scratch buffers of at least `len_a` and `len_b` elements from `cell`, kept for the next
-/// call on this thread (fresh multi-megabyte buffers would fault their pages in on every product). A nested
-/// call on the same thread, which finds the cell borrowed, allocates its own.
+/// Alignment of the packing buffers in bytes (a cache line, so a 16-float B micro-panel row is one line).
+const ALIGN: usize = 64;
+
+/// Runs `f` with two scratch buffers of at least `len_a` and `len_b` elements from `cell`, each starting on a
+/// cache line and kept for the next call on this thread (fresh multi-megabyte buffers would fault their pages
+/// in on every product). A nested call on the same thread, which finds the cell borrowed, allocates its own.
 fn with_cell_scratch<T: Float, R>(
     cell: &std::cell::RefCell<(Vec<T>, Vec<T>)>,
     len_a: usize,
     len_b: usize,
     f: impl FnOnce(&mut [T], &mut [T]) -> R,
 ) -> R {
+    fn aligned<T: Float>(v: &mut Vec<T>, len: usize) -> &mut [T] {
+        let pad = ALIGN / std::mem::size_of::<T>();
+        if v.len() < len + pad {
+            *v = vec![T::ZERO; len + pad];
+        }
+        let start = v.as_ptr().align_offset(ALIGN).min(pad);
+        &mut v[start..start + len]
+    }
     match cell.try_borrow_mut() {
         Ok(mut buffers) => {
             let (a, b) = &mut *buffers;
-            if a.len() < len_a {
-                a.resize(len_a, T::ZERO);
-            }
-            if b.len() < len_b {
-                b.resize(len_b, T::ZERO);
-            }
-            f(&mut a[..len_a], &mut b[..len_b])
+            f(aligned(a, len_a), aligned(b, len_b))
         }
-        Err(_) => f(&mut vec![T::ZERO; len_a], &mut vec![T::ZERO; len_b]),
+        Err(_) => {
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            f(aligned(&mut a, len_a), aligned(&mut b, len_b))
+        }
     }
 }
 
@@ -102,85 +147,156 @@ impl GemmFloat for f64 {
 impl GemmFloat for f32 {
     scratch!(f32);
 
-    fn micro_kernel(kc: usize, a: &[f32], b: &[f32], out: &mut [f32; MR * NR]) {
+    fn interleave_rows(rows: [&[f32]; MR], panel: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            assert!(a.len() >= kc * MR && b.len() >= kc * NR);
-            // SAFETY: the features were detected above and the slices hold kc steps of both panels.
-            unsafe { avx2::kernel_6x16(kc, a.as_ptr(), b.as_ptr(), out) };
+        if avx2::available() {
+            let kc = panel.len() / MR;
+            assert!(rows.iter().all(|r| r.len() >= kc));
+            // SAFETY: the features were detected, every row holds kc floats and the panel kc · MR.
+            unsafe { avx2::interleave_rows(rows.map(|r| r.as_ptr()), kc, panel.as_mut_ptr()) };
             return;
         }
-        portable_kernel(kc, a, b, out)
+        interleave_rows(rows, panel)
     }
-}
 
-/// The portable micro-kernel (and the reference the AVX2 one is tested against).
-pub fn portable_kernel<T: Float>(kc: usize, a: &[T], b: &[T], out: &mut [T; MR * NR]) {
-    let mut acc = [[T::ZERO; NR]; MR];
-    for p in 0..kc {
-        let ap = &a[p * MR..p * MR + MR];
-        let bp = &b[p * NR..p * NR + NR];
-        for i in 0..MR {
-            for j in 0..NR {
-                acc[i][j] += ap[i] * bp[j];
-            }
-        }
-    }
-    for i in 0..MR {
-        out[i * NR..i * NR + NR].copy_from_slice(&acc[i]);
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod avx2 {
-    use super::{MR, NR};
-    use std::arch::x86_64::*;
-
-    /// # Safety
-    /// The CPU must support AVX2 and FMA; `a` must hold `kc · MR` and `b` `kc · NR` floats.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn kernel_6x16(
+    unsafe fn tile(
         kc: usize,
-        mut a: *const f32,
-        mut b: *const f32,
-        out: &mut [f32; MR * NR],
+        a: &[f32],
+        b: &[f32],
+        c: *mut f32,
+        ldc: usize,
+        (mr, nr): (usize, usize),
+        alpha: f32,
+        beta: f32,
     ) {
-        let mut c = [_mm256_setzero_ps(); 12];
-        for _ in 0..kc {
-            let b0 = _mm256_loadu_ps(b);
-            let b1 = _mm256_loadu_ps(b.add(8));
-            macro_rules! row {
-                ($i:expr) => {
-                    let ai = _mm256_broadcast_ss(&*a.add($i));
-                    c[2 * $i] = _mm256_fmadd_ps(ai, b0, c[2 * $i]);
-                    c[2 * $i + 1] = _mm256_fmadd_ps(ai, b1, c[2 * $i + 1]);
-                };
+        #[cfg(target_arch = "x86_64")]
+        if avx2::available() {
+            assert!(a.len() >= kc * MR && b.len() >= kc * NR);
+            // SAFETY: the features were detected, the panels hold kc steps, and the caller owns the C tile.
+            unsafe {
+                if mr == MR && nr == NR {
+                    avx2::kernel_6x16(kc, a.as_ptr(), b.as_ptr(), c, ldc, alpha, beta);
+                } else {
+                    let mut acc = [0.0; MR * NR];
+                    avx2::kernel_6x16_to_buffer(kc, a.as_ptr(), b.as_ptr(), &mut acc);
+                    store_tile(&acc, c, ldc, mr, nr, alpha, beta);
+                }
             }
-            row!(0);
-            row!(1);
-            row!(2);
-            row!(3);
-            row!(4);
-            row!(5);
-            a = a.add(MR);
-            b = b.add(NR);
+            return;
         }
-        for (i, acc) in c.iter().enumerate() {
-            _mm256_storeu_ps(out.as_mut_ptr().add(i * 8), *acc);
-        }
+        let mut acc = [0.0; MR * NR];
+        portable_kernel(kc, a, b, &mut acc);
+        // SAFETY: forwarded from the caller.
+        unsafe { store_tile(&acc, c, ldc, mr, nr, alpha, beta) }
     }
 }
 
-/// A raw pointer to C shared by tiles that write disjoint regions.
+/// A raw pointer shared by tiles that write disjoint regions (of C, or of the packing buffers).
 #[derive(Clone, Copy)]
 struct SharedOut<T>(*mut T);
-// SAFETY: every tile writes a disjoint rectangle of C; see `gemm`.
+// SAFETY: every tile writes a disjoint rectangle of C, and every packed panel is written by the one thread that
+// claimed it (see `Panels`) before any thread reads it.
 unsafe impl<T> Send for SharedOut<T> {}
 unsafe impl<T> Sync for SharedOut<T> {}
 
 impl<T> SharedOut<T> {
     fn ptr(&self) -> *mut T {
         self.0
+    }
+}
+
+/// The packed micro-panels of one operand for the depth blocks of one phase, packed lazily by whichever thread
+/// needs them first. Panel `j` of block `q` lies at `(q · per_block + j) · stride`. Panels are claimed in groups
+/// of `group` neighbours (packed together, so the source is read in longer runs): each group's state goes
+/// `EMPTY → BUSY` (claimed by one thread, which packs it) `→ READY`. A thread that needs groups claimed by
+/// another packs the unclaimed ones meanwhile, so tiles that share panels split the packing.
+struct Panels<'a, T> {
+    data: SharedOut<T>,
+    /// Elements per panel.
+    stride: usize,
+    /// Panels per depth block.
+    per_block: usize,
+    /// Panels per group.
+    group: usize,
+    /// One state per group, `per_block.div_ceil(group)` per depth block.
+    state: &'a [AtomicU8],
+}
+
+const EMPTY: u8 = 0;
+const BUSY: u8 = 1;
+const READY: u8 = 2;
+/// The thread packing the group panicked.
+const POISONED: u8 = 3;
+
+impl<T> Panels<'_, T> {
+    /// Number of group states needed for `blocks` depth blocks of `per_block` panels.
+    fn states(blocks: usize, per_block: usize, group: usize) -> usize {
+        blocks * per_block.div_ceil(group)
+    }
+
+    /// Makes panels `panels` of block `q` ready, calling `pack(first, count, dst)` for each group this thread
+    /// claims (`dst` holds panels `first..first + count` back to back), and returns once the other threads
+    /// have packed theirs.
+    fn prepare(&self, q: usize, panels: Range<usize>, pack: impl Fn(usize, usize, &mut [T])) {
+        /// Marks a claimed group poisoned if its packing panics, so that no thread waits for it forever.
+        struct Claim<'s>(&'s AtomicU8);
+        impl Drop for Claim<'_> {
+            fn drop(&mut self) {
+                self.0.store(POISONED, Ordering::Release);
+            }
+        }
+        let base = q * self.per_block.div_ceil(self.group);
+        let groups = panels.start / self.group..panels.end.div_ceil(self.group);
+        for g in groups.clone() {
+            let state = &self.state[base + g];
+            if state.load(Ordering::Acquire) == EMPTY
+                && state
+                    .compare_exchange(EMPTY, BUSY, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            {
+                let claim = Claim(state);
+                let first = g * self.group;
+                let count = self.group.min(self.per_block - first);
+                // SAFETY: this thread claimed the group, so no other thread touches its panels until it is
+                // READY; they lie inside the buffer (`stride` elements per panel, `per_block` per block).
+                let dst = unsafe {
+                    std::slice::from_raw_parts_mut(
+                        self.data
+                            .ptr()
+                            .add((q * self.per_block + first) * self.stride),
+                        count * self.stride,
+                    )
+                };
+                pack(first, count, dst);
+                std::mem::forget(claim);
+                state.store(READY, Ordering::Release);
+            }
+        }
+        for g in groups {
+            // Packing a group takes microseconds: spin, but yield the core now and then in case the packing
+            // thread is waiting for it.
+            for spin in 1u32.. {
+                match self.state[base + g].load(Ordering::Acquire) {
+                    READY => break,
+                    POISONED => panic!("gemm: packing panels panicked on another thread"),
+                    _ if spin % 1024 == 0 => std::thread::yield_now(),
+                    _ => std::hint::spin_loop(),
+                }
+            }
+        }
+    }
+
+    /// Panel `j` of block `q`, which must have been made ready by [`Panels::prepare`].
+    fn get(&self, q: usize, j: usize) -> &[T] {
+        let state = &self.state[q * self.per_block.div_ceil(self.group) + j / self.group];
+        assert!(j < self.per_block && state.load(Ordering::Acquire) == READY);
+        // SAFETY: the panel is READY, so it is no longer written, and lies inside the buffer.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.data.ptr().add((q * self.per_block + j) * self.stride),
+                self.stride,
+            )
+        }
     }
 }
 
@@ -215,105 +331,96 @@ pub fn gemm<T: GemmFloat>(
         return;
     }
     let parallel = m * n * k >= PARALLEL_WORK;
+    let threads = if parallel {
+        rayon::current_num_threads()
+    } else {
+        1
+    };
     let out = SharedOut(c.as_mut_ptr());
     let m_panels = m.div_ceil(MR);
-    // Depth packed per parallel phase: all of it unless the packed A would pass PACKED_A_LIMIT elements.
-    let depth = (PACKED_A_LIMIT / (m_panels * MR)).max(KC) / KC * KC;
-    let depth = depth.min(k.div_ceil(KC) * KC);
+    // Depth blocks of (nearly) equal size, at most KC each.
+    let kb = k.div_ceil(k.div_ceil(KC));
+    let k_blocks = k.div_ceil(kb);
+    // Depth blocks per parallel phase: all of them unless the packed operands would pass PACKED_LIMIT elements.
+    let phase_blocks =
+        (PACKED_LIMIT / ((m_panels * MR + n.min(NC).div_ceil(NR) * NR) * kb)).clamp(1, k_blocks);
     let b_panels_max = NC.min(n).div_ceil(NR);
+    let (a_stride, b_stride) = (MR * kb, NR * kb);
     T::with_scratch(
-        m_panels * MR * depth,
-        b_panels_max * NR * depth,
+        phase_blocks * m_panels * a_stride,
+        phase_blocks * b_panels_max * b_stride,
         |packed_a, packed_b| {
+            let mut state: Vec<AtomicU8> = Vec::new();
             for jc in (0..n).step_by(NC) {
                 let nc = NC.min(n - jc);
                 let b_panels = nc.div_ceil(NR);
-                for pg in (0..k).step_by(depth) {
-                    // Blocks of KC depth in this phase; block `q` covers `pg + q·KC ..`, and its panels start at
-                    // `q · panels · unit · KC` (the last block may be shorter; its panels are packed `kc` deep).
-                    let blocks: Vec<(usize, usize)> = (pg..(pg + depth).min(k))
-                        .step_by(KC)
-                        .map(|pc| (pc, KC.min(k - pc)))
-                        .collect();
-                    let pa_len = m_panels * MR * KC;
-                    let pb_len = b_panels * NR * KC;
-                    let pack_b_panel = |(idx, panel): (usize, &mut [T])| {
-                        let ((pc, kc), jr) = (blocks[idx / b_panels], idx % b_panels);
-                        pack_b(b, pc, kc, jc + jr * NR, n, &mut panel[..NR * kc]);
+                let (mc, nt) = tile_sizes(m, nc, threads);
+                let (tiles_m, tiles_n) = (m.div_ceil(mc), nc.div_ceil(nt));
+                for q0 in (0..k_blocks).step_by(phase_blocks) {
+                    // Depth blocks q0.. of this phase; panel `(q - q0) · panels + p` holds panel p of block q.
+                    let blocks = phase_blocks.min(k_blocks - q0);
+                    let states_a = Panels::<T>::states(blocks, m_panels, GROUP);
+                    state.clear();
+                    state.resize_with(
+                        states_a + Panels::<T>::states(blocks, b_panels, GROUP),
+                        || AtomicU8::new(EMPTY),
+                    );
+                    let (state_a, state_b) = state.split_at(states_a);
+                    let pa = Panels {
+                        data: SharedOut(packed_a.as_mut_ptr()),
+                        stride: a_stride,
+                        per_block: m_panels,
+                        group: GROUP,
+                        state: state_a,
                     };
-                    let pack_a_panel = |(idx, panel): (usize, &mut [T])| {
-                        let ((pc, kc), ir) = (blocks[idx / m_panels], idx % m_panels);
-                        pack_a(a, ir * MR, m, pc, kc, &mut panel[..MR * kc]);
+                    let pb = Panels {
+                        data: SharedOut(packed_b.as_mut_ptr()),
+                        stride: b_stride,
+                        per_block: b_panels,
+                        group: GROUP,
+                        state: state_b,
                     };
-                    let pb_all = &mut packed_b[..blocks.len() * pb_len];
-                    let pa_all = &mut packed_a[..blocks.len() * pa_len];
-                    if parallel {
-                        rayon::join(
-                            || {
-                                pb_all
-                                    .par_chunks_mut(NR * KC)
-                                    .enumerate()
-                                    .for_each(pack_b_panel)
-                            },
-                            || {
-                                pa_all
-                                    .par_chunks_mut(MR * KC)
-                                    .enumerate()
-                                    .for_each(pack_a_panel)
-                            },
-                        );
-                    } else {
-                        pb_all
-                            .chunks_mut(NR * KC)
-                            .enumerate()
-                            .for_each(pack_b_panel);
-                        pa_all
-                            .chunks_mut(MR * KC)
-                            .enumerate()
-                            .for_each(pack_a_panel);
-                    }
-                    let (pa_all, pb_all) = (&*pa_all, &*pb_all);
-                    let (mc, nt) = if parallel {
-                        tile_sizes(m, nc)
-                    } else {
-                        (MC, NT)
-                    };
-                    let (tiles_m, tiles_n) = (m.div_ceil(mc), nc.div_ceil(nt));
+                    // Tiles go column tile by column tile, so threads starting apart pack different B panels.
                     let run_tile = |t: usize| {
-                        let (ti, tj) = (t / tiles_n, t % tiles_n);
+                        let (tj, ti) = (t / tiles_m, t % tiles_m);
                         let rows = ti * mc..(ti * mc + mc).min(m);
                         let cols = tj * nt..(tj * nt + nt).min(nc);
-                        let mut acc = [T::ZERO; MR * NR];
-                        for (q, &(pc, kc)) in blocks.iter().enumerate() {
+                        for q in 0..blocks {
+                            let pc = (q0 + q) * kb;
+                            let kc = kb.min(k - pc);
+                            let a_panels = rows.start / MR..rows.end.div_ceil(MR);
+                            pa.prepare(q, a_panels, |first, count, dst| {
+                                for (i, panel) in
+                                    dst.chunks_exact_mut(a_stride).take(count).enumerate()
+                                {
+                                    pack_a(a, (first + i) * MR, m, pc, kc, panel);
+                                }
+                            });
+                            let b_panels = cols.start / NR..cols.end.div_ceil(NR);
+                            pb.prepare(q, b_panels, |first, count, dst| {
+                                pack_b(b, pc, kc, jc + first * NR, jc + nc, count, dst, b_stride);
+                            });
                             let beta_now = if pc == 0 { beta } else { T::ONE };
-                            let (pa, pb) = (&pa_all[q * pa_len..], &pb_all[q * pb_len..]);
-                            for j0 in cols.clone().step_by(NR) {
-                                let b_panel = &pb[(j0 / NR) * NR * KC..][..NR * kc];
-                                let nr = NR.min(cols.end - j0);
-                                for i0 in rows.clone().step_by(MR) {
-                                    let a_panel = &pa[(i0 / MR) * MR * KC..][..MR * kc];
-                                    let mr = MR.min(m - i0);
-                                    T::micro_kernel(kc, a_panel, b_panel, &mut acc);
-                                    for i in 0..mr {
-                                        // SAFETY: rows i0..i0+mr and columns jc+j0..jc+j0+nr of C belong to this tile
-                                        // only, and lie inside C (checked by the assert at the top).
-                                        let row = unsafe {
-                                            std::slice::from_raw_parts_mut(
-                                                out.ptr().add((i0 + i) * ldc + jc + j0),
-                                                nr,
-                                            )
-                                        };
-                                        let acc_row = &acc[i * NR..i * NR + nr];
-                                        if beta_now == T::ZERO {
-                                            for (c, &v) in row.iter_mut().zip(acc_row) {
-                                                *c = alpha * v;
-                                            }
-                                        } else {
-                                            for (c, &v) in row.iter_mut().zip(acc_row) {
-                                                *c = alpha * v + beta_now * *c;
-                                            }
-                                        }
-                                    }
+                            for i0 in rows.clone().step_by(MR) {
+                                let a_panel = &pa.get(q, i0 / MR)[..MR * kc];
+                                let mr = MR.min(m - i0);
+                                for j0 in cols.clone().step_by(NR) {
+                                    let b_panel = &pb.get(q, j0 / NR)[..NR * kc];
+                                    let nr = NR.min(cols.end - j0);
+                                    // SAFETY: rows i0..i0+mr and columns jc+j0..jc+j0+nr of C belong to this
+                                    // tile only, and lie inside C (checked by the assert at the top).
+                                    unsafe {
+                                        T::tile(
+                                            kc,
+                                            a_panel,
+                                            b_panel,
+                                            out.ptr().add(i0 * ldc + jc + j0),
+                                            ldc,
+                                            (mr, nr),
+                                            alpha,
+                                            beta_now,
+                                        )
+                                    };
                                 }
                             }
                         }
@@ -329,22 +436,26 @@ pub fn gemm<T: GemmFloat>(
     )
 }
 
-/// Tile sizes for `m` rows and `nc` columns: the largest (`MC × NT`) that still gives every thread about six
-/// tiles, so that small products keep both cores busy and the last tiles do not leave one idle. Halving keeps
-/// `mc` a multiple of `MR` and `nt` of `NR`.
-fn tile_sizes(m: usize, nc: usize) -> (usize, usize) {
-    let target = 6 * rayon::current_num_threads();
-    let (mut mc, mut nt) = (MC, NT);
-    while m.div_ceil(mc) * nc.div_ceil(nt) < target {
-        if nt > 4 * NR && nt >= mc {
-            nt /= 2;
-        } else if mc > 4 * MR {
-            mc /= 2;
+/// Tile sizes (`mc` rows, a multiple of `MR`; `nt` columns, a multiple of `NR`) for `m` rows and `nc` columns on
+/// `threads` threads: at most `MC × NT`, and small enough that every thread gets about six tiles, so that small
+/// products keep all cores busy and the last tiles do not leave one idle. The rows and columns are split into
+/// near-equal tiles.
+fn tile_sizes(m: usize, nc: usize, threads: usize) -> (usize, usize) {
+    let (mut tiles_m, mut tiles_n) = (m.div_ceil(MC), nc.div_ceil(NT));
+    let rows_of = |t: usize| m.div_ceil(t).div_ceil(MR) * MR;
+    let cols_of = |t: usize| nc.div_ceil(t).div_ceil(NR) * NR;
+    let target = if threads > 1 { 6 * threads } else { 1 };
+    while tiles_m * tiles_n < target {
+        let (rows, cols) = (rows_of(tiles_m), cols_of(tiles_n));
+        if cols > 4 * NR && cols >= rows {
+            tiles_n += 1;
+        } else if rows > 4 * MR {
+            tiles_m += 1;
         } else {
             break;
         }
     }
-    (mc, nt)
+    (rows_of(tiles_m), cols_of(tiles_n))
 }
 
 /// Products with at most this many rows (one token at a time in generation) skip packing: packing B would
@@ -405,68 +516,6 @@ fn scale_c<T: Float>(m: usize, n: usize, beta: T, c: &mut [T], ldc: usize) {
     for i in 0..m {
         for v in &mut c[i * ldc..i * ldc + n] {
             *v = if beta == T::ZERO { T::ZERO } else { beta * *v };
-        }
-    }
-}
-
-/// Packs rows `i0..i0+MR` (zero past `m`) and depth `pc..pc+kc` of A as `panel[p · MR + i]`.
-fn pack_a<T: Float>(a: MatRef<'_, T>, i0: usize, m: usize, pc: usize, kc: usize, panel: &mut [T]) {
-    let rows = MR.min(m - i0);
-    if a.col_stride == 1 {
-        for i in 0..rows {
-            let start = a.offset + (i0 + i) * a.row_stride + pc;
-            for (p, &v) in a.data[start..start + kc].iter().enumerate() {
-                panel[p * MR + i] = v;
-            }
-        }
-    } else if a.row_stride == 1 {
-        // A transposed (column-major): each depth step is a contiguous run of rows.
-        for (p, dst) in panel.chunks_exact_mut(MR).take(kc).enumerate() {
-            let start = a.offset + (pc + p) * a.col_stride + i0;
-            dst[..rows].copy_from_slice(&a.data[start..start + rows]);
-        }
-    } else {
-        for p in 0..kc {
-            for i in 0..rows {
-                panel[p * MR + i] = a.at(i0 + i, pc + p);
-            }
-        }
-    }
-    for p in 0..kc {
-        for i in rows..MR {
-            panel[p * MR + i] = T::ZERO;
-        }
-    }
-}
-
-/// Packs columns `j0..j0+NR` (zero past `n`) and depth `pc..pc+kc` of B as `panel[p · NR + j]`.
-fn pack_b<T: Float>(b: MatRef<'_, T>, pc: usize, kc: usize, j0: usize, n: usize, panel: &mut [T]) {
-    let cols = NR.min(n - j0);
-    if b.row_stride == 1 && b.col_stride != 1 {
-        // B transposed (a weight read as Wᵀ): each column is a contiguous run of depth.
-        for j in 0..cols {
-            let start = b.offset + (j0 + j) * b.col_stride + pc;
-            for (p, &v) in b.data[start..start + kc].iter().enumerate() {
-                panel[p * NR + j] = v;
-            }
-        }
-        for p in 0..kc {
-            panel[p * NR + cols..p * NR + NR].fill(T::ZERO);
-        }
-        return;
-    }
-    for p in 0..kc {
-        let dst = &mut panel[p * NR..p * NR + NR];
-        if b.col_stride == 1 {
-            let start = b.offset + (pc + p) * b.row_stride + j0;
-            dst[..cols].copy_from_slice(&b.data[start..start + cols]);
-        } else {
-            for (j, d) in dst[..cols].iter_mut().enumerate() {
-                *d = b.at(pc + p, j0 + j);
-            }
-        }
-        for d in &mut dst[cols..] {
-            *d = T::ZERO;
         }
     }
 }
@@ -555,17 +604,136 @@ mod tests {
     }
 
     #[test]
-    fn avx2_kernel_matches_portable_kernel() {
+    fn packed_gemm_matches_reference_on_long_depth_and_wide_products() {
+        // Depth split into uneven blocks (513 = 3 × 171), several packing phases (the packed operands of
+        // 2100 rows pass the per-phase limit), partial panel groups, and B wider than one column block.
+        for &(m, n, k) in &[
+            (64, 72, 513),
+            (300, 90, 1100),
+            (2100, 20, 2100),
+            (7, NC + 70, 3),
+        ] {
+            check(m, n, k, false, false, 0.0);
+            check(m, n, k, true, false, 1.5);
+            check(m, n, k, false, true, -1.0);
+        }
+    }
+
+    #[test]
+    fn packed_gemm_accumulates_into_strided_c_and_never_reads_c_with_beta_zero() {
+        let (m, n, k, ldc) = (50, 70, 600, 83);
+        let mut rng = Rng::new(9);
+        let a: Vec<f32> = (0..m * k).map(|_| rng.normal() as f32).collect();
+        let b: Vec<f32> = (0..k * n).map(|_| rng.normal() as f32).collect();
+        let view = |data, row_stride, col_stride| MatRef {
+            data,
+            offset: 0,
+            row_stride,
+            col_stride,
+        };
+        let (av, bv) = (view(&a, k, 1), view(&b, n, 1));
+        // beta = 0 over C full of NaN: every element in the product is overwritten, the gaps keep their NaN.
+        let mut c = vec![f32::NAN; m * ldc];
+        gemm(m, n, k, 1.0, av, bv, 0.0, &mut c, ldc);
+        let mut want = vec![0.0; m * ldc];
+        gemm_reference(m, n, k, 1.0, av, bv, 0.0, &mut want, ldc);
+        for i in 0..m {
+            for j in 0..ldc {
+                let (x, y) = (c[i * ldc + j], want[i * ldc + j]);
+                if j < n {
+                    assert!(
+                        (x - y).abs() <= 1e-3 * (1.0 + y.abs()),
+                        "({i}, {j}): {x} vs {y}"
+                    );
+                } else {
+                    assert!(x.is_nan(), "({i}, {j}) outside the product was written");
+                }
+            }
+        }
+        // Accumulating twice more with beta = 1: C = 3 · A · B.
+        gemm(m, n, k, 2.0, av, bv, 1.0, &mut c, ldc);
+        for i in 0..m {
+            for j in 0..n {
+                let (x, y) = (c[i * ldc + j], 3.0 * want[i * ldc + j]);
+                assert!(
+                    (x - y).abs() <= 3e-3 * (1.0 + y.abs()),
+                    "({i}, {j}): {x} vs {y}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn f64_gemm_matches_reference() {
+        let (m, n, k) = (37, 45, 300);
+        let mut rng = Rng::new(5);
+        let a: Vec<f64> = (0..m * k).map(|_| rng.normal()).collect();
+        let b: Vec<f64> = (0..k * n).map(|_| rng.normal()).collect();
+        let c0: Vec<f64> = (0..m * n).map(|_| rng.normal()).collect();
+        let av = MatRef {
+            data: &a,
+            offset: 0,
+            row_stride: 1,
+            col_stride: m,
+        };
+        let bv = MatRef {
+            data: &b,
+            offset: 0,
+            row_stride: n,
+            col_stride: 1,
+        };
+        let (mut fast, mut slow) = (c0.clone(), c0);
+        gemm(m, n, k, 0.5, av, bv, 2.0, &mut fast, n);
+        gemm_reference(m, n, k, 0.5, av, bv, 2.0, &mut slow, n);
+        for (x, y) in fast.iter().zip(&slow) {
+            assert!((x - y).abs() <= 1e-10 * (1.0 + y.abs()), "{x} vs {y}");
+        }
+    }
+
+    #[test]
+    fn f32_interleave_rows_matches_portable() {
+        let mut rng = Rng::new(4);
+        for kc in [1, 7, 8, 9, 16, 37] {
+            let rows: Vec<Vec<f32>> = (0..MR)
+                .map(|_| (0..kc + 3).map(|_| rng.normal() as f32).collect())
+                .collect();
+            let views: [&[f32]; MR] = std::array::from_fn(|i| &rows[i][..kc]);
+            let (mut fast, mut slow) = (vec![0.0; kc * MR + 5], vec![0.0; kc * MR + 5]);
+            f32::interleave_rows(views, &mut fast[..kc * MR]);
+            interleave_rows(views, &mut slow[..kc * MR]);
+            assert_eq!(fast, slow, "kc {kc}");
+        }
+    }
+
+    #[test]
+    fn f32_tile_matches_portable_kernel() {
         let mut rng = Rng::new(3);
-        let kc = 37;
+        let (kc, ldc) = (37, 21);
         let a: Vec<f32> = (0..kc * MR).map(|_| rng.normal() as f32).collect();
         let b: Vec<f32> = (0..kc * NR).map(|_| rng.normal() as f32).collect();
-        let mut fast = [0.0; MR * NR];
-        let mut slow = [0.0; MR * NR];
-        f32::micro_kernel(kc, &a, &b, &mut fast);
-        portable_kernel(kc, &a, &b, &mut slow);
-        for (x, y) in fast.iter().zip(&slow) {
-            assert!((x - y).abs() < 1e-4, "{x} vs {y}");
+        let c0: Vec<f32> = (0..MR * ldc).map(|_| rng.normal() as f32).collect();
+        let mut acc = [0.0; MR * NR];
+        portable_kernel(kc, &a, &b, &mut acc);
+        // Full tiles (written from registers) and edge tiles, overwriting and accumulating.
+        for &(mr, nr) in &[(MR, NR), (MR, 5), (2, NR), (1, 1)] {
+            for &beta in &[0.0, 1.0, -0.5] {
+                let mut c = c0.clone();
+                unsafe { f32::tile(kc, &a, &b, c.as_mut_ptr(), ldc, (mr, nr), 0.5, beta) };
+                for i in 0..MR {
+                    for j in 0..ldc {
+                        let (x, old) = (c[i * ldc + j], c0[i * ldc + j]);
+                        let want = if i < mr && j < nr {
+                            0.5 * acc[i * NR + j] + beta * old
+                        } else {
+                            old
+                        };
+                        assert!(
+                            (x - want).abs() < 1e-4,
+                            "{mr}x{nr} beta {beta}: {x} vs {want}"
+                        );
+                    }
+                }
+            }
         }
     }
 }

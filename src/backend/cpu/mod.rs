@@ -2,6 +2,7 @@
 
 pub mod elementwise;
 pub mod gemm;
+pub mod gemm_kernel;
 
 use crate::dtype::{DType, Element};
 use half::{bf16, f16};
