@@ -27,7 +27,7 @@ struct Args {
     #[arg(long, default_value = "small")]
     config: String,
     /// Optimizer steps.
-    #[arg(long, default_value_t = 400)]
+    #[arg(long, default_value_t = 500)]
     steps: usize,
     /// Sequences per step (default: the preset's).
     #[arg(long)]
