@@ -8,7 +8,9 @@
 //! each tile runs its whole depth, one block at a time, keeping one A micro-panel (`MR × KC`, 12 KiB) in L1
 //! while its B panels (up to `NT × KC`, 512 KiB) stream from L2. There is no separate packing phase: a tile
 //! packs the panels it needs that no other tile has packed yet (claimed in groups of `GROUP` through an atomic
-//! state per group), and waits only for panels another thread is packing at that moment.
+//! state per group), and waits only for panels another thread is packing at that moment. A row-major f32 A is
+//! not packed at all: the AVX2 micro-kernel broadcasts its elements straight from the `MR` rows (each read in
+//! order, so the prefetchers follow them), which saves a pass over A.
 //!
 //! The micro-kernels and the packing routines are in `gemm_kernel`: f32 uses an AVX2 + FMA micro-kernel
 //! (6 × 16, twelve ymm accumulators) when the CPU has them (runtime detection), and a portable one otherwise;
@@ -40,6 +42,8 @@ const NC: usize = 4096;
 /// The most elements of A and B packed at once (8 MiB of f32, a quarter of the shared L3): deeper products
 /// are packed and computed in several phases, so the packed operands of one phase stay in cache.
 const PACKED_LIMIT: usize = 1 << 21;
+/// Up to this many multiply-adds A is read in place rather than packed, where the micro-kernel can.
+const DIRECT_A_WORK: usize = 1 << 31;
 /// Below this many multiply-adds the GEMM runs on the calling thread.
 const PARALLEL_WORK: usize = 1 << 18;
 
@@ -82,6 +86,34 @@ pub trait GemmFloat: Float {
         portable_kernel(kc, a, b, &mut acc);
         // SAFETY: forwarded from the caller.
         unsafe { store_tile(&acc, c, ldc, mr, nr, alpha, beta) }
+    }
+
+    /// Whether [`GemmFloat::tile_direct_a`] reads `a` in place (otherwise A must be packed).
+    fn reads_a_in_place(_a: MatRef<'_, Self>) -> bool {
+        false
+    }
+
+    /// As [`GemmFloat::tile`], with the A micro-panel read in place: rows `i0..i0 + mr` and depth
+    /// `pc..pc + kc` of `a`. Only called when [`GemmFloat::reads_a_in_place`] says so.
+    ///
+    /// # Safety
+    /// As for [`GemmFloat::tile`].
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile_direct_a(
+        kc: usize,
+        a: MatRef<'_, Self>,
+        (i0, pc): (usize, usize),
+        b: &[Self],
+        c: *mut Self,
+        ldc: usize,
+        (mr, nr): (usize, usize),
+        alpha: Self,
+        beta: Self,
+    ) {
+        let mut panel = vec![Self::ZERO; MR * kc];
+        pack_a(a, i0, i0 + mr, pc, kc, &mut panel);
+        // SAFETY: forwarded from the caller.
+        unsafe { Self::tile(kc, &panel, b, c, ldc, (mr, nr), alpha, beta) }
     }
 
     /// `panel[p · MR + i] = rows[i][p]` for `p < panel.len() / MR`: packs `MR` rows of a row-major A.
@@ -157,6 +189,54 @@ impl GemmFloat for f32 {
             return;
         }
         interleave_rows(rows, panel)
+    }
+
+    fn reads_a_in_place(a: MatRef<'_, f32>) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if avx2::available() {
+            return a.col_stride == 1;
+        }
+        false
+    }
+
+    unsafe fn tile_direct_a(
+        kc: usize,
+        a: MatRef<'_, f32>,
+        (i0, pc): (usize, usize),
+        b: &[f32],
+        c: *mut f32,
+        ldc: usize,
+        (mr, nr): (usize, usize),
+        alpha: f32,
+        beta: f32,
+    ) {
+        assert!(b.len() >= kc * NR && mr >= 1 && kc >= 1);
+        // Every element the kernel reads (rows i0..i0+mr, depth pc..pc+kc) lies inside A's data.
+        let last = a.offset + (i0 + mr - 1) * a.row_stride + (pc + kc - 1) * a.col_stride;
+        assert!(last < a.data.len());
+        #[cfg(target_arch = "x86_64")]
+        if avx2::available() && mr == MR {
+            let start = a.offset + i0 * a.row_stride + pc * a.col_stride;
+            // SAFETY: the features were detected, A holds the MR rows and kc steps read (checked above), the
+            // B panel kc steps, and the caller owns the C tile.
+            unsafe {
+                let ap = a.data.as_ptr().add(start);
+                let ar = (ap, a.row_stride, a.col_stride);
+                if nr == NR {
+                    avx2::kernel_6x16_strided(kc, ar, b.as_ptr(), c, ldc, alpha, beta);
+                } else {
+                    let mut acc = [0.0; MR * NR];
+                    avx2::kernel_6x16_strided(kc, ar, b.as_ptr(), acc.as_mut_ptr(), NR, 1.0, 0.0);
+                    store_tile(&acc, c, ldc, mr, nr, alpha, beta);
+                }
+            }
+            return;
+        }
+        let mut panel = [0.0f32; MR * KC];
+        let panel = &mut panel[..MR * kc];
+        pack_a(a, i0, i0 + mr, pc, kc, panel);
+        // SAFETY: forwarded from the caller.
+        unsafe { Self::tile(kc, panel, b, c, ldc, (mr, nr), alpha, beta) }
     }
 
     unsafe fn tile(
@@ -337,6 +417,8 @@ pub fn gemm<T: GemmFloat>(
         1
     };
     let out = SharedOut(c.as_mut_ptr());
+    // Small products read A in place when the micro-kernel can (f32 with AVX2, A row- or column-major).
+    let direct_a = m * n * k <= DIRECT_A_WORK && T::reads_a_in_place(a);
     let m_panels = m.div_ceil(MR);
     // Depth blocks of (nearly) equal size, at most KC each.
     let kb = k.div_ceil(k.div_ceil(KC));
@@ -389,6 +471,44 @@ pub fn gemm<T: GemmFloat>(
                             let pc = (q0 + q) * kb;
                             let kc = kb.min(k - pc);
                             let a_panels = rows.start / MR..rows.end.div_ceil(MR);
+                            if direct_a {
+                                let b_panels = cols.start / NR..cols.end.div_ceil(NR);
+                                pb.prepare(q, b_panels, |first, count, dst| {
+                                    pack_b(
+                                        b,
+                                        pc,
+                                        kc,
+                                        jc + first * NR,
+                                        jc + nc,
+                                        count,
+                                        dst,
+                                        b_stride,
+                                    );
+                                });
+                                let beta_now = if pc == 0 { beta } else { T::ONE };
+                                for i0 in rows.clone().step_by(MR) {
+                                    let mr = MR.min(m - i0);
+                                    for j0 in cols.clone().step_by(NR) {
+                                        let b_panel = &pb.get(q, j0 / NR)[..NR * kc];
+                                        let nr = NR.min(cols.end - j0);
+                                        // SAFETY: as below; A holds rows i0..i0+mr and depth pc..pc+kc.
+                                        unsafe {
+                                            T::tile_direct_a(
+                                                kc,
+                                                a,
+                                                (i0, pc),
+                                                b_panel,
+                                                out.ptr().add(i0 * ldc + jc + j0),
+                                                ldc,
+                                                (mr, nr),
+                                                alpha,
+                                                beta_now,
+                                            )
+                                        };
+                                    }
+                                }
+                                continue;
+                            }
                             pa.prepare(q, a_panels, |first, count, dst| {
                                 for (i, panel) in
                                     dst.chunks_exact_mut(a_stride).take(count).enumerate()
@@ -687,6 +807,52 @@ mod tests {
         gemm_reference(m, n, k, 0.5, av, bv, 2.0, &mut slow, n);
         for (x, y) in fast.iter().zip(&slow) {
             assert!((x - y).abs() <= 1e-10 * (1.0 + y.abs()), "{x} vs {y}");
+        }
+    }
+
+    #[test]
+    fn f32_tile_reading_a_in_place_matches_packed_tile() {
+        // Row-major A with an offset and a row stride wider than the depth; full and edge tiles, beta = 0 over
+        // NaN and accumulation.
+        let mut rng = Rng::new(8);
+        let (kc, pc, lda, ldc) = (37, 5, 50, 21);
+        let a: Vec<f32> = (0..3 + 2 * MR * lda).map(|_| rng.normal() as f32).collect();
+        let av = MatRef {
+            data: &a,
+            offset: 3,
+            row_stride: lda,
+            col_stride: 1,
+        };
+        let b: Vec<f32> = (0..kc * NR).map(|_| rng.normal() as f32).collect();
+        assert!(f32::reads_a_in_place(av) || !cfg!(target_arch = "x86_64"));
+        for &(i0, mr, nr) in &[(0, MR, NR), (MR, MR, 5), (2, 3, NR), (7, 1, 1)] {
+            let mut panel = vec![0.0; MR * kc];
+            pack_a(av, i0, i0 + mr, pc, kc, &mut panel);
+            for &(beta, fill) in &[(0.0, f32::NAN), (1.0, 0.25), (-0.5, 2.0)] {
+                let (mut direct, mut packed) = (vec![fill; MR * ldc], vec![fill; MR * ldc]);
+                unsafe {
+                    let c = direct.as_mut_ptr();
+                    f32::tile_direct_a(kc, av, (i0, pc), &b, c, ldc, (mr, nr), 0.5, beta);
+                    let c = packed.as_mut_ptr();
+                    f32::tile(kc, &panel, &b, c, ldc, (mr, nr), 0.5, beta);
+                }
+                for (idx, (x, y)) in direct.iter().zip(&packed).enumerate() {
+                    let same =
+                        (x.is_nan() && y.is_nan()) || (x - y).abs() <= 1e-4 * (1.0 + y.abs());
+                    assert!(
+                        same,
+                        "rows {i0}+{mr}, {nr} cols, beta {beta}, at {idx}: {x} vs {y}"
+                    );
+                }
+                let inside = |idx: usize| idx / ldc < mr && idx % ldc < nr;
+                if fill.is_nan() {
+                    // With beta = 0 the tile is written, never read; nothing outside it is touched.
+                    assert!(direct
+                        .iter()
+                        .enumerate()
+                        .all(|(i, v)| inside(i) != v.is_nan()));
+                }
+            }
         }
     }
 

@@ -270,6 +270,76 @@ pub mod avx2 {
         }
     }
 
+    /// `C[6 × 16] = alpha · Σ_p a[p · a_step + i · a_row] · b[p · 16 + j] + beta · C`: as [`kernel_6x16`] with
+    /// A read in place (any strides) instead of from a packed panel.
+    ///
+    /// # Safety
+    /// As for [`kernel_6x16`], with `a` valid for reads at `p · a_step + i · a_row` for `p < kc`, `i < 6`.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn kernel_6x16_strided(
+        kc: usize,
+        (a, a_row, a_step): (*const f32, usize, usize),
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        alpha: f32,
+        beta: f32,
+    ) {
+        let acc = accumulate_strided(kc, a, a_row, a_step, b);
+        store(acc, c, ldc, alpha, beta);
+    }
+
+    /// Writes the accumulators to C: `C = alpha · acc + beta · C`, C only written when `beta == 0`.
+    #[inline(always)]
+    unsafe fn store(acc: [__m256; 12], c: *mut f32, ldc: usize, alpha: f32, beta: f32) {
+        let av = _mm256_set1_ps(alpha);
+        if beta == 0.0 {
+            for i in 0..MR {
+                let row = c.add(i * ldc);
+                _mm256_storeu_ps(row, _mm256_mul_ps(acc[2 * i], av));
+                _mm256_storeu_ps(row.add(8), _mm256_mul_ps(acc[2 * i + 1], av));
+            }
+        } else {
+            let bv = _mm256_set1_ps(beta);
+            for i in 0..MR {
+                let row = c.add(i * ldc);
+                let (c0, c1) = (_mm256_loadu_ps(row), _mm256_loadu_ps(row.add(8)));
+                _mm256_storeu_ps(row, _mm256_fmadd_ps(acc[2 * i], av, _mm256_mul_ps(c0, bv)));
+                _mm256_storeu_ps(
+                    row.add(8),
+                    _mm256_fmadd_ps(acc[2 * i + 1], av, _mm256_mul_ps(c1, bv)),
+                );
+            }
+        }
+    }
+
+    /// The twelve accumulators after `kc` steps with A read in place: element `(i, p)` at
+    /// `a[p · a_step + i · a_row]`.
+    #[inline(always)]
+    unsafe fn accumulate_strided(
+        kc: usize,
+        mut a: *const f32,
+        a_row: usize,
+        a_step: usize,
+        mut b: *const f32,
+    ) -> [__m256; 12] {
+        let mut c = [_mm256_setzero_ps(); 12];
+        let offsets: [usize; MR] = std::array::from_fn(|i| i * a_row);
+        for _ in 0..kc {
+            let b0 = _mm256_loadu_ps(b);
+            let b1 = _mm256_loadu_ps(b.add(8));
+            for i in 0..MR {
+                let ai = _mm256_broadcast_ss(&*a.add(offsets[i]));
+                c[2 * i] = _mm256_fmadd_ps(ai, b0, c[2 * i]);
+                c[2 * i + 1] = _mm256_fmadd_ps(ai, b1, c[2 * i + 1]);
+            }
+            a = a.add(a_step);
+            b = b.add(NR);
+        }
+        c
+    }
+
     /// `out[i · 16 + j] = Σ_p a[p · 6 + i] · b[p · 16 + j]` over `kc` steps.
     ///
     /// # Safety
