@@ -8,9 +8,10 @@
 //! each tile runs its whole depth, one block at a time, keeping one A micro-panel (`MR × KC`, 12 KiB) in L1
 //! while its B panels (up to `NT × KC`, 512 KiB) stream from L2. There is no separate packing phase: a tile
 //! packs the panels it needs that no other tile has packed yet (claimed in groups of `GROUP` through an atomic
-//! state per group), and waits only for panels another thread is packing at that moment. A row-major f32 A is
-//! not packed at all: the AVX2 micro-kernel broadcasts its elements straight from the `MR` rows (each read in
-//! order, so the prefetchers follow them), which saves a pass over A.
+//! state per group), and waits only for panels another thread is packing at that moment. In small products
+//! (up to `DIRECT_A_WORK` multiply-adds) a row-major f32 A is not packed at all: the AVX2 micro-kernel
+//! broadcasts its elements straight from the `MR` rows (each read in order, so the prefetchers follow them),
+//! which saves a pass over A.
 //!
 //! The micro-kernels and the packing routines are in `gemm_kernel`: f32 uses an AVX2 + FMA micro-kernel
 //! (6 × 16, twelve ymm accumulators) when the CPU has them (runtime detection), and a portable one otherwise;
@@ -42,8 +43,9 @@ const NC: usize = 4096;
 /// The most elements of A and B packed at once (8 MiB of f32, a quarter of the shared L3): deeper products
 /// are packed and computed in several phases, so the packed operands of one phase stay in cache.
 const PACKED_LIMIT: usize = 1 << 21;
-/// Up to this many multiply-adds A is read in place rather than packed, where the micro-kernel can.
-const DIRECT_A_WORK: usize = 1 << 31;
+/// Up to this many multiply-adds (a 512³ product) A is read in place rather than packed, where the
+/// micro-kernel can; larger products measured no gain.
+const DIRECT_A_WORK: usize = 1 << 28;
 /// Below this many multiply-adds the GEMM runs on the calling thread.
 const PARALLEL_WORK: usize = 1 << 18;
 
