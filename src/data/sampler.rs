@@ -818,6 +818,19 @@ mod tests {
                 assert_eq!(m.state(), whole.state());
             }
         }
+        // Validation splits a batch by rows, the first ranks taking one more when they do not divide.
+        let batch = whole.next_batch(5);
+        let parts: Vec<Batch> = (0..2).map(|r| batch.part(r, 2)).collect();
+        assert_eq!((parts[0].batch_size, parts[1].batch_size), (3, 2));
+        assert_eq!(
+            [parts[0].inputs.clone(), parts[1].inputs.clone()].concat(),
+            batch.inputs
+        );
+        assert_eq!(
+            [parts[0].targets.clone(), parts[1].targets.clone()].concat(),
+            batch.targets
+        );
+        assert_eq!(batch.part(6, 7).batch_size, 0);
     }
 
     #[test]

@@ -188,17 +188,7 @@ impl Tape {
 
     /// Gradients of a scalar (one-element) `loss` with respect to every watched tensor it depends on.
     pub fn backward(&self, loss: &Tensor) -> Result<Gradients> {
-        if loss.numel() != 1 {
-            return Err(Error::Tape {
-                op: "backward",
-                msg: format!(
-                    "output of shape {:?} is not a scalar; use backward_with_seed",
-                    loss.shape()
-                ),
-            });
-        }
-        let seed = Tensor::full_on(loss.shape(), 1.0, loss.dtype(), loss.device())?;
-        self.backward_with_seed(loss, seed)
+        self.backward_streaming(loss, &[], &mut |_, _| Ok(()))
     }
 
     /// Gradients of `Σ output · seed` (the vector-Jacobian product with `seed`, of `output`'s shape and dtype).
@@ -219,7 +209,10 @@ impl Tape {
         if loss.numel() != 1 {
             return Err(Error::Tape {
                 op: "backward",
-                msg: format!("output of shape {:?} is not a scalar", loss.shape()),
+                msg: format!(
+                    "output of shape {:?} is not a scalar; use backward_with_seed",
+                    loss.shape()
+                ),
             });
         }
         let seed = Tensor::full_on(loss.shape(), 1.0, loss.dtype(), loss.device())?;

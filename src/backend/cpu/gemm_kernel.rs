@@ -186,26 +186,7 @@ pub mod avx2 {
         alpha: f32,
         beta: f32,
     ) {
-        let acc = accumulate(kc, a, b);
-        let av = _mm256_set1_ps(alpha);
-        if beta == 0.0 {
-            for i in 0..MR {
-                let row = c.add(i * ldc);
-                _mm256_storeu_ps(row, _mm256_mul_ps(acc[2 * i], av));
-                _mm256_storeu_ps(row.add(8), _mm256_mul_ps(acc[2 * i + 1], av));
-            }
-        } else {
-            let bv = _mm256_set1_ps(beta);
-            for i in 0..MR {
-                let row = c.add(i * ldc);
-                let (c0, c1) = (_mm256_loadu_ps(row), _mm256_loadu_ps(row.add(8)));
-                _mm256_storeu_ps(row, _mm256_fmadd_ps(acc[2 * i], av, _mm256_mul_ps(c0, bv)));
-                _mm256_storeu_ps(
-                    row.add(8),
-                    _mm256_fmadd_ps(acc[2 * i + 1], av, _mm256_mul_ps(c1, bv)),
-                );
-            }
-        }
+        store(accumulate(kc, a, b), c, ldc, alpha, beta);
     }
 
     /// `panel[p · 6 + i] = rows[i][p]` for `p < kc`, eight depth steps at a time through an 8 × 8 transpose
