@@ -633,7 +633,7 @@ impl ByteBpe {
             let mut best: Option<(u32, usize, u32)> = None;
             for i in 0..syms.len() - 1 {
                 if let Some((rank, id)) = self.rank(syms[i], syms[i + 1]) {
-                    if best.map_or(true, |(r, _, _)| rank < r) {
+                    if best.is_none_or(|(r, _, _)| rank < r) {
                         best = Some((rank, i, id));
                     }
                 }

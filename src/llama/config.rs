@@ -122,13 +122,13 @@ impl Config {
         {
             return bad(format!("every size must be positive: {self:?}"));
         }
-        if self.dim % self.n_heads != 0 || self.head_dim() % 2 != 0 {
+        if !self.dim.is_multiple_of(self.n_heads) || !self.head_dim().is_multiple_of(2) {
             return bad(format!(
                 "dim {} must split into {} heads of even size",
                 self.dim, self.n_heads
             ));
         }
-        if self.n_heads % self.n_kv_heads != 0 {
+        if !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return bad(format!(
                 "{} heads do not group into {} key/value heads",
                 self.n_heads, self.n_kv_heads

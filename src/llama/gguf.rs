@@ -1164,7 +1164,11 @@ fn hf_name_and_permutation(gguf_name: &str) -> (String, Permuted) {
 /// `h·D + j·D/2 + i` (i < D/2, j ∈ {0, 1}); this function moves every row back. `cols` is the product of the
 /// remaining dims (1 for a bias). Returns `None` when `rows` is not `n_head` heads of even size.
 pub fn unpermute_qk(data: &[f32], rows: usize, cols: usize, n_head: usize) -> Option<Vec<f32>> {
-    if n_head == 0 || rows % n_head != 0 || (rows / n_head) % 2 != 0 || data.len() != rows * cols {
+    if n_head == 0
+        || !rows.is_multiple_of(n_head)
+        || !(rows / n_head).is_multiple_of(2)
+        || data.len() != rows * cols
+    {
         return None;
     }
     let head_dim = rows / n_head;

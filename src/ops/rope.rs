@@ -26,7 +26,7 @@ pub struct Rope {
 impl Rope {
     /// Tables for head dimension `head_dim` (even) and positions `0..max_len`, with base `theta`.
     pub fn new(head_dim: usize, max_len: usize, theta: f64) -> Result<Rope> {
-        if head_dim == 0 || head_dim % 2 != 0 || theta <= 0.0 {
+        if head_dim == 0 || !head_dim.is_multiple_of(2) || theta <= 0.0 {
             return Err(Error::invalid(
                 "rope",
                 format!("head_dim {head_dim} must be even and positive and theta {theta} positive"),

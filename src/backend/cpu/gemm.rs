@@ -4,23 +4,24 @@
 //! edges) per depth block of at most `KC`; a register-blocked micro-kernel then computes each `MR × NR` tile of
 //! C over one block and writes it straight into C. Packing reads any row and column strides, so transposed
 //! operands cost nothing but the packing. Tiles of C (at most `MC` rows × `NT` columns, about six per thread)
-//! are spread over the rayon pool in one parallel phase (one per `PACKED_LIMIT` elements of packed A and B);
-//! each tile runs its whole depth, one block at a time, keeping one A micro-panel (`MR × KC`, 12 KiB) in L1
-//! while its B panels (up to `NT × KC`, 512 KiB) stream from L2. There is no separate packing phase: a tile
-//! packs the panels it needs that no other tile has packed yet (claimed in groups of `GROUP` through an atomic
-//! state per group), and waits only for panels another thread is packing at that moment. In small products
-//! (up to `DIRECT_A_WORK` multiply-adds) a row-major f32 A is not packed at all: the AVX2 micro-kernel
-//! broadcasts its elements straight from the `MR` rows (each read in order, so the prefetchers follow them),
-//! which saves a pass over A.
+//! are the tasks of one parallel phase (one per `PACKED_LIMIT` elements of packed A and B), run by
+//! `parallel::run_tasks` with the calling thread taking part; each tile runs its whole depth, one block at a
+//! time, keeping one A micro-panel (`MR × KC`, 12 KiB) in L1 while its B panels (up to `NT × KC`, 512 KiB)
+//! stream from L2. There is no separate packing phase: a tile packs the panels it needs that no other tile has
+//! packed yet (claimed in groups of `GROUP` through an atomic state per group), and waits only for panels
+//! another thread is packing at that moment. In small products (up to `DIRECT_A_WORK` multiply-adds) a
+//! row-major f32 A is not packed at all: the micro-kernel broadcasts its elements straight from the `MR` rows
+//! (each read in order, so the prefetchers follow them), which saves a pass over A.
 //!
-//! The micro-kernels and the packing routines are in `gemm_kernel`: f32 uses an AVX2 + FMA micro-kernel
-//! (6 × 16, twelve ymm accumulators) when the CPU has them (runtime detection), and a portable one otherwise;
-//! f64 uses the portable one.
+//! The micro-kernels and the packing routines are in `gemm_kernel` (and `gemm_avx512`): f32 uses the AVX-512
+//! or the AVX2 + FMA micro-kernel (6 × 16) when the CPU has them (runtime detection), and a portable one
+//! otherwise; f64 uses the portable one.
 
 #[cfg(target_arch = "x86_64")]
 use super::gemm_kernel::avx2;
 pub use super::gemm_kernel::portable_kernel;
-use super::gemm_kernel::{interleave_rows, pack_a, pack_b, store_tile};
+use super::gemm_kernel::{f32_kernels, interleave_rows, pack_a, pack_b, store_tile, F32Kernels};
+use super::parallel::run_tasks;
 use crate::dtype::Float;
 use rayon::prelude::*;
 use std::ops::Range;
@@ -65,6 +66,27 @@ impl<T: Copy> MatRef<'_, T> {
     }
 }
 
+/// [`GemmFloat::tile`] through the portable kernel, from a packed B panel.
+///
+/// # Safety
+/// As for [`GemmFloat::tile`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_portable<T: Float>(
+    kc: usize,
+    a: &[T],
+    b: &[T],
+    c: *mut T,
+    ldc: usize,
+    (mr, nr): (usize, usize),
+    alpha: T,
+    beta: T,
+) {
+    let mut acc = [T::ZERO; MR * NR];
+    portable_kernel(kc, a, b, &mut acc);
+    // SAFETY: forwarded from the caller.
+    unsafe { store_tile(&acc, c, ldc, mr, nr, alpha, beta) }
+}
+
 /// The element types the GEMM runs on, each with its micro-kernel.
 pub trait GemmFloat: Float {
     /// `C[mr × nr] = alpha · Σ_p a[p · MR + i] · b[p · NR + j] + beta · C` over `kc` steps, with C at `c` (row
@@ -84,10 +106,8 @@ pub trait GemmFloat: Float {
         alpha: Self,
         beta: Self,
     ) {
-        let mut acc = [Self::ZERO; MR * NR];
-        portable_kernel(kc, a, b, &mut acc);
         // SAFETY: forwarded from the caller.
-        unsafe { store_tile(&acc, c, ldc, mr, nr, alpha, beta) }
+        unsafe { tile_portable(kc, a, b, c, ldc, (mr, nr), alpha, beta) }
     }
 
     /// Whether [`GemmFloat::tile_direct_a`] reads `a` in place (otherwise A must be packed).
@@ -194,51 +214,22 @@ impl GemmFloat for f32 {
     }
 
     fn reads_a_in_place(a: MatRef<'_, f32>) -> bool {
-        #[cfg(target_arch = "x86_64")]
-        if avx2::available() {
-            return a.col_stride == 1;
-        }
-        false
+        f32_kernels().is_some() && a.col_stride == 1
     }
 
     unsafe fn tile_direct_a(
         kc: usize,
         a: MatRef<'_, f32>,
-        (i0, pc): (usize, usize),
+        at: (usize, usize),
         b: &[f32],
         c: *mut f32,
         ldc: usize,
-        (mr, nr): (usize, usize),
+        size: (usize, usize),
         alpha: f32,
         beta: f32,
     ) {
-        assert!(b.len() >= kc * NR && mr >= 1 && kc >= 1);
-        // Every element the kernel reads (rows i0..i0+mr, depth pc..pc+kc) lies inside A's data.
-        let last = a.offset + (i0 + mr - 1) * a.row_stride + (pc + kc - 1) * a.col_stride;
-        assert!(last < a.data.len());
-        #[cfg(target_arch = "x86_64")]
-        if avx2::available() && mr == MR {
-            let start = a.offset + i0 * a.row_stride + pc * a.col_stride;
-            // SAFETY: the features were detected, A holds the MR rows and kc steps read (checked above), the
-            // B panel kc steps, and the caller owns the C tile.
-            unsafe {
-                let ap = a.data.as_ptr().add(start);
-                let ar = (ap, a.row_stride, a.col_stride);
-                if nr == NR {
-                    avx2::kernel_6x16_strided(kc, ar, b.as_ptr(), c, ldc, alpha, beta);
-                } else {
-                    let mut acc = [0.0; MR * NR];
-                    avx2::kernel_6x16_strided(kc, ar, b.as_ptr(), acc.as_mut_ptr(), NR, 1.0, 0.0);
-                    store_tile(&acc, c, ldc, mr, nr, alpha, beta);
-                }
-            }
-            return;
-        }
-        let mut panel = [0.0f32; MR * KC];
-        let panel = &mut panel[..MR * kc];
-        pack_a(a, i0, i0 + mr, pc, kc, panel);
         // SAFETY: forwarded from the caller.
-        unsafe { Self::tile(kc, panel, b, c, ldc, (mr, nr), alpha, beta) }
+        unsafe { f32_tile_direct_a(f32_kernels(), kc, a, at, b, c, ldc, size, alpha, beta) }
     }
 
     unsafe fn tile(
@@ -247,29 +238,112 @@ impl GemmFloat for f32 {
         b: &[f32],
         c: *mut f32,
         ldc: usize,
-        (mr, nr): (usize, usize),
+        size: (usize, usize),
         alpha: f32,
         beta: f32,
     ) {
-        #[cfg(target_arch = "x86_64")]
-        if avx2::available() {
-            assert!(a.len() >= kc * MR && b.len() >= kc * NR);
-            // SAFETY: the features were detected, the panels hold kc steps, and the caller owns the C tile.
-            unsafe {
-                if mr == MR && nr == NR {
-                    avx2::kernel_6x16(kc, a.as_ptr(), b.as_ptr(), c, ldc, alpha, beta);
-                } else {
-                    let mut acc = [0.0; MR * NR];
-                    avx2::kernel_6x16_to_buffer(kc, a.as_ptr(), b.as_ptr(), &mut acc);
-                    store_tile(&acc, c, ldc, mr, nr, alpha, beta);
-                }
-            }
-            return;
-        }
-        let mut acc = [0.0; MR * NR];
-        portable_kernel(kc, a, b, &mut acc);
         // SAFETY: forwarded from the caller.
-        unsafe { store_tile(&acc, c, ldc, mr, nr, alpha, beta) }
+        unsafe { f32_tile(f32_kernels(), kc, a, b, c, ldc, size, alpha, beta) }
+    }
+}
+
+/// [`GemmFloat::tile_direct_a`] for f32 with the kernel set `kernels` (the portable path with `None`).
+///
+/// # Safety
+/// As for [`GemmFloat::tile`]; `kernels` must be one this CPU runs.
+#[allow(clippy::too_many_arguments)]
+unsafe fn f32_tile_direct_a(
+    kernels: Option<&F32Kernels>,
+    kc: usize,
+    a: MatRef<'_, f32>,
+    (i0, pc): (usize, usize),
+    b: &[f32],
+    c: *mut f32,
+    ldc: usize,
+    (mr, nr): (usize, usize),
+    alpha: f32,
+    beta: f32,
+) {
+    assert!(kc >= 1 && mr >= 1 && b.len() >= kc * NR);
+    // Every element the kernel reads (rows i0..i0+mr, depth pc..pc+kc) lies inside A's data.
+    let last = a.offset + (i0 + mr - 1) * a.row_stride + (pc + kc - 1) * a.col_stride;
+    assert!(last < a.data.len());
+    if let Some(k) = kernels.filter(|_| mr == MR) {
+        let start = a.offset + i0 * a.row_stride + pc * a.col_stride;
+        let ar = (a.data[start..].as_ptr(), a.row_stride, a.col_stride);
+        // SAFETY: the CPU runs the kernels, A holds the MR rows and kc steps read and B the kc rows (checked
+        // above), and the caller owns the C tile.
+        unsafe { strided_tile(k, kc, ar, b, c, ldc, (mr, nr), alpha, beta) };
+        return;
+    }
+    let mut panel = [0.0f32; MR * KC];
+    let panel = &mut panel[..MR * kc];
+    pack_a(a, i0, i0 + mr, pc, kc, panel);
+    // SAFETY: forwarded from the caller.
+    unsafe { f32_tile(kernels, kc, panel, b, c, ldc, (mr, nr), alpha, beta) }
+}
+
+/// [`GemmFloat::tile`] for f32 with the kernel set `kernels` (the portable kernel with `None`).
+///
+/// # Safety
+/// As for [`GemmFloat::tile`]; `kernels` must be one this CPU runs.
+#[allow(clippy::too_many_arguments)]
+unsafe fn f32_tile(
+    kernels: Option<&F32Kernels>,
+    kc: usize,
+    a: &[f32],
+    b: &[f32],
+    c: *mut f32,
+    ldc: usize,
+    (mr, nr): (usize, usize),
+    alpha: f32,
+    beta: f32,
+) {
+    assert!(a.len() >= kc * MR && b.len() >= kc * NR);
+    match kernels {
+        // SAFETY: the CPU runs the kernels, the panels hold kc steps, and the caller owns the C tile.
+        Some(k) if mr == MR && nr == NR => unsafe {
+            (k.full)(kc, a.as_ptr(), b.as_ptr(), c, ldc, alpha, beta)
+        },
+        // SAFETY: as above.
+        Some(k) => unsafe {
+            strided_tile(k, kc, (a.as_ptr(), 1, MR), b, c, ldc, (mr, nr), alpha, beta)
+        },
+        None => {
+            // SAFETY: forwarded from the caller.
+            unsafe { tile_portable(kc, a, b, c, ldc, (mr, nr), alpha, beta) }
+        }
+    }
+}
+
+/// One tile through the kernel set's strided kernel: straight into C when it is full, through a buffer when
+/// it is an edge tile.
+///
+/// # Safety
+/// The CPU must run `k`; `a` must be valid for the reads described by its strides over `kc` steps and `MR`
+/// rows, `b` must hold `kc` rows, and the caller must own the C tile.
+#[allow(clippy::too_many_arguments)]
+unsafe fn strided_tile(
+    k: &F32Kernels,
+    kc: usize,
+    a: (*const f32, usize, usize),
+    b: &[f32],
+    c: *mut f32,
+    ldc: usize,
+    (mr, nr): (usize, usize),
+    alpha: f32,
+    beta: f32,
+) {
+    let b = b.as_ptr();
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        if mr == MR && nr == NR {
+            (k.strided)(kc, a, b, c, ldc, alpha, beta);
+        } else {
+            let mut acc = [0.0; MR * NR];
+            (k.strided)(kc, a, b, acc.as_mut_ptr(), NR, 1.0, 0.0);
+            store_tile(&acc, c, ldc, mr, nr, alpha, beta);
+        }
     }
 }
 
@@ -472,86 +546,49 @@ pub fn gemm<T: GemmFloat>(
                         for q in 0..blocks {
                             let pc = (q0 + q) * kb;
                             let kc = kb.min(k - pc);
-                            let a_panels = rows.start / MR..rows.end.div_ceil(MR);
-                            if direct_a {
-                                let b_panels = cols.start / NR..cols.end.div_ceil(NR);
-                                pb.prepare(q, b_panels, |first, count, dst| {
-                                    pack_b(
-                                        b,
-                                        pc,
-                                        kc,
-                                        jc + first * NR,
-                                        jc + nc,
-                                        count,
-                                        dst,
-                                        b_stride,
-                                    );
-                                });
-                                let beta_now = if pc == 0 { beta } else { T::ONE };
-                                for i0 in rows.clone().step_by(MR) {
-                                    let mr = MR.min(m - i0);
-                                    for j0 in cols.clone().step_by(NR) {
-                                        let b_panel = &pb.get(q, j0 / NR)[..NR * kc];
-                                        let nr = NR.min(cols.end - j0);
-                                        // SAFETY: as below; A holds rows i0..i0+mr and depth pc..pc+kc.
-                                        unsafe {
-                                            T::tile_direct_a(
-                                                kc,
-                                                a,
-                                                (i0, pc),
-                                                b_panel,
-                                                out.ptr().add(i0 * ldc + jc + j0),
-                                                ldc,
-                                                (mr, nr),
-                                                alpha,
-                                                beta_now,
-                                            )
-                                        };
+                            if !direct_a {
+                                let a_panels = rows.start / MR..rows.end.div_ceil(MR);
+                                pa.prepare(q, a_panels, |first, count, dst| {
+                                    for (i, panel) in
+                                        dst.chunks_exact_mut(a_stride).take(count).enumerate()
+                                    {
+                                        pack_a(a, (first + i) * MR, m, pc, kc, panel);
                                     }
-                                }
-                                continue;
+                                });
                             }
-                            pa.prepare(q, a_panels, |first, count, dst| {
-                                for (i, panel) in
-                                    dst.chunks_exact_mut(a_stride).take(count).enumerate()
-                                {
-                                    pack_a(a, (first + i) * MR, m, pc, kc, panel);
-                                }
-                            });
                             let b_panels = cols.start / NR..cols.end.div_ceil(NR);
                             pb.prepare(q, b_panels, |first, count, dst| {
                                 pack_b(b, pc, kc, jc + first * NR, jc + nc, count, dst, b_stride);
                             });
+                            let b_panel = |j0: usize| &pb.get(q, j0 / NR)[..NR * kc];
                             let beta_now = if pc == 0 { beta } else { T::ONE };
                             for i0 in rows.clone().step_by(MR) {
-                                let a_panel = &pa.get(q, i0 / MR)[..MR * kc];
                                 let mr = MR.min(m - i0);
                                 for j0 in cols.clone().step_by(NR) {
-                                    let b_panel = &pb.get(q, j0 / NR)[..NR * kc];
                                     let nr = NR.min(cols.end - j0);
+                                    let size = (mr, nr);
                                     // SAFETY: rows i0..i0+mr and columns jc+j0..jc+j0+nr of C belong to this
-                                    // tile only, and lie inside C (checked by the assert at the top).
+                                    // tile only, and lie inside C (checked by the assert at the top); read in
+                                    // place, A holds rows i0..i0+mr and depth pc..pc+kc.
                                     unsafe {
-                                        T::tile(
-                                            kc,
-                                            a_panel,
-                                            b_panel,
-                                            out.ptr().add(i0 * ldc + jc + j0),
-                                            ldc,
-                                            (mr, nr),
-                                            alpha,
-                                            beta_now,
-                                        )
+                                        let c = out.ptr().add(i0 * ldc + jc + j0);
+                                        if direct_a {
+                                            let at = (i0, pc);
+                                            let bp = b_panel(j0);
+                                            T::tile_direct_a(
+                                                kc, a, at, bp, c, ldc, size, alpha, beta_now,
+                                            )
+                                        } else {
+                                            let ap = &pa.get(q, i0 / MR)[..MR * kc];
+                                            let bp = b_panel(j0);
+                                            T::tile(kc, ap, bp, c, ldc, size, alpha, beta_now)
+                                        }
                                     };
                                 }
                             }
                         }
                     };
-                    if parallel {
-                        (0..tiles_m * tiles_n).into_par_iter().for_each(run_tile);
-                    } else {
-                        (0..tiles_m * tiles_n).for_each(run_tile);
-                    }
+                    run_tasks(tiles_m * tiles_n, threads, &run_tile);
                 }
             }
         },
@@ -673,6 +710,7 @@ pub fn gemm_reference<T: Float>(
 
 #[cfg(test)]
 mod tests {
+    use super::super::gemm_kernel::f32_kernel_sets;
     use super::*;
     use crate::rng::Rng;
 
@@ -827,23 +865,30 @@ mod tests {
         };
         let b: Vec<f32> = (0..kc * NR).map(|_| rng.normal() as f32).collect();
         assert!(f32::reads_a_in_place(av) || !cfg!(target_arch = "x86_64"));
-        for &(i0, mr, nr) in &[(0, MR, NR), (MR, MR, 5), (2, 3, NR), (7, 1, 1)] {
+        // Every kernel set this CPU runs, and the portable path.
+        let sets = f32_kernel_sets().into_iter().map(Some).chain([None]);
+        for (set, &(i0, mr, nr)) in sets.flat_map(|s| {
+            [(0, MR, NR), (MR, MR, 5), (2, 3, NR), (7, 1, 1)]
+                .iter()
+                .map(move |t| (s, t))
+        }) {
             let mut panel = vec![0.0; MR * kc];
             pack_a(av, i0, i0 + mr, pc, kc, &mut panel);
             for &(beta, fill) in &[(0.0, f32::NAN), (1.0, 0.25), (-0.5, 2.0)] {
                 let (mut direct, mut packed) = (vec![fill; MR * ldc], vec![fill; MR * ldc]);
                 unsafe {
                     let c = direct.as_mut_ptr();
-                    f32::tile_direct_a(kc, av, (i0, pc), &b, c, ldc, (mr, nr), 0.5, beta);
+                    f32_tile_direct_a(set, kc, av, (i0, pc), &b, c, ldc, (mr, nr), 0.5, beta);
                     let c = packed.as_mut_ptr();
-                    f32::tile(kc, &panel, &b, c, ldc, (mr, nr), 0.5, beta);
+                    f32_tile(set, kc, &panel, &b, c, ldc, (mr, nr), 0.5, beta);
                 }
                 for (idx, (x, y)) in direct.iter().zip(&packed).enumerate() {
                     let same =
                         (x.is_nan() && y.is_nan()) || (x - y).abs() <= 1e-4 * (1.0 + y.abs());
                     assert!(
                         same,
-                        "rows {i0}+{mr}, {nr} cols, beta {beta}, at {idx}: {x} vs {y}"
+                        "{}: rows {i0}+{mr}, {nr} cols, beta {beta}, at {idx}: {x} vs {y}",
+                        set.map_or("portable", |k| k.name)
                     );
                 }
                 let inside = |idx: usize| idx / ldc < mr && idx % ldc < nr;
@@ -883,10 +928,28 @@ mod tests {
         let mut acc = [0.0; MR * NR];
         portable_kernel(kc, &a, &b, &mut acc);
         // Full tiles (written from registers) and edge tiles, overwriting and accumulating.
-        for &(mr, nr) in &[(MR, NR), (MR, 5), (2, NR), (1, 1)] {
+        let sets = f32_kernel_sets();
+        assert!(!sets.is_empty() || !std::is_x86_feature_detected!("avx2"));
+        for (set, &(mr, nr)) in sets.iter().flat_map(|s| {
+            [(MR, NR), (MR, 5), (2, NR), (1, 1)]
+                .iter()
+                .map(move |t| (*s, t))
+        }) {
             for &beta in &[0.0, 1.0, -0.5] {
                 let mut c = c0.clone();
-                unsafe { f32::tile(kc, &a, &b, c.as_mut_ptr(), ldc, (mr, nr), 0.5, beta) };
+                unsafe {
+                    f32_tile(
+                        Some(set),
+                        kc,
+                        &a,
+                        &b,
+                        c.as_mut_ptr(),
+                        ldc,
+                        (mr, nr),
+                        0.5,
+                        beta,
+                    )
+                };
                 for i in 0..MR {
                     for j in 0..ldc {
                         let (x, old) = (c[i * ldc + j], c0[i * ldc + j]);
@@ -897,7 +960,8 @@ mod tests {
                         };
                         assert!(
                             (x - want).abs() < 1e-4,
-                            "{mr}x{nr} beta {beta}: {x} vs {want}"
+                            "{}: {mr}x{nr} beta {beta}: {x} vs {want}",
+                            set.name
                         );
                     }
                 }

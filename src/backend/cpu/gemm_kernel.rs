@@ -2,9 +2,10 @@
 //! `C = alpha · A · B + beta · C` from a packed A micro-panel (`a[p · MR + i]`) and a packed B micro-panel
 //! (`b[p · NR + j]`) over `kc` depth steps; `pack_a` and `pack_b` build those panels from strided operands.
 //!
-//! f32 uses an AVX2 + FMA kernel (6 × 16, twelve ymm accumulators) when the CPU has them (runtime detection):
-//! full tiles are written to C straight from the registers, edge tiles through a small buffer. Everything else
-//! (f64, or a CPU without AVX2) uses the portable kernel.
+//! f32 uses a kernel set (`F32Kernels`) chosen once by runtime detection: AVX-512 (`gemm_avx512`, six zmm
+//! accumulators) or AVX2 + FMA (twelve ymm accumulators), both 6 × 16 on the same packed layout. Full tiles are
+//! written to C straight from the registers, edge tiles through a small buffer. Everything else (f64, or a CPU
+//! without AVX2) uses the portable kernel.
 
 use super::gemm::{GemmFloat, MatRef, MR, NR};
 use crate::dtype::Float;
@@ -159,6 +160,55 @@ pub fn pack_b<T: Float>(
     }
 }
 
+/// A micro-kernel reading A in place: `(kc, (a, a_row, a_step), b, c, ldc, alpha, beta)`, element `(i, p)` of
+/// A at `a[p · a_step + i · a_row]`, B a packed panel.
+pub type StridedKernel =
+    unsafe fn(usize, (*const f32, usize, usize), *const f32, *mut f32, usize, f32, f32);
+
+/// One instruction set's f32 micro-kernels for the 6 × 16 tile (see `avx2` for their contracts).
+pub struct F32Kernels {
+    pub name: &'static str,
+    /// A full tile from packed panels, written to C with alpha and beta.
+    pub full: unsafe fn(usize, *const f32, *const f32, *mut f32, usize, f32, f32),
+    /// A full tile with A read in place (any strides), written to C.
+    pub strided: StridedKernel,
+}
+
+/// Every f32 kernel set this CPU runs, fastest first (empty without AVX2 + FMA).
+pub fn f32_kernel_sets() -> Vec<&'static F32Kernels> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use super::gemm_avx512 as avx512;
+        static AVX512: F32Kernels = F32Kernels {
+            name: "avx512",
+            full: avx512::kernel_6x16,
+            strided: avx512::kernel_6x16_strided,
+        };
+        static AVX2: F32Kernels = F32Kernels {
+            name: "avx2",
+            full: avx2::kernel_6x16,
+            strided: avx2::kernel_6x16_strided,
+        };
+        let mut sets = Vec::new();
+        if avx2::available() && avx512::available() {
+            sets.push(&AVX512);
+        }
+        if avx2::available() {
+            sets.push(&AVX2);
+        }
+        sets
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    Vec::new()
+}
+
+/// The fastest f32 kernel set this CPU runs, if any (detected once).
+#[inline]
+pub fn f32_kernels() -> Option<&'static F32Kernels> {
+    static BEST: std::sync::OnceLock<Option<&'static F32Kernels>> = std::sync::OnceLock::new();
+    *BEST.get_or_init(|| f32_kernel_sets().first().copied())
+}
+
 #[cfg(target_arch = "x86_64")]
 pub mod avx2 {
     use super::{MR, NR};
@@ -251,8 +301,8 @@ pub mod avx2 {
         }
     }
 
-    /// `C[6 × 16] = alpha · Σ_p a[p · a_step + i · a_row] · b[p · 16 + j] + beta · C`: as [`kernel_6x16`] with
-    /// A read in place (any strides) instead of from a packed panel.
+    /// `C[6 × 16] = alpha · Σ_p a[p · a_step + i · a_row] · b[p · 16 + j] + beta · C`: as [`kernel_6x16`]
+    /// with A read in place (any strides) instead of from a packed panel.
     ///
     /// # Safety
     /// As for [`kernel_6x16`], with `a` valid for reads at `p · a_step + i · a_row` for `p < kc`, `i < 6`.
@@ -319,23 +369,6 @@ pub mod avx2 {
             b = b.add(NR);
         }
         c
-    }
-
-    /// `out[i · 16 + j] = Σ_p a[p · 6 + i] · b[p · 16 + j]` over `kc` steps.
-    ///
-    /// # Safety
-    /// As for [`kernel_6x16`], with `out` in place of C.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn kernel_6x16_to_buffer(
-        kc: usize,
-        a: *const f32,
-        b: *const f32,
-        out: &mut [f32; MR * NR],
-    ) {
-        let acc = accumulate(kc, a, b);
-        for (i, v) in acc.iter().enumerate() {
-            _mm256_storeu_ps(out.as_mut_ptr().add(i * 8), *v);
-        }
     }
 
     /// The twelve accumulators (row `i` in `acc[2i]`, `acc[2i + 1]`) after `kc` steps.

@@ -2,7 +2,10 @@
 
 pub mod elementwise;
 pub mod gemm;
+#[cfg(target_arch = "x86_64")]
+pub mod gemm_avx512;
 pub mod gemm_kernel;
+pub mod parallel;
 
 use crate::dtype::{DType, Element};
 use half::{bf16, f16};

@@ -67,7 +67,7 @@ pub(crate) fn rotate(
     sign: f64,
 ) -> Result<Tensor> {
     let xb = buffer("rope", x)?;
-    if !x.is_contiguous() || x.ndim() != 4 || x.shape()[3] % 2 != 0 {
+    if !x.is_contiguous() || x.ndim() != 4 || !x.shape()[3].is_multiple_of(2) {
         return Err(Error::shape(
             "rope",
             format!(

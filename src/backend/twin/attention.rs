@@ -58,7 +58,7 @@ impl Shape {
             "need 1 <= q_len <= kv_len"
         );
         assert!(
-            self.kv_heads >= 1 && self.heads % self.kv_heads == 0,
+            self.kv_heads >= 1 && self.heads.is_multiple_of(self.kv_heads),
             "heads must be a multiple of kv_heads"
         );
         assert!(

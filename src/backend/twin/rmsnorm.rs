@@ -34,7 +34,7 @@ impl Storage {
             Storage::F32 => 4,
             Storage::Bf16 => 8,
         };
-        if cols % w == 0 {
+        if cols.is_multiple_of(w) {
             w
         } else {
             1
