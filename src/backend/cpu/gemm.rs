@@ -384,19 +384,21 @@ pub fn gemm<T: GemmFloat>(
         1
     };
     let out = SharedOut(c.as_mut_ptr());
-    // Small products read A in place when the micro-kernel can (f32 with AVX2, A row- or column-major).
+    // Small products read A in place when the micro-kernel can (f32 with a SIMD kernel set, A row-major); then
+    // A has no packed panels.
     let direct_a = m * n * k <= DIRECT_A_WORK && T::reads_a_in_place(a);
     let m_panels = m.div_ceil(MR);
+    let packed_a_panels = if direct_a { 0 } else { m_panels };
     // Depth blocks of (nearly) equal size, at most KC each.
     let kb = k.div_ceil(k.div_ceil(KC));
     let k_blocks = k.div_ceil(kb);
     // Depth blocks per parallel phase: all of them unless the packed operands would pass PACKED_LIMIT elements.
-    let phase_blocks =
-        (PACKED_LIMIT / ((m_panels * MR + n.min(NC).div_ceil(NR) * NR) * kb)).clamp(1, k_blocks);
+    let phase_blocks = (PACKED_LIMIT / ((packed_a_panels * MR + n.min(NC).div_ceil(NR) * NR) * kb))
+        .clamp(1, k_blocks);
     let b_panels_max = NC.min(n).div_ceil(NR);
     let (a_stride, b_stride) = (MR * kb, NR * kb);
     T::with_scratch(
-        phase_blocks * m_panels * a_stride,
+        phase_blocks * packed_a_panels * a_stride,
         phase_blocks * b_panels_max * b_stride,
         |packed_a, packed_b| {
             let mut state: Vec<AtomicU8> = Vec::new();
@@ -408,7 +410,7 @@ pub fn gemm<T: GemmFloat>(
                 for q0 in (0..k_blocks).step_by(phase_blocks) {
                     // Depth blocks q0.. of this phase; panel `(q - q0) · panels + p` holds panel p of block q.
                     let blocks = phase_blocks.min(k_blocks - q0);
-                    let states_a = Panels::<T>::states(blocks, m_panels, GROUP);
+                    let states_a = Panels::<T>::states(blocks, packed_a_panels, GROUP);
                     state.clear();
                     state.resize_with(
                         states_a + Panels::<T>::states(blocks, b_panels, GROUP),
@@ -418,7 +420,7 @@ pub fn gemm<T: GemmFloat>(
                     let pa = Panels {
                         data: SharedOut(packed_a.as_mut_ptr()),
                         stride: a_stride,
-                        per_block: m_panels,
+                        per_block: packed_a_panels,
                         group: GROUP,
                         state: state_a,
                     };

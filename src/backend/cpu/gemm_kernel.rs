@@ -236,7 +236,7 @@ pub mod avx2 {
         alpha: f32,
         beta: f32,
     ) {
-        store(accumulate(kc, a, b), c, ldc, alpha, beta);
+        store(accumulate(kc, (a, 1, MR), b), c, ldc, alpha, beta);
     }
 
     /// `panel[p · 6 + i] = rows[i][p]` for `p < kc`, eight depth steps at a time through an 8 × 8 transpose
@@ -306,19 +306,17 @@ pub mod avx2 {
     ///
     /// # Safety
     /// As for [`kernel_6x16`], with `a` valid for reads at `p · a_step + i · a_row` for `p < kc`, `i < 6`.
-    #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn kernel_6x16_strided(
         kc: usize,
-        (a, a_row, a_step): (*const f32, usize, usize),
+        a: (*const f32, usize, usize),
         b: *const f32,
         c: *mut f32,
         ldc: usize,
         alpha: f32,
         beta: f32,
     ) {
-        let acc = accumulate_strided(kc, a, a_row, a_step, b);
-        store(acc, c, ldc, alpha, beta);
+        store(accumulate(kc, a, b), c, ldc, alpha, beta);
     }
 
     /// Writes the accumulators to C: `C = alpha · acc + beta · C`, C only written when `beta == 0`.
@@ -345,67 +343,37 @@ pub mod avx2 {
         }
     }
 
-    /// The twelve accumulators after `kc` steps with A read in place: element `(i, p)` at
-    /// `a[p · a_step + i · a_row]`.
+    /// The twelve accumulators (row `i` in `acc[2i]`, `acc[2i + 1]`) after `kc` steps, A's element `(i, p)` at
+    /// `a[p · a_step + i · a_row]` (a packed panel is `a_row = 1`, `a_step = MR`, which the inlining turns into
+    /// constant offsets).
     #[inline(always)]
-    unsafe fn accumulate_strided(
+    unsafe fn accumulate(
         kc: usize,
-        mut a: *const f32,
-        a_row: usize,
-        a_step: usize,
+        (mut a, a_row, a_step): (*const f32, usize, usize),
         mut b: *const f32,
     ) -> [__m256; 12] {
         let mut c = [_mm256_setzero_ps(); 12];
-        let offsets: [usize; MR] = std::array::from_fn(|i| i * a_row);
-        for _ in 0..kc {
-            let b0 = _mm256_loadu_ps(b);
-            let b1 = _mm256_loadu_ps(b.add(8));
-            for i in 0..MR {
-                let ai = _mm256_broadcast_ss(&*a.add(offsets[i]));
-                c[2 * i] = _mm256_fmadd_ps(ai, b0, c[2 * i]);
-                c[2 * i + 1] = _mm256_fmadd_ps(ai, b1, c[2 * i + 1]);
-            }
-            a = a.add(a_step);
-            b = b.add(NR);
-        }
-        c
-    }
-
-    /// The twelve accumulators (row `i` in `acc[2i]`, `acc[2i + 1]`) after `kc` steps.
-    #[inline(always)]
-    unsafe fn accumulate(kc: usize, mut a: *const f32, mut b: *const f32) -> [__m256; 12] {
-        let mut c = [_mm256_setzero_ps(); 12];
+        let rows: [usize; MR] = std::array::from_fn(|i| i * a_row);
         macro_rules! step {
-            ($p:expr) => {
-                let b0 = _mm256_loadu_ps(b.add($p * NR));
-                let b1 = _mm256_loadu_ps(b.add($p * NR + 8));
-                macro_rules! row {
-                    ($i:expr) => {
-                        let ai = _mm256_broadcast_ss(&*a.add($p * MR + $i));
-                        c[2 * $i] = _mm256_fmadd_ps(ai, b0, c[2 * $i]);
-                        c[2 * $i + 1] = _mm256_fmadd_ps(ai, b1, c[2 * $i + 1]);
-                    };
+            () => {
+                let (b0, b1) = (_mm256_loadu_ps(b), _mm256_loadu_ps(b.add(8)));
+                for i in 0..MR {
+                    let ai = _mm256_broadcast_ss(&*a.add(rows[i]));
+                    c[2 * i] = _mm256_fmadd_ps(ai, b0, c[2 * i]);
+                    c[2 * i + 1] = _mm256_fmadd_ps(ai, b1, c[2 * i + 1]);
                 }
-                row!(0);
-                row!(1);
-                row!(2);
-                row!(3);
-                row!(4);
-                row!(5);
+                a = a.add(a_step);
+                b = b.add(NR);
             };
         }
         for _ in 0..kc / 4 {
-            step!(0);
-            step!(1);
-            step!(2);
-            step!(3);
-            a = a.add(4 * MR);
-            b = b.add(4 * NR);
+            step!();
+            step!();
+            step!();
+            step!();
         }
         for _ in 0..kc % 4 {
-            step!(0);
-            a = a.add(MR);
-            b = b.add(NR);
+            step!();
         }
         c
     }
