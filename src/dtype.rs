@@ -113,13 +113,16 @@ pub fn fast_exp_f32(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * std::f32::consts::LOG2_E + MAGIC) - MAGIC;
+    // `t` holds round(x · log2 e) in its low mantissa bits, read back as an integer below.
+    let t = x * std::f32::consts::LOG2_E + MAGIC;
+    let n = t - MAGIC;
     let r = (x - n * LN2_HI) - n * LN2_LO;
     let p = 1.0
         + r * (1.0
             + r * (0.5
                 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    f32::from_bits(((n as i32 + 127) << 23) as u32) * p
+    let exponent = t.to_bits().wrapping_sub(MAGIC.to_bits()).wrapping_add(127);
+    f32::from_bits(exponent << 23) * p
 }
 
 macro_rules! float {

@@ -18,10 +18,13 @@
 //! One task per (batch, key/value head) owns dK, dV and the dQ rows of its query heads: no atomics, and the
 //! result is deterministic.
 //!
+//! Each head's kernel runs through `simd::vectorized`: compiled for AVX2 + FMA when the CPU has them.
+//!
 //! Inputs are read through their strides (the last dim must be contiguous); outputs are stored `[B, T, H, D]`
 //! and returned as `[B, H, T, D]` views, so the projections around attention reshape them for free.
 
 use super::{float_dispatch, keep, with_compute_dtype};
+use crate::backend::cpu::simd::vectorized;
 use crate::backend::cpu::{dot, StorageElement};
 use crate::dtype::Float;
 use crate::error::{Error, Result};
@@ -458,46 +461,6 @@ fn backward_group<T: Float>(
     (dq, dk, dv)
 }
 
-/// The kernels compiled twice: for AVX2 + FMA (chosen at run time when the CPU has them) and portably.
-mod dispatch {
-    use super::*;
-
-    fn has_avx2() -> bool {
-        #[cfg(target_arch = "x86_64")]
-        return std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
-        #[allow(unreachable_code)]
-        false
-    }
-
-    /// `$name` runs `$kernel` compiled for AVX2 + FMA when the CPU has them (`$avx2`), and portably otherwise.
-    macro_rules! multiversion {
-        ($name:ident, $avx2:ident, $kernel:ident, ($($arg:ident: $ty:ty),*) -> $ret:ty) => {
-            #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx2,fma")]
-            #[allow(clippy::too_many_arguments)]
-            unsafe fn $avx2<T: Float>($($arg: $ty),*) -> $ret {
-                $kernel($($arg),*)
-            }
-
-            #[allow(clippy::too_many_arguments)]
-            pub(super) fn $name<T: Float>($($arg: $ty),*) -> $ret {
-                #[cfg(target_arch = "x86_64")]
-                if has_avx2() {
-                    // SAFETY: the CPU supports the features the function was compiled for.
-                    return unsafe { $avx2($($arg),*) };
-                }
-                $kernel($($arg),*)
-            }
-        };
-    }
-
-    multiversion!(forward, forward_avx2, forward_head,
-        (q: (&[T], Rows), k: (&[T], Rows), v: (&[T], Rows), g: &Geometry, b: usize, h: usize) -> (Vec<T>, Vec<T>));
-    multiversion!(backward, backward_avx2, backward_group,
-        (q: (&[T], Rows), k: (&[T], Rows), v: (&[T], Rows), o: (&[T], Rows), dout: (&[T], Rows), lse: &[T],
-         g: &Geometry, b: usize, hk: usize) -> (Vec<T>, Vec<T>, Vec<T>));
-}
-
 /// Writes per-(b, h) blocks `[T, D]` into a `[B, T, H, D]` buffer.
 fn interleave<T: Float>(
     blocks: &[Vec<T>],
@@ -551,7 +514,13 @@ impl Tensor {
                 );
                 let heads: Vec<(Vec<T>, Vec<T>)> = (0..geo.batch * geo.heads)
                     .into_par_iter()
-                    .map(|bh| dispatch::forward(qd, kd, vd, &geo, bh / geo.heads, bh % geo.heads))
+                    .map(|bh| {
+                        let (b, h) = (bh / geo.heads, bh % geo.heads);
+                        vectorized(
+                            #[inline(always)]
+                            || forward_head(qd, kd, vd, &geo, b, h),
+                        )
+                    })
                     .collect();
                 let (outs, lses): (Vec<Vec<T>>, Vec<Vec<T>>) = heads.into_iter().unzip();
                 let out = interleave(&outs, geo.batch, geo.heads, geo.tq, geo.d);
@@ -573,16 +542,21 @@ impl Tensor {
                         .into_par_iter()
                         .map(|bk| {
                             let (b, hk) = (bk / geo.kv_heads, bk % geo.kv_heads);
-                            dispatch::backward(
-                                view::<T>(&q),
-                                view::<T>(&k),
-                                view::<T>(&v),
-                                view::<T>(&o),
-                                view::<T>(&dout),
-                                lse,
-                                &geo,
-                                b,
-                                hk,
+                            vectorized(
+                                #[inline(always)]
+                                || {
+                                    backward_group(
+                                        view::<T>(&q),
+                                        view::<T>(&k),
+                                        view::<T>(&v),
+                                        view::<T>(&o),
+                                        view::<T>(&dout),
+                                        lse,
+                                        &geo,
+                                        b,
+                                        hk,
+                                    )
+                                },
                             )
                         })
                         .collect();

@@ -6,6 +6,7 @@
 
 use super::{float_dispatch, keep, with_compute_dtype};
 use crate::backend::cpu::elementwise::for_each_row;
+use crate::backend::cpu::simd::vectorized;
 use crate::dtype::{DType, Element, Float};
 use crate::error::{Error, Result};
 use crate::tape::record;
@@ -13,6 +14,7 @@ use crate::tensor::Tensor;
 use rayon::prelude::*;
 
 /// `log Σ exp(row)`, with the max and the sum kept in eight lanes (so the loops vectorize) and `fast_exp`.
+#[inline(always)]
 fn row_lse<T: Float>(row: &[T]) -> T {
     const LANES: usize = 8;
     let chunks = row.chunks_exact(LANES);
@@ -106,7 +108,10 @@ impl Problem<'_> {
         let dtype = x.dtype();
         let (loss, lse) = float_dispatch!(dtype, T, {
             let data = x.contiguous_data::<T>();
-            let lse: Vec<T> = data.par_chunks(vocab.max(1)).map(row_lse).collect();
+            let lse: Vec<T> = data
+                .par_chunks(vocab.max(1))
+                .map(|row| vectorized(|| row_lse(row)))
+                .collect();
             let total: f64 = (0..rows)
                 .filter(|&r| Some(targets[r]) != ignore_index)
                 .map(|r| (lse[r] - data[r * vocab + targets[r] as usize]).to_f64())
@@ -146,17 +151,22 @@ impl Problem<'_> {
             let mut dx = vec![T::ZERO; data.len()];
             let shape = [rows, vocab];
             let s = T::from_f64(scale);
-            for_each_row(&mut dx, &shape, |r, out| {
-                let target = targets[r];
-                if Some(target) == ignore_index {
-                    return;
-                }
-                let row = &data[r * vocab..(r + 1) * vocab];
-                for (o, &v) in out.iter_mut().zip(row) {
-                    *o = (v - lse[r]).fast_exp() * s;
-                }
-                out[target as usize] -= s;
-            });
+            for_each_row(
+                &mut dx,
+                &shape,
+                #[inline(always)]
+                |r, out| {
+                    let target = targets[r];
+                    if Some(target) == ignore_index {
+                        return;
+                    }
+                    let row = &data[r * vocab..(r + 1) * vocab];
+                    for (o, &v) in out.iter_mut().zip(row) {
+                        *o = (v - lse[r]).fast_exp() * s;
+                    }
+                    out[target as usize] -= s;
+                },
+            );
             Tensor::from_vec(dx, x.shape())
         })
     }

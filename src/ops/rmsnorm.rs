@@ -24,12 +24,17 @@ fn forward<T: Float>(x: &[T], w: &[T], shape: &[usize], eps: f64) -> (Vec<T>, Ve
         })
         .collect();
     let mut y = vec![T::ZERO; x.len()];
-    for_each_row(&mut y, shape, |r, out| {
-        let row = &x[r * c..(r + 1) * c];
-        for ((o, &v), &wv) in out.iter_mut().zip(row).zip(w) {
-            *o = v * rstd[r] * wv;
-        }
-    });
+    for_each_row(
+        &mut y,
+        shape,
+        #[inline(always)]
+        |r, out| {
+            let row = &x[r * c..(r + 1) * c];
+            for ((o, &v), &wv) in out.iter_mut().zip(row).zip(w) {
+                *o = v * rstd[r] * wv;
+            }
+        },
+    );
     (y, rstd)
 }
 
@@ -37,19 +42,24 @@ fn backward<T: Float>(x: &[T], w: &[T], rstd: &[T], dy: &[T], shape: &[usize]) -
     let c = w.len();
     let mut dx = vec![T::ZERO; x.len()];
     let inv_c = T::from_f64(1.0 / c as f64);
-    for_each_row(&mut dx, shape, |r, out| {
-        let (xr, gr) = (&x[r * c..(r + 1) * c], &dy[r * c..(r + 1) * c]);
-        let dot: T = xr
-            .iter()
-            .zip(gr)
-            .zip(w)
-            .map(|((&a, &g), &wv)| a * g * wv)
-            .sum();
-        let k = rstd[r] * rstd[r] * dot * inv_c;
-        for (((o, &a), &g), &wv) in out.iter_mut().zip(xr).zip(gr).zip(w) {
-            *o = rstd[r] * (g * wv - a * k);
-        }
-    });
+    for_each_row(
+        &mut dx,
+        shape,
+        #[inline(always)]
+        |r, out| {
+            let (xr, gr) = (&x[r * c..(r + 1) * c], &dy[r * c..(r + 1) * c]);
+            let dot: T = xr
+                .iter()
+                .zip(gr)
+                .zip(w)
+                .map(|((&a, &g), &wv)| a * g * wv)
+                .sum();
+            let k = rstd[r] * rstd[r] * dot * inv_c;
+            for (((o, &a), &g), &wv) in out.iter_mut().zip(xr).zip(gr).zip(w) {
+                *o = rstd[r] * (g * wv - a * k);
+            }
+        },
+    );
     // Per-chunk partial sums over a fixed chunking, added in order: deterministic for any thread count.
     let rows = rstd.len();
     let partials: Vec<Vec<T>> = (0..rows.div_ceil(64))

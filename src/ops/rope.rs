@@ -62,20 +62,25 @@ impl Rope {
         let half = d / 2;
         let mut out = vec![T::ZERO; x.len()];
         let flat = [x.len() / (heads * d), heads * d];
-        for_each_row(&mut out, &flat, |r, row| {
-            let pos = start_pos + r % t_len;
-            let cos = &self.cos[pos * half..(pos + 1) * half];
-            let sin = &self.sin[pos * half..(pos + 1) * half];
-            let src = &x[r * heads * d..(r + 1) * heads * d];
-            for (o, s) in row.chunks_mut(d).zip(src.chunks(d)) {
-                for i in 0..half {
-                    let (c, sn) = (T::from_f64(cos[i]), T::from_f64(sign * sin[i]));
-                    let (x1, x2) = (s[i], s[i + half]);
-                    o[i] = x1 * c - x2 * sn;
-                    o[i + half] = x2 * c + x1 * sn;
+        for_each_row(
+            &mut out,
+            &flat,
+            #[inline(always)]
+            |r, row| {
+                let pos = start_pos + r % t_len;
+                let cos = &self.cos[pos * half..(pos + 1) * half];
+                let sin = &self.sin[pos * half..(pos + 1) * half];
+                let src = &x[r * heads * d..(r + 1) * heads * d];
+                for (o, s) in row.chunks_mut(d).zip(src.chunks(d)) {
+                    for i in 0..half {
+                        let (c, sn) = (T::from_f64(cos[i]), T::from_f64(sign * sin[i]));
+                        let (x1, x2) = (s[i], s[i + half]);
+                        o[i] = x1 * c - x2 * sn;
+                        o[i + half] = x2 * c + x1 * sn;
+                    }
                 }
-            }
-        });
+            },
+        );
         out
     }
 

@@ -12,19 +12,24 @@ use crate::tensor::Tensor;
 fn rows<T: Float>(x: &[T], shape: &[usize], log: bool) -> Vec<T> {
     let n = *shape.last().unwrap();
     let mut out = vec![T::ZERO; x.len()];
-    for_each_row(&mut out, shape, |r, row| {
-        let src = &x[r * n..r * n + n];
-        let max = src.iter().fold(T::NEG_INFINITY, |m, &v| m.max(v));
-        let sum: T = src.iter().map(|&v| (v - max).exp()).sum();
-        if log {
-            let lse = max + sum.ln();
-            row.iter_mut().zip(src).for_each(|(o, &v)| *o = v - lse);
-        } else {
-            row.iter_mut()
-                .zip(src)
-                .for_each(|(o, &v)| *o = (v - max).exp() / sum);
-        }
-    });
+    for_each_row(
+        &mut out,
+        shape,
+        #[inline(always)]
+        |r, row| {
+            let src = &x[r * n..r * n + n];
+            let max = src.iter().fold(T::NEG_INFINITY, |m, &v| m.max(v));
+            let sum: T = src.iter().map(|&v| (v - max).exp()).sum();
+            if log {
+                let lse = max + sum.ln();
+                row.iter_mut().zip(src).for_each(|(o, &v)| *o = v - lse);
+            } else {
+                row.iter_mut()
+                    .zip(src)
+                    .for_each(|(o, &v)| *o = (v - max).exp() / sum);
+            }
+        },
+    );
     out
 }
 

@@ -5,13 +5,14 @@
 
 use super::{float_dispatch, keep, with_native_dtype};
 use crate::backend::cpu::elementwise::for_each_row;
+use crate::backend::cpu::simd::vectorized;
 use crate::dtype::Float;
 use crate::error::{Error, Result};
 use crate::tape::record_recomputable;
 use crate::tensor::Tensor;
 use rayon::prelude::*;
 
-#[inline]
+#[inline(always)]
 fn sigmoid<T: Float>(x: T) -> T {
     T::ONE / (T::ONE + (-x).fast_exp())
 }
@@ -36,12 +37,18 @@ impl Tensor {
                 _ => float_dispatch!(a.dtype(), T, {
                     let (av, bv) = (a.contiguous_data::<T>(), b.contiguous_data::<T>());
                     let mut y = vec![T::ZERO; av.len()];
-                    for_each_row(&mut y, &flat, |r, out| {
-                        let (ar, br) = (&av[r * row..(r + 1) * row], &bv[r * row..(r + 1) * row]);
-                        for ((o, &x), &u) in out.iter_mut().zip(ar).zip(br) {
-                            *o = x * sigmoid(x) * u;
-                        }
-                    });
+                    for_each_row(
+                        &mut y,
+                        &flat,
+                        #[inline(always)]
+                        |r, out| {
+                            let (ar, br) =
+                                (&av[r * row..(r + 1) * row], &bv[r * row..(r + 1) * row]);
+                            for ((o, &x), &u) in out.iter_mut().zip(ar).zip(br) {
+                                *o = x * sigmoid(x) * u;
+                            }
+                        },
+                    );
                     Tensor::from_vec(y, &shape)?
                 }),
             };
@@ -68,12 +75,17 @@ impl Tensor {
                             .enumerate()
                             .for_each(|(c, (da, db))| {
                                 let base = c * CHUNK;
-                                for i in 0..da.len() {
-                                    let (x, u, d) = (av[base + i], bv[base + i], gv[base + i]);
-                                    let s = sigmoid(x);
-                                    da[i] = d * u * s * (T::ONE + x * (T::ONE - s));
-                                    db[i] = d * x * s;
-                                }
+                                let n = da.len();
+                                let (a, b, g) =
+                                    (&av[base..][..n], &bv[base..][..n], &gv[base..][..n]);
+                                vectorized(|| {
+                                    for i in 0..n {
+                                        let (x, u, d) = (a[i], b[i], g[i]);
+                                        let s = sigmoid(x);
+                                        da[i] = d * u * s * (T::ONE + x * (T::ONE - s));
+                                        db[i] = d * x * s;
+                                    }
+                                })
                             });
                         (Tensor::from_vec(da, &shape)?, Tensor::from_vec(db, &shape)?)
                     }),

@@ -1,6 +1,8 @@
 //! Strided elementwise loops shared by the pointwise ops: each reads its inputs through their layouts (views are
-//! never copied first) and writes a fresh contiguous output, in parallel above `PARALLEL_THRESHOLD` elements.
+//! never copied first) and writes a fresh contiguous output, in parallel above `PARALLEL_THRESHOLD` elements,
+//! with each task's loop compiled for AVX2 + FMA where the CPU has them (`simd::vectorized`).
 
+use super::simd::vectorized;
 use super::PARALLEL_THRESHOLD;
 use crate::shape::Layout;
 use rayon::prelude::*;
@@ -21,14 +23,18 @@ pub fn for_each_row<T: Send>(out: &mut [T], shape: &[usize], f: impl Fn(usize, &
         out.par_chunks_mut(row_len * per)
             .enumerate()
             .for_each(|(chunk, rows)| {
-                for (i, row) in rows.chunks_mut(row_len).enumerate() {
-                    f(chunk * per + i, row);
-                }
+                vectorized(|| {
+                    for (i, row) in rows.chunks_mut(row_len).enumerate() {
+                        f(chunk * per + i, row);
+                    }
+                })
             });
     } else {
-        for (r, row) in out.chunks_mut(row_len).enumerate() {
-            f(r, row);
-        }
+        vectorized(|| {
+            for (r, row) in out.chunks_mut(row_len).enumerate() {
+                f(r, row);
+            }
+        })
     }
 }
 
@@ -45,19 +51,26 @@ pub fn unary<T: Copy + Send + Sync + Default>(
         if n >= PARALLEL_THRESHOLD {
             out.par_chunks_mut(PARALLEL_THRESHOLD / 4)
                 .zip(src.par_chunks(PARALLEL_THRESHOLD / 4))
-                .for_each(|(o, s)| o.iter_mut().zip(s).for_each(|(o, &s)| *o = f(s)));
+                .for_each(|(o, s)| {
+                    vectorized(|| o.iter_mut().zip(s).for_each(|(o, &s)| *o = f(s)))
+                });
         } else {
-            out.iter_mut().zip(src).for_each(|(o, &s)| *o = f(s));
+            vectorized(|| out.iter_mut().zip(src).for_each(|(o, &s)| *o = f(s)));
         }
         return out;
     }
     let stride = *layout.strides.last().unwrap_or(&1);
-    for_each_row(&mut out, &layout.shape, |r, row| {
-        let base = layout.row_offset(r);
-        for (j, o) in row.iter_mut().enumerate() {
-            *o = f(x[base + j * stride]);
-        }
-    });
+    for_each_row(
+        &mut out,
+        &layout.shape,
+        #[inline(always)]
+        |r, row| {
+            let base = layout.row_offset(r);
+            for (j, o) in row.iter_mut().enumerate() {
+                *o = f(x[base + j * stride]);
+            }
+        },
+    );
     out
 }
 
@@ -74,34 +87,40 @@ pub fn binary<T: Copy + Send + Sync + Default>(
     let mut out = vec![T::default(); n];
     let sa = *la.strides.last().unwrap_or(&1);
     let sb = *lb.strides.last().unwrap_or(&1);
-    for_each_row(&mut out, &la.shape, |r, row| {
-        let (oa, ob) = (la.row_offset(r), lb.row_offset(r));
-        let len = row.len();
-        match (sa, sb) {
-            (1, 1) => {
-                for ((o, &x), &y) in row.iter_mut().zip(&a[oa..oa + len]).zip(&b[ob..ob + len]) {
-                    *o = f(x, y);
+    for_each_row(
+        &mut out,
+        &la.shape,
+        #[inline(always)]
+        |r, row| {
+            let (oa, ob) = (la.row_offset(r), lb.row_offset(r));
+            let len = row.len();
+            match (sa, sb) {
+                (1, 1) => {
+                    for ((o, &x), &y) in row.iter_mut().zip(&a[oa..oa + len]).zip(&b[ob..ob + len])
+                    {
+                        *o = f(x, y);
+                    }
+                }
+                (1, 0) => {
+                    let y = b[ob];
+                    for (o, &x) in row.iter_mut().zip(&a[oa..oa + len]) {
+                        *o = f(x, y);
+                    }
+                }
+                (0, 1) => {
+                    let x = a[oa];
+                    for (o, &y) in row.iter_mut().zip(&b[ob..ob + len]) {
+                        *o = f(x, y);
+                    }
+                }
+                _ => {
+                    for (j, o) in row.iter_mut().enumerate() {
+                        *o = f(a[oa + j * sa], b[ob + j * sb]);
+                    }
                 }
             }
-            (1, 0) => {
-                let y = b[ob];
-                for (o, &x) in row.iter_mut().zip(&a[oa..oa + len]) {
-                    *o = f(x, y);
-                }
-            }
-            (0, 1) => {
-                let x = a[oa];
-                for (o, &y) in row.iter_mut().zip(&b[ob..ob + len]) {
-                    *o = f(x, y);
-                }
-            }
-            _ => {
-                for (j, o) in row.iter_mut().enumerate() {
-                    *o = f(a[oa + j * sa], b[ob + j * sb]);
-                }
-            }
-        }
-    });
+        },
+    );
     out
 }
 

@@ -217,7 +217,7 @@ pub mod avx2 {
     /// Whether this CPU runs the AVX2 + FMA kernel.
     #[inline]
     pub fn available() -> bool {
-        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+        crate::backend::cpu::simd::has_avx2_fma()
     }
 
     /// `C[6 × 16] = alpha · Σ_p a[p · 6 + i] · b[p · 16 + j] + beta · C` over `kc` steps, C at `c` with row

@@ -7,6 +7,7 @@ pub mod gemm_avx512;
 pub mod gemm_kernel;
 mod gemm_panels;
 pub mod parallel;
+pub mod simd;
 
 use crate::dtype::{DType, Element};
 use half::{bf16, f16};
