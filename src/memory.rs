@@ -2,6 +2,8 @@
 //! report the peak bytes of live tensors (what activations, gradients, parameters and optimizer state held at
 //! once), independent of the allocator's own caching.
 //!
+//! A dropped buffer may be kept for reuse (`backend::cpu::recycle`); it stops counting here when dropped.
+//!
 //! The counters are process-wide and count host memory; GPU memory is reported by each device's pool
 //! (`backend::cuda::Gpu::memory`). `reset_peak` starts a new measurement window.
 
@@ -11,6 +13,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 static PEAK: AtomicUsize = AtomicUsize::new(0);
+/// The most live bytes ever, never reset: the bound on buffers kept for reuse (`backend::cpu::recycle`).
+static MOST: AtomicUsize = AtomicUsize::new(0);
 
 /// Bytes of tensor storage alive now and at the peak since the last `reset_peak`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,6 +36,11 @@ pub fn reset_peak() {
     PEAK.store(LIVE.load(Ordering::Relaxed), Ordering::Relaxed);
 }
 
+/// The most bytes live tensors have held at once since the process started.
+pub(crate) fn most_live_bytes() -> usize {
+    MOST.load(Ordering::Relaxed)
+}
+
 /// Device buffers are counted by their device's pool instead.
 fn host_bytes(storage: &Storage) -> usize {
     if storage.is_host() {
@@ -50,6 +59,7 @@ impl Counted {
         let bytes = host_bytes(&storage);
         let now = LIVE.fetch_add(bytes, Ordering::Relaxed) + bytes;
         PEAK.fetch_max(now, Ordering::Relaxed);
+        MOST.fetch_max(now, Ordering::Relaxed);
         Counted(storage)
     }
 }
@@ -63,6 +73,10 @@ impl Clone for Counted {
 impl Drop for Counted {
     fn drop(&mut self) {
         LIVE.fetch_sub(host_bytes(&self.0), Ordering::Relaxed);
+        crate::backend::cpu::recycle::keep(std::mem::replace(
+            &mut self.0,
+            Storage::F32(Vec::new()),
+        ));
     }
 }
 

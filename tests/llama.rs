@@ -321,3 +321,34 @@ fn bf16_activations_keep_f32_parameters_and_learn() {
         "bf16 activations learn: {bf16_run:?}"
     );
 }
+
+/// The loss and every parameter gradient of one training step of `tiny`, as bits.
+fn step_bits(model: &mut Llama, inputs: &[u32], targets: &[u32], b: usize, t: usize) -> Vec<u64> {
+    let tape = Tape::new();
+    let leaves = model.watch(&tape);
+    let loss = model.loss(inputs, targets, b, t).unwrap();
+    model.unwatch();
+    let grads = tape.backward(&loss).unwrap();
+    let mut bits = vec![loss.item().unwrap().to_bits()];
+    for leaf in &leaves {
+        bits.extend(values(grads.get(leaf).unwrap()).iter().map(|v| v.to_bits()));
+    }
+    bits
+}
+
+#[test]
+fn every_kernel_of_a_training_step_writes_its_whole_output() {
+    use tapegrad::backend::cpu::recycle::poison_buffers;
+    let mut model = Llama::new(tiny(), DType::F32, 5).unwrap();
+    let (b, t) = (3, 40);
+    let ids: Vec<u32> = (0..b * t + 1).map(|i| (i * 53 % 480) as u32).collect();
+    let (inputs, targets) = (&ids[..b * t], &ids[1..]);
+    let clean = step_bits(&mut model, inputs, targets, b, t);
+    // Output buffers now start as NaN: any element a kernel leaves unwritten would reach the loss or a
+    // gradient.
+    poison_buffers(true);
+    let poisoned = step_bits(&mut model, inputs, targets, b, t);
+    poison_buffers(false);
+    assert!(clean.iter().all(|&x| f64::from_bits(x).is_finite()));
+    assert_eq!(clean, poisoned);
+}

@@ -25,7 +25,7 @@
 
 use super::{float_dispatch, keep, with_compute_dtype};
 use crate::backend::cpu::simd::vectorized;
-use crate::backend::cpu::{dot, StorageElement};
+use crate::backend::cpu::{dot, recycle, StorageElement};
 use crate::dtype::Float;
 use crate::error::{Error, Result};
 use crate::tape::record;
@@ -462,14 +462,14 @@ fn backward_group<T: Float>(
 }
 
 /// Writes per-(b, h) blocks `[T, D]` into a `[B, T, H, D]` buffer.
-fn interleave<T: Float>(
+fn interleave<T: Float + StorageElement>(
     blocks: &[Vec<T>],
     batch: usize,
     heads: usize,
     t: usize,
     d: usize,
 ) -> Vec<T> {
-    let mut out = vec![T::ZERO; batch * t * heads * d];
+    let mut out = recycle::buffer::<T>(batch * t * heads * d);
     for (bh, block) in blocks.iter().enumerate() {
         let (b, h) = (bh / heads, bh % heads);
         for i in 0..t {

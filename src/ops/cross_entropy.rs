@@ -6,6 +6,7 @@
 
 use super::{float_dispatch, keep, with_compute_dtype};
 use crate::backend::cpu::elementwise::for_each_row;
+use crate::backend::cpu::recycle;
 use crate::backend::cpu::simd::vectorized;
 use crate::dtype::{DType, Element, Float};
 use crate::error::{Error, Result};
@@ -148,7 +149,7 @@ impl Problem<'_> {
         float_dispatch!(x.dtype(), T, {
             let data = x.contiguous_data::<T>();
             let lse = lse.contiguous_data::<T>();
-            let mut dx = vec![T::ZERO; data.len()];
+            let mut dx = recycle::buffer::<T>(data.len());
             let shape = [rows, vocab];
             let s = T::from_f64(scale);
             for_each_row(
@@ -158,6 +159,7 @@ impl Problem<'_> {
                 |r, out| {
                     let target = targets[r];
                     if Some(target) == ignore_index {
+                        out.fill(T::ZERO);
                         return;
                     }
                     let row = &data[r * vocab..(r + 1) * vocab];

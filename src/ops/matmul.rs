@@ -9,7 +9,7 @@
 
 use super::{float_dispatch, keep, with_native_dtype};
 use crate::backend::cpu::gemm::{gemm, GemmFloat, MatRef};
-use crate::backend::cpu::StorageElement;
+use crate::backend::cpu::{recycle, StorageElement};
 #[cfg(feature = "cuda-backend")]
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -62,7 +62,7 @@ fn product<T: GemmFloat + StorageElement>(
     let (na, nb) = (a.ndim(), b.ndim());
     let (m, k, n) = (a.shape()[na - 2], a.shape()[na - 1], b.shape()[nb - 1]);
     let batch: usize = out_shape[..out_shape.len() - 2].iter().product();
-    let mut out = vec![T::ZERO; batch * m * n];
+    let mut out = recycle::buffer::<T>(batch * m * n);
     let (da, db) = (a.data::<T>(), b.data::<T>());
     let view = |data, offset, t: &Tensor| MatRef {
         data,

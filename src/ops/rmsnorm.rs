@@ -6,13 +6,19 @@
 
 use super::{float_dispatch, keep, with_native_dtype};
 use crate::backend::cpu::elementwise::for_each_row;
+use crate::backend::cpu::{recycle, StorageElement};
 use crate::dtype::Float;
 use crate::error::{Error, Result};
 use crate::tape::record_recomputable;
 use crate::tensor::Tensor;
 use rayon::prelude::*;
 
-fn forward<T: Float>(x: &[T], w: &[T], shape: &[usize], eps: f64) -> (Vec<T>, Vec<T>) {
+fn forward<T: Float + StorageElement>(
+    x: &[T],
+    w: &[T],
+    shape: &[usize],
+    eps: f64,
+) -> (Vec<T>, Vec<T>) {
     let c = w.len();
     let rows = x.len() / c.max(1);
     let rstd: Vec<T> = (0..rows)
@@ -23,7 +29,7 @@ fn forward<T: Float>(x: &[T], w: &[T], shape: &[usize], eps: f64) -> (Vec<T>, Ve
             T::ONE / (ms + T::from_f64(eps)).sqrt()
         })
         .collect();
-    let mut y = vec![T::ZERO; x.len()];
+    let mut y = recycle::buffer::<T>(x.len());
     for_each_row(
         &mut y,
         shape,
@@ -38,9 +44,15 @@ fn forward<T: Float>(x: &[T], w: &[T], shape: &[usize], eps: f64) -> (Vec<T>, Ve
     (y, rstd)
 }
 
-fn backward<T: Float>(x: &[T], w: &[T], rstd: &[T], dy: &[T], shape: &[usize]) -> (Vec<T>, Vec<T>) {
+fn backward<T: Float + StorageElement>(
+    x: &[T],
+    w: &[T],
+    rstd: &[T],
+    dy: &[T],
+    shape: &[usize],
+) -> (Vec<T>, Vec<T>) {
     let c = w.len();
-    let mut dx = vec![T::ZERO; x.len()];
+    let mut dx = recycle::buffer::<T>(x.len());
     let inv_c = T::from_f64(1.0 / c as f64);
     for_each_row(
         &mut dx,

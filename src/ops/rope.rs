@@ -8,6 +8,7 @@
 
 use super::{float_dispatch, with_compute_dtype};
 use crate::backend::cpu::elementwise::for_each_row;
+use crate::backend::cpu::{recycle, StorageElement};
 use crate::dtype::Float;
 use crate::error::{Error, Result};
 use crate::tape::record_recomputable;
@@ -57,10 +58,16 @@ impl Rope {
     }
 
     /// Rotates every head vector of contiguous `x: [B, T, H, D]` by `sign · angle`.
-    fn rotate<T: Float>(&self, x: &[T], shape: &[usize], start_pos: usize, sign: f64) -> Vec<T> {
+    fn rotate<T: Float + StorageElement>(
+        &self,
+        x: &[T],
+        shape: &[usize],
+        start_pos: usize,
+        sign: f64,
+    ) -> Vec<T> {
         let (t_len, heads, d) = (shape[1], shape[2], shape[3]);
         let half = d / 2;
-        let mut out = vec![T::ZERO; x.len()];
+        let mut out = recycle::buffer::<T>(x.len());
         let flat = [x.len() / (heads * d), heads * d];
         for_each_row(
             &mut out,

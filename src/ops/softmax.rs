@@ -4,14 +4,15 @@
 
 use super::{float_dispatch, keep, with_compute_dtype};
 use crate::backend::cpu::elementwise::for_each_row;
+use crate::backend::cpu::{recycle, StorageElement};
 use crate::dtype::Float;
 use crate::error::{Error, Result};
 use crate::tape::record_recomputable;
 use crate::tensor::Tensor;
 
-fn rows<T: Float>(x: &[T], shape: &[usize], log: bool) -> Vec<T> {
+fn rows<T: Float + StorageElement>(x: &[T], shape: &[usize], log: bool) -> Vec<T> {
     let n = *shape.last().unwrap();
-    let mut out = vec![T::ZERO; x.len()];
+    let mut out = recycle::buffer::<T>(x.len());
     for_each_row(
         &mut out,
         shape,

@@ -5,6 +5,7 @@
 
 use super::{float_dispatch, keep, with_native_dtype};
 use crate::backend::cpu::elementwise::for_each_row;
+use crate::backend::cpu::recycle;
 use crate::backend::cpu::simd::vectorized;
 use crate::dtype::Float;
 use crate::error::{Error, Result};
@@ -36,7 +37,7 @@ impl Tensor {
                 _ if a.is_cuda() => crate::backend::cuda::fused::swiglu_forward(&a, &b)?,
                 _ => float_dispatch!(a.dtype(), T, {
                     let (av, bv) = (a.contiguous_data::<T>(), b.contiguous_data::<T>());
-                    let mut y = vec![T::ZERO; av.len()];
+                    let mut y = recycle::buffer::<T>(av.len());
                     for_each_row(
                         &mut y,
                         &flat,
@@ -68,7 +69,7 @@ impl Tensor {
                             g.contiguous_data::<T>(),
                         );
                         let n = av.len();
-                        let (mut da, mut db) = (vec![T::ZERO; n], vec![T::ZERO; n]);
+                        let (mut da, mut db) = (recycle::buffer::<T>(n), recycle::buffer::<T>(n));
                         const CHUNK: usize = 8192;
                         da.par_chunks_mut(CHUNK)
                             .zip(db.par_chunks_mut(CHUNK))

@@ -4,6 +4,7 @@
 
 use super::simd::vectorized;
 use super::PARALLEL_THRESHOLD;
+use super::{recycle, StorageElement};
 use crate::shape::Layout;
 use rayon::prelude::*;
 
@@ -39,13 +40,9 @@ pub fn for_each_row<T: Send>(out: &mut [T], shape: &[usize], f: impl Fn(usize, &
 }
 
 /// `out[i] = f(x[i])` over the logical elements of `x`.
-pub fn unary<T: Copy + Send + Sync + Default>(
-    x: &[T],
-    layout: &Layout,
-    f: impl Fn(T) -> T + Sync,
-) -> Vec<T> {
+pub fn unary<T: StorageElement>(x: &[T], layout: &Layout, f: impl Fn(T) -> T + Sync) -> Vec<T> {
     let n = layout.numel();
-    let mut out = vec![T::default(); n];
+    let mut out = recycle::buffer::<T>(n);
     if layout.is_contiguous() {
         let src = &x[layout.offset..layout.offset + n];
         if n >= PARALLEL_THRESHOLD {
@@ -75,7 +72,7 @@ pub fn unary<T: Copy + Send + Sync + Default>(
 }
 
 /// `out[i] = f(a[i], b[i])` where both layouts already have the output's shape (broadcast dims have stride 0).
-pub fn binary<T: Copy + Send + Sync + Default>(
+pub fn binary<T: StorageElement>(
     a: &[T],
     la: &Layout,
     b: &[T],
@@ -84,7 +81,7 @@ pub fn binary<T: Copy + Send + Sync + Default>(
 ) -> Vec<T> {
     debug_assert_eq!(la.shape, lb.shape);
     let n = la.numel();
-    let mut out = vec![T::default(); n];
+    let mut out = recycle::buffer::<T>(n);
     let sa = *la.strides.last().unwrap_or(&1);
     let sb = *lb.strides.last().unwrap_or(&1);
     for_each_row(
@@ -125,6 +122,6 @@ pub fn binary<T: Copy + Send + Sync + Default>(
 }
 
 /// A contiguous copy of the logical elements of `x`.
-pub fn gather<T: Copy + Send + Sync + Default>(x: &[T], layout: &Layout) -> Vec<T> {
+pub fn gather<T: StorageElement>(x: &[T], layout: &Layout) -> Vec<T> {
     unary(x, layout, |v| v)
 }

@@ -7,6 +7,7 @@ pub mod gemm_avx512;
 pub mod gemm_kernel;
 mod gemm_panels;
 pub mod parallel;
+pub mod recycle;
 pub mod simd;
 
 use crate::dtype::{DType, Element};
@@ -82,10 +83,10 @@ impl Storage {
     /// A host buffer of `len` elements of `dtype`, each `value` rounded to the dtype.
     pub fn filled(dtype: DType, len: usize, value: f64) -> Storage {
         match dtype {
-            DType::F32 => Storage::F32(vec![value as f32; len]),
-            DType::F64 => Storage::F64(vec![value; len]),
-            DType::BF16 => Storage::BF16(vec![bf16::from_f64(value); len]),
-            DType::F16 => Storage::F16(vec![f16::from_f64(value); len]),
+            DType::F32 => Storage::F32(recycle::filled(len, value as f32)),
+            DType::F64 => Storage::F64(recycle::filled(len, value)),
+            DType::BF16 => Storage::BF16(recycle::filled(len, bf16::from_f64(value))),
+            DType::F16 => Storage::F16(recycle::filled(len, f16::from_f64(value))),
         }
     }
 
@@ -112,6 +113,8 @@ pub trait StorageElement: Element {
     fn wrap(v: Vec<Self>) -> Storage;
     fn slice(s: &Storage) -> Option<&[Self]>;
     fn slice_mut(s: &mut Storage) -> Option<&mut [Self]>;
+    /// The buffer of a storage of this dtype.
+    fn unwrap(s: Storage) -> Option<Vec<Self>>;
 }
 
 macro_rules! storage_element {
@@ -127,6 +130,12 @@ macro_rules! storage_element {
                 }
             }
             fn slice_mut(s: &mut Storage) -> Option<&mut [Self]> {
+                match s {
+                    Storage::$v(v) => Some(v),
+                    _ => None,
+                }
+            }
+            fn unwrap(s: Storage) -> Option<Vec<Self>> {
                 match s {
                     Storage::$v(v) => Some(v),
                     _ => None,
