@@ -51,6 +51,8 @@ fn run(q: &Tensor, k: &Tensor, v: &Tensor, fused: bool) {
 
 /// Peak bytes allocated by one forward + backward, above those live before it.
 fn peak_bytes(q: &Tensor, k: &Tensor, v: &Tensor, fused: bool) -> usize {
+    // Buffers kept for reuse would hide allocations: free them, so every buffer of the call counts.
+    tapegrad::backend::cpu::recycle::release_all();
     let base = LIVE.load(Ordering::Relaxed);
     PEAK.store(base, Ordering::Relaxed);
     run(q, k, v, fused);
