@@ -132,7 +132,7 @@ fn rows_contiguous(t: &Tensor) -> Result<Tensor> {
     }
 }
 
-/// Copies keys `j0..j0 + n` of `(b, hk)` transposed into `tile[dd · ld + jj]`, so products with a query row
+/// Copies keys `j0..j0 + n` of `(b, hk)` transposed into `tile[dd · BC + jj]`, so products with a query row
 /// run along the keys (vectorized) instead of as one horizontal dot product per key.
 #[inline(always)]
 fn transpose_tile<T: Float>(
@@ -142,12 +142,12 @@ fn transpose_tile<T: Float>(
     j0: usize,
     n: usize,
     d: usize,
-    (tile, ld): (&mut [T], usize),
+    tile: &mut [T],
 ) {
     for jj in 0..n {
         let row = &src.0[src.1.at(b, hk, j0 + jj)..][..d];
         for (dd, &x) in row.iter().enumerate() {
-            tile[dd * ld + jj] = x;
+            tile[dd * BC + jj] = x;
         }
     }
 }
@@ -278,14 +278,9 @@ fn forward_head<T: Float>(
     let hk = h / g.group();
     let mut out = vec![T::ZERO; g.tq * d];
     let mut lse = vec![T::ZERO; g.tq];
-    // The head's keys, transposed once `[D, Tk]` (columns padded to a multiple of NR with zeros), and its
-    // values `[Tk, Dp]`: the key tiles below are slices of these.
-    let ldk = round_up(g.tk, NR);
-    let mut k_all = vec![T::ZERO; d * ldk];
-    transpose_tile(k, b, hk, 0, g.tk, d, (&mut k_all, ldk));
-    let mut v_all = vec![T::ZERO; g.tk * dp];
-    copy_rows(v, b, hk, 0, g.tk, g.tk, d, dp, &mut v_all);
     let mut q_tile = vec![T::ZERO; BR * dp];
+    let mut k_tile = vec![T::ZERO; d * BC];
+    let mut v_tile = vec![T::ZERO; BC * dp];
     let mut s = vec![T::ZERO; BR * BC];
     let mut acc = vec![T::ZERO; BR * dp];
     let (mut m, mut l) = ([T::NEG_INFINITY; BR], [T::ZERO; BR]);
@@ -300,12 +295,14 @@ fn forward_head<T: Float>(
         let keys_end = i0 + rows + off;
         for j0 in (0..keys_end).step_by(BC) {
             let nk = (j0 + BC).min(keys_end) - j0;
+            transpose_tile(k, b, hk, j0, nk, d, &mut k_tile);
+            copy_rows(v, b, hk, j0, nk, nk, d, dp, &mut v_tile);
             tile_product::<T, false>(
                 (rows4, round_up(nk, NR), d),
                 &q_tile,
                 (dp, 1),
-                &k_all[j0..],
-                ldk,
+                &k_tile,
+                BC,
                 &mut s,
                 BC,
             );
@@ -316,17 +313,16 @@ fn forward_head<T: Float>(
                 if p.is_empty() {
                     continue;
                 }
-                // The scale is positive, so the scaled maximum is the maximum of the scaled scores.
-                let mx = m[r].max(lanes(p, T::NEG_INFINITY, T::max) * scale);
+                p.iter_mut().for_each(|x| *x *= scale);
+                let mx = lanes(p, m[r], T::max);
                 let alpha = T::fast_exp(m[r] - mx);
-                p.iter_mut().for_each(|x| *x = T::fast_exp(*x * scale - mx));
+                p.iter_mut().for_each(|x| *x = T::fast_exp(*x - mx));
                 l[r] = l[r] * alpha + lanes(p, T::ZERO, |a, b| a + b);
                 m[r] = mx;
                 acc[r * dp..][..d].iter_mut().for_each(|x| *x *= alpha);
             }
             // O += P V
-            let v_tile = &v_all[j0 * dp..];
-            tile_product::<T, true>((rows4, dp, nk), &s, (BC, 1), v_tile, dp, &mut acc, dp);
+            tile_product::<T, true>((rows4, dp, nk), &s, (BC, 1), &v_tile, dp, &mut acc, dp);
         }
         for r in 0..rows {
             let inv = T::ONE / l[r];
@@ -362,18 +358,7 @@ fn backward_group<T: Float>(
     let mut dv = vec![T::ZERO; g.tk * d];
     let (mut k_t, mut v_t) = (vec![T::ZERO; d * BC], vec![T::ZERO; d * BC]);
     let mut k_rows = vec![T::ZERO; BC * dp];
-    // Q and dO of the group's heads, copied once `[G, Tq rounded up to MR, Dp]`: the query tiles below are
-    // slices of these.
-    let tq_pad = round_up(g.tq, MR);
-    let (mut q_all, mut do_all) = (
-        vec![T::ZERO; group * tq_pad * dp],
-        vec![T::ZERO; group * tq_pad * dp],
-    );
-    for gi in 0..group {
-        let (h, at) = (hk * group + gi, gi * tq_pad * dp);
-        copy_rows(q, b, h, 0, g.tq, g.tq, d, dp, &mut q_all[at..]);
-        copy_rows(dout, b, h, 0, g.tq, g.tq, d, dp, &mut do_all[at..]);
-    }
+    let (mut q_tile, mut do_tile) = (vec![T::ZERO; BR * dp], vec![T::ZERO; BR * dp]);
     let (mut p, mut ds) = (vec![T::ZERO; BR * BC], vec![T::ZERO; BR * BC]);
     let (mut dk_tile, mut dv_tile) = (vec![T::ZERO; BC * dp], vec![T::ZERO; BC * dp]);
     let rowsum: Vec<T> = (0..group)
@@ -389,8 +374,8 @@ fn backward_group<T: Float>(
         .collect();
     for j0 in (0..g.tk).step_by(BC) {
         let nk = (j0 + BC).min(g.tk) - j0;
-        transpose_tile(k, b, hk, j0, nk, d, (&mut k_t, BC));
-        transpose_tile(v, b, hk, j0, nk, d, (&mut v_t, BC));
+        transpose_tile(k, b, hk, j0, nk, d, &mut k_t);
+        transpose_tile(v, b, hk, j0, nk, d, &mut v_t);
         copy_rows(k, b, hk, j0, nk, nk, d, dp, &mut k_rows);
         dk_tile.fill(T::ZERO);
         dv_tile.fill(T::ZERO);
@@ -405,11 +390,11 @@ fn backward_group<T: Float>(
                 // Keys seen by the tile's last row (at least one, since i0 + off >= j0).
                 let cols = (i0 + rows + off - j0).min(nk);
                 let cols4 = round_up(cols, MR);
-                let at = (gi * tq_pad + i0) * dp;
-                let (q_tile, do_tile) = (&q_all[at..], &do_all[at..]);
+                copy_rows(q, b, h, i0, rows, rows4, d, dp, &mut q_tile);
+                copy_rows(dout, b, h, i0, rows, rows4, d, dp, &mut do_tile);
                 let s_shape = (rows4, round_up(cols, NR), d);
-                tile_product::<T, false>(s_shape, q_tile, (dp, 1), &k_t, BC, &mut p, BC);
-                tile_product::<T, false>(s_shape, do_tile, (dp, 1), &v_t, BC, &mut ds, BC);
+                tile_product::<T, false>(s_shape, &q_tile, (dp, 1), &k_t, BC, &mut p, BC);
+                tile_product::<T, false>(s_shape, &do_tile, (dp, 1), &v_t, BC, &mut ds, BC);
                 for r in 0..rows4 {
                     let n = if r < rows {
                         (i0 + r + off + 1 - j0).min(cols)
@@ -436,7 +421,7 @@ fn backward_group<T: Float>(
                     (cols4, dp, rows),
                     &p,
                     (1, BC),
-                    do_tile,
+                    &do_tile,
                     dp,
                     &mut dv_tile,
                     dp,
@@ -445,7 +430,7 @@ fn backward_group<T: Float>(
                     (cols4, dp, rows),
                     &ds,
                     (1, BC),
-                    q_tile,
+                    &q_tile,
                     dp,
                     &mut dk_tile,
                     dp,
