@@ -6,7 +6,8 @@
 
 use super::{float_dispatch, keep, with_native_dtype};
 use crate::backend::cpu::elementwise::for_each_row;
-use crate::backend::cpu::{recycle, StorageElement};
+use crate::backend::cpu::simd::vectorized;
+use crate::backend::cpu::{dot, dot3, recycle, StorageElement};
 use crate::dtype::Float;
 use crate::error::{Error, Result};
 use crate::tape::record_recomputable;
@@ -25,7 +26,7 @@ fn forward<T: Float + StorageElement>(
         .into_par_iter()
         .map(|r| {
             let row = &x[r * c..(r + 1) * c];
-            let ms = row.iter().map(|&v| v * v).sum::<T>() / T::from_f64(c as f64);
+            let ms = vectorized(|| dot(row, row)) / T::from_f64(c as f64);
             T::ONE / (ms + T::from_f64(eps)).sqrt()
         })
         .collect();
@@ -60,12 +61,7 @@ fn backward<T: Float + StorageElement>(
         #[inline(always)]
         |r, out| {
             let (xr, gr) = (&x[r * c..(r + 1) * c], &dy[r * c..(r + 1) * c]);
-            let dot: T = xr
-                .iter()
-                .zip(gr)
-                .zip(w)
-                .map(|((&a, &g), &wv)| a * g * wv)
-                .sum();
+            let dot = dot3(xr, gr, w);
             let k = rstd[r] * rstd[r] * dot * inv_c;
             for (((o, &a), &g), &wv) in out.iter_mut().zip(xr).zip(gr).zip(w) {
                 *o = rstd[r] * (g * wv - a * k);
@@ -78,12 +74,14 @@ fn backward<T: Float + StorageElement>(
         .into_par_iter()
         .map(|chunk| {
             let mut acc = vec![T::ZERO; c];
-            for r in chunk * 64..(chunk * 64 + 64).min(rows) {
-                let (xr, gr) = (&x[r * c..(r + 1) * c], &dy[r * c..(r + 1) * c]);
-                for ((a, &xv), &g) in acc.iter_mut().zip(xr).zip(gr) {
-                    *a += g * xv * rstd[r];
+            vectorized(|| {
+                for r in chunk * 64..(chunk * 64 + 64).min(rows) {
+                    let (xr, gr) = (&x[r * c..(r + 1) * c], &dy[r * c..(r + 1) * c]);
+                    for ((a, &xv), &g) in acc.iter_mut().zip(xr).zip(gr) {
+                        *a += g * xv * rstd[r];
+                    }
                 }
-            }
+            });
             acc
         })
         .collect();
