@@ -5,9 +5,12 @@
 //! as it is the likeliest to still be in cache). A training step allocates the same sizes every step, so once
 //! warm its kernels neither zero-fill their outputs nor fault in fresh pages.
 //!
-//! The shelf holds at most as many bytes as the most that live tensors ever held at once
-//! (`memory::most_live_bytes`), so reuse can at worst double the peak; a buffer that does not fit is freed.
-//! Kept buffers are not live tensors: `memory_stats` does not count them, [`stats`] does.
+//! Bounds: a length is kept only as many times as requests for it found the shelf empty, so buffers of a
+//! length no kernel asks for are freed at once and the shelf stops growing once a step has run (a `small`
+//! training step: 71 buffers made in the first step, none after). As a backstop against work of ever new
+//! lengths, the shelf holds at most twice the bytes live tensors ever held at once
+//! (`memory::most_live_bytes`), freeing its oldest buffers beyond that. Kept buffers are not live tensors: `memory_stats` does not count them, [`stats`]
+//! does.
 //!
 //! Every element type is plain old data, so a reused buffer's old values are valid values: [`buffer`] is for
 //! outputs the kernel writes in full. [`poison_buffers`] makes it hand out NaN instead, so a kernel that leaves
@@ -15,6 +18,7 @@
 
 use super::{Storage, StorageElement};
 use crate::dtype::DType;
+use crate::memory::most_live_bytes;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{LazyLock, Mutex, MutexGuard};
@@ -32,37 +36,91 @@ pub struct RecycleStats {
     pub misses: u64,
 }
 
+type Key = (DType, usize);
+
+/// The kept buffers of one key, oldest first with the order they were kept in, and how many requests for
+/// the key found none.
+#[derive(Default)]
+struct Kept {
+    buffers: Vec<(u64, Storage)>,
+    misses: usize,
+}
+
 #[derive(Default)]
 struct Shelf {
-    by_key: HashMap<(DType, usize), Vec<Storage>>,
+    by_key: HashMap<Key, Kept>,
+    next: u64,
     stats: RecycleStats,
+}
+
+impl Shelf {
+    fn take(&mut self, key: Key, bytes: usize) -> Option<Storage> {
+        let kept = self.by_key.entry(key).or_default();
+        match kept.buffers.pop() {
+            Some((_, storage)) => {
+                self.stats.hits += 1;
+                self.stats.kept_bytes -= bytes;
+                Some(storage)
+            }
+            None => {
+                kept.misses += 1;
+                self.stats.misses += 1;
+                None
+            }
+        }
+    }
+
+    /// Keeps `storage` when its key was asked for more often than it is kept, then frees the oldest buffers
+    /// beyond `limit` bytes; returns what is freed.
+    fn keep(&mut self, storage: Storage, limit: usize) -> Vec<Storage> {
+        let key = (storage.dtype(), storage.len());
+        let Some(kept) = self
+            .by_key
+            .get_mut(&key)
+            .filter(|k| k.buffers.len() < k.misses)
+        else {
+            return vec![storage];
+        };
+        self.stats.kept_bytes += storage.byte_len();
+        self.next += 1;
+        kept.buffers.push((self.next, storage));
+        self.evict_to(limit)
+    }
+
+    /// Takes out the oldest buffers until at most `limit` bytes are kept.
+    fn evict_to(&mut self, limit: usize) -> Vec<Storage> {
+        let mut out = Vec::new();
+        while self.stats.kept_bytes > limit {
+            let oldest = self
+                .by_key
+                .iter()
+                .filter_map(|(key, kept)| kept.buffers.first().map(|(seq, _)| (*seq, *key)))
+                .min_by_key(|&(seq, _)| seq);
+            let Some((_, key)) = oldest else { break };
+            let (_, storage) = self.by_key.get_mut(&key).expect("listed").buffers.remove(0);
+            self.stats.kept_bytes -= storage.byte_len();
+            out.push(storage);
+        }
+        out
+    }
 }
 
 static SHELF: LazyLock<Mutex<Shelf>> = LazyLock::new(Default::default);
 static POISON: AtomicBool = AtomicBool::new(false);
 
-fn shelf() -> MutexGuard<'static, Shelf> {
-    SHELF.lock().unwrap_or_else(|e| e.into_inner())
+/// Runs `f` on the shelf. What `f` returns is dropped after the lock is released.
+fn with_shelf<R>(f: impl FnOnce(&mut Shelf) -> R) -> R {
+    let mut shelf: MutexGuard<'static, Shelf> = SHELF.lock().unwrap_or_else(|e| e.into_inner());
+    f(&mut shelf)
 }
 
 /// A kept buffer of `n` elements of `T`, if there is one (counted as a hit or a miss).
 fn take<T: StorageElement>(n: usize) -> Option<Vec<T>> {
-    if n * size_of::<T>() < MIN_BYTES {
+    let bytes = n * size_of::<T>();
+    if bytes < MIN_BYTES {
         return None;
     }
-    let mut shelf = shelf();
-    let found = shelf.by_key.get_mut(&(T::DTYPE, n)).and_then(Vec::pop);
-    match found.and_then(T::unwrap) {
-        Some(v) => {
-            shelf.stats.hits += 1;
-            shelf.stats.kept_bytes -= n * size_of::<T>();
-            Some(v)
-        }
-        None => {
-            shelf.stats.misses += 1;
-            None
-        }
-    }
+    with_shelf(|shelf| shelf.take((T::DTYPE, n), bytes)).and_then(T::unwrap)
 }
 
 /// A buffer of `n` elements for an output the caller writes in full: a kept buffer of that length when there
@@ -86,31 +144,24 @@ pub fn filled<T: StorageElement>(n: usize, value: T) -> Vec<T> {
     }
 }
 
-/// Keeps a dropped tensor's buffer for reuse when it is a large host buffer and the shelf has room.
+/// Keeps a dropped tensor's buffer for reuse when it is a large host buffer of a length kernels ask for (see
+/// the module docs).
 pub(crate) fn keep(storage: Storage) {
-    let bytes = storage.byte_len();
-    if bytes < MIN_BYTES || !storage.is_host() {
+    if storage.byte_len() < MIN_BYTES || !storage.is_host() {
         return;
     }
-    let mut shelf = shelf();
-    if shelf.stats.kept_bytes + bytes > crate::memory::most_live_bytes() {
-        return;
-    }
-    shelf.stats.kept_bytes += bytes;
-    let key = (storage.dtype(), storage.len());
-    shelf.by_key.entry(key).or_default().push(storage);
+    let limit = 2 * most_live_bytes();
+    drop(with_shelf(|shelf| shelf.keep(storage, limit)));
 }
 
 /// Frees every kept buffer (say, after training, before work of other sizes).
 pub fn release_all() {
-    let mut shelf = shelf();
-    shelf.by_key.clear();
-    shelf.stats.kept_bytes = 0;
+    drop(with_shelf(|shelf| shelf.evict_to(0)));
 }
 
 /// What the shelf holds now, and its hits and misses so far.
 pub fn stats() -> RecycleStats {
-    shelf().stats
+    with_shelf(|shelf| shelf.stats)
 }
 
 /// While on, every buffer from [`buffer`] is filled with NaN first: a check that kernels write all of their
@@ -129,7 +180,10 @@ mod tests {
 
     #[test]
     fn a_dropped_tensor_buffer_is_handed_out_again() {
-        let t = Tensor::from_vec(vec![3.5f32; LEN], &[LEN]).unwrap();
+        // A request that finds nothing makes the length wanted.
+        let mut first = buffer::<f32>(LEN);
+        first.fill(3.5);
+        let t = Tensor::from_vec(first, &[LEN]).unwrap();
         let address = t.data::<f32>().as_ptr();
         let before = stats();
         drop(t);
@@ -154,11 +208,48 @@ mod tests {
     fn small_buffers_go_back_to_the_allocator() {
         let n = MIN_BYTES / 4 - 3;
         drop(Tensor::from_vec(vec![1.0f32; n], &[n]).unwrap());
-        assert!(shelf()
-            .by_key
-            .get(&(DType::F32, n))
-            .is_none_or(Vec::is_empty));
+        let kept = with_shelf(|shelf| {
+            let kept = shelf.by_key.get(&(DType::F32, n));
+            kept.map_or(0, |k| k.buffers.len())
+        });
+        assert_eq!(kept, 0);
         assert!(take::<f32>(n).is_none());
+    }
+
+    fn storage(n: usize) -> Storage {
+        Storage::F32(vec![0.0; n])
+    }
+
+    #[test]
+    fn the_shelf_keeps_what_was_asked_for_within_its_limit_and_frees_the_oldest_first() {
+        let mut shelf = Shelf::default();
+        let key = |n| (DType::F32, n);
+        // Nobody asked for 100 elements yet: not kept.
+        assert_eq!(shelf.keep(storage(100), 10_000).len(), 1);
+        // Two requests found nothing: two buffers of that length are kept, not a third.
+        assert!(shelf.take(key(100), 400).is_none() && shelf.take(key(100), 400).is_none());
+        assert!(shelf.take(key(50), 200).is_none());
+        assert!(shelf.keep(storage(100), 10_000).is_empty());
+        assert!(shelf.keep(storage(50), 10_000).is_empty());
+        assert!(shelf.keep(storage(100), 10_000).is_empty());
+        assert_eq!(shelf.keep(storage(100), 10_000).len(), 1);
+        assert_eq!(shelf.stats.kept_bytes, 1000);
+        // Over the limit, the oldest go first: the first 100-element buffer, then the 50-element one.
+        let freed = shelf.evict_to(500);
+        assert_eq!(
+            freed.iter().map(Storage::len).collect::<Vec<_>>(),
+            [100, 50]
+        );
+        assert_eq!(shelf.stats.kept_bytes, 400);
+        assert!(shelf.take(key(100), 400).is_some());
+        assert!(shelf.take(key(100), 400).is_none());
+        assert_eq!(
+            (shelf.stats.hits, shelf.stats.misses, shelf.stats.kept_bytes),
+            (1, 4, 0)
+        );
+        // A buffer that passes the limit is freed right away.
+        assert_eq!(shelf.keep(storage(100), 399).len(), 1);
+        assert!(shelf.evict_to(0).is_empty());
     }
 
     #[test]
