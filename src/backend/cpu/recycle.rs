@@ -8,7 +8,7 @@
 //! Only buffers above glibc's largest mmap threshold are kept: the allocator returns those to the kernel when
 //! freed, so each new one faults in page by page (the logits of a `small` step and their gradient, 64 MB each).
 //! Smaller ones stay in the allocator's heap (`keep_freed_memory`), where a request of any size can reuse them.
-//! Keeping those too made a `small` step another 4.5% faster, but its peak 19% larger and `medium`'s 28–34%
+//! Keeping those too made a `small` step another 4.5% faster, but its peak 19% larger and `medium`'s a third
 //! larger: a shelf keyed by length cannot hand a freed buffer to a request of another length.
 //!
 //! Bounds: a length is kept only as many times as requests for it found the shelf empty, so buffers of a
