@@ -13,7 +13,8 @@ fn rows_per_task(row_len: usize) -> usize {
     (PARALLEL_THRESHOLD / 4 / row_len.max(1)).max(1)
 }
 
-/// Runs `f(row, out_row)` over the rows (all dims but the last) of a contiguous output of `shape`.
+/// Runs `f(row, out_row)` over the rows (all dims but the last) of a contiguous output of `shape`. Mark `f`
+/// `#[inline(always)]`, so it is compiled into the AVX2 copy of the loop (`simd::vectorized`).
 pub fn for_each_row<T: Send>(out: &mut [T], shape: &[usize], f: impl Fn(usize, &mut [T]) + Sync) {
     let row_len = shape.last().copied().unwrap_or(1).max(1);
     if out.is_empty() {
