@@ -386,6 +386,12 @@ impl Mixture {
     /// A source index drawn with the normalised weights.
     fn pick_source(&mut self) -> usize {
         let draw = self.rng.uniform();
+        self.source_for(draw)
+    }
+
+    /// The source a uniform `draw` in `[0, 1)` falls to: the first whose cumulative weight exceeds it, so a
+    /// source of weight 0 is never chosen, and a draw on a boundary goes to the source after it.
+    fn source_for(&self, draw: f64) -> usize {
         self.cumulative_weights
             .iter()
             .position(|&cumulative| draw < cumulative)
@@ -416,15 +422,22 @@ impl Mixture {
 
     /// Continues from a saved state; the sources must be the same, in the same order.
     pub fn restore(&mut self, state: MixtureState) -> Result<()> {
-        if state.source_names.len() != self.sources.len()
-            || state.tokens_drawn.len() != self.sources.len()
-        {
+        let sources = self.sources.len();
+        if state.source_names.len() != sources {
             return Err(Error::invalid(
                 "state",
                 format!(
-                    "the saved state has {} sources but the mixture has {}",
-                    state.source_names.len(),
-                    self.sources.len()
+                    "the saved state has {} sources but the mixture has {sources}",
+                    state.source_names.len()
+                ),
+            ));
+        }
+        if state.tokens_drawn.len() != sources {
+            return Err(Error::invalid(
+                "state",
+                format!(
+                    "the saved state counts the tokens of {} sources but the mixture has {sources}",
+                    state.tokens_drawn.len()
                 ),
             ));
         }
@@ -740,6 +753,41 @@ mod tests {
     }
 
     #[test]
+    fn draws_on_the_boundaries_go_to_the_next_weighted_source() {
+        let dir = TempDir::new("sampler-boundaries");
+        let weighted = |weights: &[f64]| {
+            let sources = weights
+                .iter()
+                .enumerate()
+                .map(|(i, &w)| counting_source(&dir, &format!("s{i}"), 100, 0).with_weight(w))
+                .collect();
+            Mixture::new(sources, 8, 0).unwrap()
+        };
+        let halves = weighted(&[1.0, 1.0]);
+        assert_eq!(halves.seq_len(), 8);
+        assert_eq!(halves.source_for(0.0), 0);
+        assert_eq!(halves.source_for(0.499_999), 0);
+        assert_eq!(
+            halves.source_for(0.5),
+            1,
+            "a draw on a boundary belongs to the next source"
+        );
+        assert_eq!(halves.source_for(0.999_999), 1);
+        // A source of weight 0 is never drawn, not even by a draw of exactly 0 ...
+        let zero_first = weighted(&[0.0, 1.0, 1.0]);
+        assert_eq!(zero_first.source_for(0.0), 1);
+        // ... nor by a draw that rounding puts past the last cumulative sum, which goes to the last source
+        // with a positive weight.
+        let zero_last = weighted(&[1.0, 1.0, 1.0, 0.0, 0.0]);
+        assert_eq!(zero_last.source_for(1.0), 2);
+        let tenths = weighted(&[0.1; 10]);
+        let last_sum = *tenths.cumulative_weights.last().unwrap();
+        assert!(last_sum <= 1.0, "{last_sum}");
+        assert_eq!(tenths.source_for(last_sum), 9);
+        assert_eq!(tenths.source_for(1.0), 9);
+    }
+
+    #[test]
     fn windows_reach_both_ends_of_a_source() {
         let dir = TempDir::new("sampler-ends");
         let mut mixture = Mixture::new(vec![counting_source(&dir, "tiny", 6, 0)], 4, 7).unwrap();
@@ -787,6 +835,29 @@ mod tests {
                 .contains("2 sources but the mixture has 1"),
             "{error}"
         );
+
+        // Each kind of mismatch is refused, and a refused state leaves the mixture as it was.
+        let good: MixtureState = serde_json::from_str(&saved).unwrap();
+        let mut mismatches = Vec::new();
+        let mut short_counts = good.clone();
+        short_counts.tokens_drawn.pop();
+        mismatches.push((
+            short_counts,
+            "counts the tokens of 1 sources but the mixture has 2",
+        ));
+        let mut long_names = good.clone();
+        long_names.source_names.push("c".into());
+        mismatches.push((long_names, "3 sources but the mixture has 2"));
+        let mut renamed = good.clone();
+        renamed.source_names[1] = "c".into();
+        mismatches.push((renamed, "source 1 is \"b\" but the saved state has \"c\""));
+        for (state, message) in mismatches {
+            let mut target = make();
+            let before = target.state();
+            let error = target.restore(state).unwrap_err();
+            assert!(error.to_string().contains(message), "{error}");
+            assert_eq!(target.state(), before);
+        }
     }
 
     #[test]
@@ -878,8 +949,13 @@ mod tests {
         assert_eq!(counts.target_tokens, 60);
         // Every val split has 4 bytes per token in `counting_source`.
         assert!((counts.bytes - 240.0).abs() < 1e-9);
-        let bpb = counts.bits_per_byte(std::f64::consts::LN_2 * 4.0);
-        assert!((bpb - 1.0).abs() < 1e-12, "{bpb}");
+        // 60 targets at 1.5 nats each over 240 bytes: 90 / 240 / ln 2 = 0.541 bits per byte.
+        let bpb = counts.bits_per_byte(1.5);
+        assert!(
+            (bpb - 0.375 / std::f64::consts::LN_2).abs() < 1e-12,
+            "{bpb}"
+        );
+        assert!((bpb - 0.541_010_64).abs() < 1e-8, "{bpb}");
 
         let limited = mixture.val_batches(4, 1);
         assert_eq!(limited.len(), 1);

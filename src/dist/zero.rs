@@ -37,7 +37,7 @@ fn pieces(layout: &Buckets, rank: usize) -> Vec<Vec<Piece>> {
                 .filter_map(|(i, (&param, &offset))| {
                     let end = offset + b.param_len(i);
                     let (s, e) = (offset.max(lo), end.min(hi));
-                    (s < e).then_some(Piece {
+                    (s < e).then(|| Piece {
                         param,
                         param_start: s - offset,
                         chunk_start: s - lo,
