@@ -82,40 +82,70 @@ __device__ __forceinline__ unsigned smem_addr(const void* p) {
 // 16-byte global -> shared copy that bypasses L1; when `valid` is false nothing is read and the 16 destination
 // bytes are zero-filled (src-size 0), which is how tails are padded.
 __device__ __forceinline__ void cp_async_16(unsigned dst, const void* src, bool valid) {
+#ifdef __CUDA_ARCH__
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
                  "r"(valid ? 16 : 0));
+#else
+    tgemu::cp_async(dst, src, 16, valid ? 16 : 0);
+#endif
 }
 
 // 4-byte variant (for the lse / delta vectors, whose rows need not be 16-byte aligned).
 __device__ __forceinline__ void cp_async_4(unsigned dst, const void* src, bool valid) {
+#ifdef __CUDA_ARCH__
     asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src),
                  "r"(valid ? 4 : 0));
+#else
+    tgemu::cp_async(dst, src, 4, valid ? 4 : 0);
+#endif
 }
 
 __device__ __forceinline__ void st_shared_b32(unsigned addr, unsigned v) {
+#ifdef __CUDA_ARCH__
     asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(addr), "r"(v));
+#else
+    tgemu::st_shared_b32(addr, v);
+#endif
 }
 
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_async_commit() {
+#ifdef __CUDA_ARCH__
+    asm volatile("cp.async.commit_group;\n" ::);
+#else
+    tgemu::cp_async_commit();
+#endif
+}
 
 // Waits until at most N committed groups of this thread are still in flight.
 template <int N> __device__ __forceinline__ void cp_async_wait() {
+#ifdef __CUDA_ARCH__
     asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+#else
+    tgemu::cp_async_wait(N);
+#endif
 }
 
 // ldmatrix.x4: lanes 8i..8i+7 give the addresses of the eight 16-byte rows of 8x8 matrix i; afterwards lane l
 // holds, in r[i], the two bf16 of row l/4, columns 2(l%4) and 2(l%4)+1 of matrix i.
 __device__ __forceinline__ void ldmatrix_x4(unsigned (&r)[4], unsigned row_addr) {
+#ifdef __CUDA_ARCH__
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                  : "r"(row_addr));
+#else
+    tgemu::ldmatrix(r, 4, false, row_addr);
+#endif
 }
 
 // Transposing variant: lane l holds, in r[i], rows 2(l%4) and 2(l%4)+1 of column l/4 of matrix i.
 __device__ __forceinline__ void ldmatrix_x4_trans(unsigned (&r)[4], unsigned row_addr) {
+#ifdef __CUDA_ARCH__
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                  : "r"(row_addr));
+#else
+    tgemu::ldmatrix(r, 4, true, row_addr);
+#endif
 }
 
 // D += A * B for one m16n8k16 tile. Fragment layout (g = lane / 4, t = lane % 4):
@@ -125,10 +155,14 @@ __device__ __forceinline__ void ldmatrix_x4_trans(unsigned (&r)[4], unsigned row
 //   C/D (16x8, f32):      d[0..1] = C[g][2t..2t+1], d[2..3] = C[g+8][2t..2t+1]
 // Each 32-bit register holds two bf16, the lower index in the low half.
 __device__ __forceinline__ void mma_16816(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+#ifdef __CUDA_ARCH__
     asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
         "{%0, %1, %2, %3};\n"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#else
+    tgemu::mma_m16n8k16_bf16(d, a, b0, b1);
+#endif
 }
 
 __device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
@@ -360,7 +394,7 @@ template <int D>
 __device__ __forceinline__ void attention_fwd(const bf16* q, const bf16* k, const bf16* v, bf16* o, float* lse,
                                               int heads, int kv_heads, int q_len, int kv_len, View qv, View kv,
                                               View vv, View ov, float scale) {
-    extern __shared__ __align__(16) unsigned char smem[];
+    TG_DYNAMIC_SHARED(smem);
     const unsigned q_tile = smem_addr(smem);
     const unsigned k_tiles = q_tile + kTileBytes<D>;       // two buffers
     const unsigned v_tiles = k_tiles + 2 * kTileBytes<D>;  // two buffers
@@ -546,7 +580,7 @@ __device__ __forceinline__ void attention_bwd(const bf16* q, const bf16* k, cons
                                               const float* lse, const float* delta, float* dq_accum,
                                               float* dk_accum, float* dv_accum, int heads, int kv_heads, int q_len,
                                               int kv_len, View qv, View kv, View vv, View dov, float scale) {
-    extern __shared__ __align__(16) unsigned char smem[];
+    TG_DYNAMIC_SHARED(smem);
     const BwdSmem<D> sm(smem);
 
     const int n0 = blockIdx.x * kBlockN;

@@ -8,6 +8,14 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+// The block's dynamic shared memory as `unsigned char* name` (16-byte aligned). On the emulated device
+// (`kernels/emulator`) it is the launch's shared window.
+#ifdef TG_EMULATED
+#define TG_DYNAMIC_SHARED(name) unsigned char* name = tgemu::dynamic_shared()
+#else
+#define TG_DYNAMIC_SHARED(name) extern __shared__ __align__(16) unsigned char name[]
+#endif
+
 namespace tg {
 
 __device__ __forceinline__ float to_f32(float x) { return x; }

@@ -73,7 +73,7 @@ __device__ __forceinline__ void fwd_row(const T* x_row, const T* w, T* y_row, fl
 template <typename T>
 __device__ __forceinline__ void rmsnorm_fwd(const T* x, const T* w, T* y, float* rstd, int rows, int cols,
                                             float eps) {
-    extern __shared__ __align__(16) unsigned char smem[];
+    TG_DYNAMIC_SHARED(smem);
     const int row = blockIdx.x;
     if (row >= rows) return;
     const long long base = static_cast<long long>(row) * cols;
@@ -136,7 +136,7 @@ __device__ __forceinline__ void bwd_rows(const T* x, const T* w, const float* rs
 template <typename T>
 __device__ __forceinline__ void rmsnorm_bwd(const T* x, const T* w, const float* rstd, const T* dy, T* dx,
                                             float* dw_partial, int rows, int cols) {
-    extern __shared__ __align__(16) unsigned char smem[];
+    TG_DYNAMIC_SHARED(smem);
     float* dw_acc = reinterpret_cast<float*>(smem);
     T* x_stage = reinterpret_cast<T*>(dw_acc + cols);
     T* dy_stage = x_stage + cols;

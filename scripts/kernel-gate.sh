@@ -6,22 +6,13 @@
 #   scripts/kernel-gate.sh            # check
 #   scripts/kernel-gate.sh --update   # also rewrite the table in docs/kernels.md
 #
-# The CUDA 13.0 compiler parts come from pinned pip wheels, installed once into target/cuda-venv.
+# The CUDA 13.0 compiler parts come from pinned pip wheels, installed once into target/cuda-venv
+# (scripts/cuda-env.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-venv=target/cuda-venv
-wheels="nvidia-cuda-nvrtc==13.0.88 nvidia-cuda-runtime==13.0.96 nvidia-cuda-nvcc==13.0.88 nvidia-nvvm==13.0.88 nvidia-cuda-crt==13.0.88 nvidia-cuda-cccl==13.0.85"
-if [ ! -f "$venv/.installed" ] || [ "$(cat "$venv/.installed")" != "$wheels" ]; then
-    rm -rf "$venv"
-    python3 -m venv "$venv"
-    # shellcheck disable=SC2086
-    "$venv/bin/pip" install --quiet --disable-pip-version-check $wheels
-    echo "$wheels" > "$venv/.installed"
-fi
-cu13=$("$venv/bin/python" -c 'import nvidia, os; print(os.path.join(nvidia.__path__[0], "cu13"))')
-export LD_LIBRARY_PATH="$cu13/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-export TAPEGRAD_CUDA_INCLUDE="$cu13/include"
+# shellcheck source=scripts/cuda-env.sh
+source scripts/cuda-env.sh
 
 out=target/kernel-gate
 rm -rf "$out"

@@ -247,10 +247,11 @@ impl Tensor {
         Arc::ptr_eq(&self.storage, &other.storage)
     }
 
-    /// The elements in logical row-major order; `T` must be the stored dtype.
+    /// The elements in logical row-major order; `T` must be the stored dtype. Reading values records nothing,
+    /// so it works after the tensor's tape has run backward (this and the readers below detach first).
     pub fn to_vec<T: StorageElement>(&self) -> Result<Vec<T>> {
         if self.is_cuda() {
-            return self.to_device(Device::Cpu)?.to_vec();
+            return self.detach().to_device(Device::Cpu)?.to_vec();
         }
         let data = T::slice(&self.storage).ok_or_else(|| Error::DType {
             op: "to_vec",
@@ -269,6 +270,7 @@ impl Tensor {
     pub fn to_f64_vec(&self) -> Vec<f64> {
         if self.is_cuda() {
             return self
+                .detach()
                 .to_device(Device::Cpu)
                 .unwrap_or_else(|e| panic!("to_f64_vec: {e}"))
                 .to_f64_vec();
@@ -294,7 +296,7 @@ impl Tensor {
             ));
         }
         if self.is_cuda() {
-            return self.to_device(Device::Cpu)?.item();
+            return self.detach().to_device(Device::Cpu)?.item();
         }
         Ok(self.to_f64_vec()[0])
     }

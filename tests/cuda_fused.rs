@@ -43,9 +43,16 @@ fn both(
         let grads = tape.backward(&loss).unwrap();
         let g = xs
             .iter()
-            .map(|x| grads.get(x).unwrap().to_device(Device::Cpu).unwrap())
+            .map(|x| {
+                grads
+                    .get(x)
+                    .unwrap()
+                    .detach()
+                    .to_device(Device::Cpu)
+                    .unwrap()
+            })
             .collect();
-        (out.to_device(Device::Cpu).unwrap(), g)
+        (out.detach().to_device(Device::Cpu).unwrap(), g)
     })
 }
 

@@ -69,7 +69,8 @@ fn run_on(
         .expect("weights to device");
     let loss = out.mul(&r).and_then(|t| t.sum_all()).expect("loss");
     let grads = tape.backward(&loss).expect("backward");
-    let host = |t: &Tensor| t.to_device(Device::Cpu).expect("to host");
+    // Detached: the tape is consumed, and moving a tensor it recorded would be recorded on it.
+    let host = |t: &Tensor| t.detach().to_device(Device::Cpu).expect("to host");
     let grads = moved
         .iter()
         .map(|t| {

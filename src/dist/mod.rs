@@ -96,7 +96,13 @@ pub(crate) fn host_f32(op: &'static str, t: &Tensor) -> Result<Vec<f32>> {
 /// How ranks and the world size are told to a process by its launcher: Open MPI's, MPICH's or the
 /// `RANK` / `WORLD_SIZE` convention, in that order; `(0, 1)` when none is set.
 pub fn launcher_rank_and_size() -> (usize, usize) {
-    let read = |name: &str| std::env::var(name).ok()?.parse::<usize>().ok();
+    rank_and_size_from(|name| std::env::var(name).ok())
+}
+
+/// [`launcher_rank_and_size`] over the variables `var` gives: the first convention whose rank and size both
+/// parse, with the rank below the size.
+fn rank_and_size_from(var: impl Fn(&str) -> Option<String>) -> (usize, usize) {
+    let read = |name: &str| var(name)?.parse::<usize>().ok();
     for (rank, size) in [
         ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"),
         ("PMI_RANK", "PMI_SIZE"),
@@ -109,4 +115,58 @@ pub fn launcher_rank_and_size() -> (usize, usize) {
         }
     }
     (0, 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        }
+    }
+
+    #[test]
+    fn launchers_tell_rank_and_size_in_order_of_precedence() {
+        assert_eq!(rank_and_size_from(vars(&[])), (0, 1));
+        let ompi = [("OMPI_COMM_WORLD_RANK", "2"), ("OMPI_COMM_WORLD_SIZE", "3")];
+        assert_eq!(rank_and_size_from(vars(&ompi)), (2, 3));
+        let pmi = [("PMI_RANK", "1"), ("PMI_SIZE", "4")];
+        assert_eq!(rank_and_size_from(vars(&pmi)), (1, 4));
+        let torch = [("RANK", "0"), ("WORLD_SIZE", "2")];
+        assert_eq!(rank_and_size_from(vars(&torch)), (0, 2));
+        // Open MPI's variables win over the others.
+        let both = [ompi[0], ompi[1], pmi[0], pmi[1]];
+        assert_eq!(rank_and_size_from(vars(&both)), (2, 3));
+        // A rank that is not below its size, or half a pair, or a number that does not parse, is passed over.
+        let bad = [
+            ("OMPI_COMM_WORLD_RANK", "3"),
+            ("OMPI_COMM_WORLD_SIZE", "3"),
+            pmi[0],
+            pmi[1],
+        ];
+        assert_eq!(rank_and_size_from(vars(&bad)), (1, 4));
+        assert_eq!(rank_and_size_from(vars(&[("RANK", "1")])), (0, 1));
+        assert_eq!(
+            rank_and_size_from(vars(&[("RANK", "x"), ("WORLD_SIZE", "2")])),
+            (0, 1)
+        );
+    }
+
+    #[test]
+    fn a_broadcast_root_must_be_a_rank() {
+        assert!(check_root(0, 1).is_ok());
+        assert!(check_root(3, 4).is_ok());
+        let error = check_root(4, 4).unwrap_err();
+        assert!(error.to_string().contains("root 4 of 4 ranks"), "{error}");
+        assert!(check_root(0, 0).is_err());
+    }
 }

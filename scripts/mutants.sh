@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Mutation testing with cargo-mutants (crates.io; `cargo install cargo-mutants --locked`): each mutant of the
+# chosen files (a function body replaced by a default value, an operator swapped, a condition negated) is built
+# and the tests that cover those files are run against it; a mutant the tests pass is "missed". Too slow for CI
+# (about 10 s a mutant on two cores); docs/reliability.md records the figures.
+#
+#   scripts/mutants.sh [OUT_DIR] [FILE_GLOB ...]       defaults: target/mutants and the modules below
+#   MUTANTS_ARGS="--iterate" scripts/mutants.sh ...    extra cargo-mutants flags (--iterate re-tests only the
+#                                                      mutants missed last time, reading OUT_DIR)
+#
+# The tests run in the test profile (debug assertions on) without debug info, which keeps each mutant's
+# incremental build short. The long memory test and the op, kernel and GPU suites are left out: they do not
+# reach these modules.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-target/mutants}
+shift || true
+files=("$@")
+if [ ${#files[@]} -eq 0 ]; then
+  files=('src/data/*.rs' 'src/optim/*.rs' 'src/llama/generate.rs' 'src/llama/eval.rs' 'src/llama/checkpoint.rs'
+    'src/dist/*.rs')
+fi
+command -v cargo-mutants >/dev/null || { echo "cargo-mutants is not installed: cargo install cargo-mutants --locked"; exit 1; }
+file_args=()
+for f in "${files[@]}"; do file_args+=(--file "$f"); done
+mkdir -p "$out"
+export CARGO_PROFILE_TEST_DEBUG=0
+# shellcheck disable=SC2086
+cargo mutants --output "$out" "${file_args[@]}" --timeout 120 --build-timeout 600 ${MUTANTS_ARGS:-} -- \
+  --lib --test llama --test parallel --test errors --test finetune_eval --test fuzz_readers --test parity \
+  --test smollm2
+echo
+echo "per file: caught / missed / unviable / timeout"
+for kind in caught missed unviable timeout; do
+  [ -f "$out/mutants.out/$kind.txt" ] || continue
+  cut -d: -f1 "$out/mutants.out/$kind.txt" | sort | uniq -c | sed "s/^/$kind /"
+done
