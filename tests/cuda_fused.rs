@@ -203,7 +203,8 @@ fn a_tiny_llama_trains_on_the_gpu_like_on_the_cpu() {
         let mut sizes = Vec::new();
         model.visit(&mut |_, p| sizes.push(p.numel()));
         let mut opt = AdamW::new(AdamWConfig::default(), &sizes);
-        (0..5)
+        let mut driver_allocations = Vec::new();
+        let losses = (0..5)
             .map(|_| {
                 let tape = Tape::new();
                 let leaves = model.watch(&tape);
@@ -212,9 +213,22 @@ fn a_tiny_llama_trains_on_the_gpu_like_on_the_cpu() {
                 let mut grads = tape.backward(&loss).unwrap();
                 let grads: Vec<Tensor> = leaves.iter().map(|l| grads.remove(l).unwrap()).collect();
                 opt.step(&mut model.params_mut(), &grads, 3e-3).unwrap();
-                loss.item().unwrap()
+                let loss = loss.item().unwrap();
+                drop((tape, leaves, grads));
+                if device != Device::Cpu {
+                    driver_allocations.extend(common::gpu_driver_allocations());
+                }
+                loss
             })
-            .collect::<Vec<f64>>()
+            .collect::<Vec<f64>>();
+        // The pool serves every step after the second from its cache: no new driver allocation.
+        if let [.., second, _, _, last] = driver_allocations[..] {
+            assert_eq!(
+                second, last,
+                "driver allocations after each step: {driver_allocations:?}"
+            );
+        }
+        losses
     });
     let (cpu, gpu) = (&losses[0], &losses[1]);
     assert!(gpu[4] < gpu[0], "the GPU run learns: {gpu:?}");

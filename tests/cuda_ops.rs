@@ -169,7 +169,7 @@ fn contiguous_cat_and_stack() {
     let Some(dev) = common::gpu_or_skip("contiguous_cat_and_stack") else {
         return;
     };
-    for dtype in [DType::F32, DType::BF16] {
+    for dtype in [DType::F32, DType::BF16, DType::F16] {
         let a = uniform(&[4, 6, 5], -1.0, 1.0, dtype, 3);
         let b = uniform(&[7, 5], -1.0, 1.0, dtype, 4);
         check(

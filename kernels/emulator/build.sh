@@ -27,7 +27,7 @@ stale() {
 
 objects=()
 jobs=()
-for src in "$here"/scheduler.cc "$here"/ptx.cc "$here"/driver.cc; do
+for src in "$here"/scheduler.cc "$here"/ptx.cc "$here"/driver.cc "$here"/memcheck.cc; do
     obj="$out/obj/$(basename "$src" .cc).o"
     objects+=("$obj")
     if stale "$obj" "$src" "$here/runtime.h" "$here/cuda_emu.h"; then
@@ -52,7 +52,8 @@ for name in re.findall(r"extern\s+\"C\"\s+void\s+(?:__attribute__\S*\s+)?(\w+)\s
     print("TGEMU_KERNEL(\"%s\", %s)" % (sys.argv[1], name))
 ' "$family"
         } > "$reg"
-        "$cxx" "${flags[@]}" -fvisibility=hidden "${kernel_flags[@]}" -c "$reg" -o "$obj" &
+        # Every load and store of a kernel calls the checks of memcheck.cc (see there).
+        "$cxx" "${flags[@]}" -fsanitize=thread -fvisibility=hidden "${kernel_flags[@]}" -c "$reg" -o "$obj" &
         jobs+=($!)
     fi
     # At most two compilers at once.

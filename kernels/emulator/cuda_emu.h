@@ -79,7 +79,7 @@ void ldmatrix(unsigned* regs, int count, bool trans, unsigned row_address);
 void mma_m16n8k16_bf16(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1);
 
 // Atomics: the block's threads run on one OS thread, blocks one after another, so a plain update is atomic.
-template <typename T> inline T atomic_add(T* address, T value) {
+template <typename T> __attribute__((no_sanitize_thread, noinline)) T atomic_add(T* address, T value) {
     T old = *address;
     *address = old + value;
     return old;

@@ -7,7 +7,7 @@
 //   TGEMU_ARCH=sm_80|sm_90 (default sm_90)  an A100 or an H100
 //   TGEMU_MEMORY=BYTES (default 4 GiB)        the device memory; allocations past it fail as out of memory
 //   TGEMU_SEED=N                              seeds the per-launch thread order (default 1)
-//   TGEMU_COVERAGE=FILE                       appends "family kernel launches" for every kernel at exit
+//   TGEMU_COVERAGE=FILE                       appends "family kernel launches seconds" per kernel at exit
 //   TGEMU_ABORT=1                             aborts at the first kernel failure (to stop there under gdb)
 #include <cstdarg>
 #include <cstdio>
@@ -144,6 +144,12 @@ CUresult check_range(State& s, CUdeviceptr address, size_t bytes) {
     return inside_allocation(s, address, bytes) ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
 }
 
+double seconds_now() {
+    timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
+}
+
 void write_coverage() {
     const char* path = std::getenv("TGEMU_COVERAGE");
     if (path == nullptr) return;
@@ -152,7 +158,7 @@ void write_coverage() {
     std::string lines;
     for (const tgemu::Kernel* k : tgemu::registry()) {
         char line[256];
-        std::snprintf(line, sizeof line, "%s %s %u\n", k->family, k->name, k->launches);
+        std::snprintf(line, sizeof line, "%s %s %u %.3f\n", k->family, k->name, k->launches, k->seconds);
         lines += line;
     }
     std::fwrite(lines.data(), 1, lines.size(), f);
@@ -190,6 +196,10 @@ int static_shared_of(const std::string& ptx, size_t body_begin, size_t body_end)
 }
 
 }  // namespace
+
+bool tgemu::device_memory_contains(uintptr_t address, size_t bytes) {
+    return inside_allocation(state(), address, bytes);
+}
 
 extern "C" {
 
@@ -359,9 +369,7 @@ __attribute__((visibility("default"))) CUresult cuEventDestroy_v2(void* event) {
 }
 
 __attribute__((visibility("default"))) CUresult cuEventRecord(void* event, void*) {
-    timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    static_cast<Event*>(event)->at = static_cast<double>(ts.tv_sec) * 1e3 + static_cast<double>(ts.tv_nsec) * 1e-6;
+    static_cast<Event*>(event)->at = seconds_now() * 1e3;
     return state().sticky;
 }
 
@@ -591,7 +599,9 @@ __attribute__((visibility("default"))) CUresult cuLaunchKernel(void* function, u
     f->kernel->launches += 1;
     tgemu::LaunchSpec spec{f->kernel, uint3{gx, gy, gz}, uint3{bx, by, bz}, shared_bytes, params,
                            s.seed * 0x9e3779b97f4a7c15ull + ++s.launches};
+    const double started = seconds_now();
     const std::string failure = tgemu::run_grid(spec);
+    f->kernel->seconds += seconds_now() - started;
     if (!failure.empty()) {
         std::fprintf(stderr, "tgemu: %s\n", failure.c_str());
         s.sticky = CUDA_ERROR_LAUNCH_FAILED;

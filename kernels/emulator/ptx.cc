@@ -33,14 +33,19 @@ void cp_async_wait(int n) {
     while (s.groups.size() > static_cast<size_t>(n)) {
         for (const AsyncCopy& c : s.groups.front()) {
             auto* d = static_cast<unsigned char*>(shared_pointer(c.dst, c.cp_size));
+            if (c.src_size > 0) check_access(c.src, c.src_size, false);
             std::memcpy(d, c.src, c.src_size);
             std::memset(d + c.src_size, 0, c.cp_size - c.src_size);
+            shared_access(c.dst, c.cp_size, true);
         }
         s.groups.erase(s.groups.begin());
     }
 }
 
-void st_shared_b32(unsigned address, unsigned value) { std::memcpy(shared_pointer(address, 4), &value, 4); }
+void st_shared_b32(unsigned address, unsigned value) {
+    std::memcpy(shared_pointer(address, 4), &value, 4);
+    shared_access(address, 4, true);
+}
 
 // Lanes 8i..8i+7 give the addresses of the eight 16-byte rows of matrix i. Lane l receives, of matrix i, the two
 // 16-bit elements of row l/4 at columns 2(l%4) and 2(l%4)+1 — or with .trans, of column l/4 at rows 2(l%4) and
@@ -56,6 +61,7 @@ void ldmatrix(unsigned* regs, int count, bool trans, unsigned row_address) {
         std::memcpy(&address, posts[matrix * 8 + row], 4);
         uint16_t v;
         std::memcpy(&v, static_cast<unsigned char*>(shared_pointer(address, 16)) + 2 * col, 2);
+        shared_access(address + 2 * col, 2, false);
         return static_cast<unsigned>(v);
     };
     for (int i = 0; i < count; ++i) {

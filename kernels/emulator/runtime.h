@@ -17,6 +17,7 @@ struct Kernel {
     const char* name;
     void (*invoke)(void** params);
     unsigned launches;
+    double seconds;  // spent running it
 };
 // Every kernel of every family compiled into this library (registered by the generated `<family>.reg.cc`).
 std::vector<Kernel*>& registry();
@@ -24,17 +25,19 @@ struct Registrar {
     Registrar(Kernel* kernel) { registry().push_back(kernel); }
 };
 template <typename F> struct Invoker;
+// Reading the arguments is the driver's part, not the kernel's: it is not checked as a kernel access.
 template <typename... A> struct Invoker<void(A...)> {
-    template <void (*K)(A...), size_t... I> static void call(void** params, std::index_sequence<I...>) {
+    template <void (*K)(A...), size_t... I>
+    __attribute__((no_sanitize_thread)) static void call(void** params, std::index_sequence<I...>) {
         K(*static_cast<std::decay_t<A>*>(params[I])...);
     }
-    template <void (*K)(A...)> static void invoke(void** params) {
+    template <void (*K)(A...)> __attribute__((no_sanitize_thread)) static void invoke(void** params) {
         call<K>(params, std::index_sequence_for<A...>{});
     }
 };
 #define TGEMU_KERNEL(FAMILY, NAME)                                                                              \
     static tgemu::Kernel tgemu_kernel_##NAME{FAMILY, #NAME,                                                   \
-                                             &tgemu::Invoker<decltype(NAME)>::invoke<NAME>, 0};                \
+                                             &tgemu::Invoker<decltype(NAME)>::invoke<NAME>, 0, 0.0};                \
     static tgemu::Registrar tgemu_registrar_##NAME(&tgemu_kernel_##NAME);
 
 // A launch as the driver hands it to the scheduler.
@@ -71,5 +74,27 @@ struct AsyncState {
     std::vector<std::vector<AsyncCopy>> groups;
 };
 AsyncState& async_state();
+
+// --- memory checks (memcheck.cc) ---
+struct Range {
+    uintptr_t begin, end;
+    bool contains(uintptr_t a, size_t n) const { return a >= begin && a + n <= end; }
+};
+// The thread making an access: its index in the block, the block's and its warp's barrier counts, and the
+// memory that is its own (its fiber stack, its `threadIdx` state and the pointer to it).
+struct Accessor {
+    int32_t thread;
+    uint32_t block_epoch, warp_epoch;
+    Range stack, own, slot;
+};
+// The running kernel thread, or false outside a kernel (scheduler.cc).
+bool accessor(Accessor& out);
+// Whether [address, address + bytes) lies in one device allocation (driver.cc; called during a launch).
+bool device_memory_contains(uintptr_t address, size_t bytes);
+void memcheck_block_start(size_t dynamic_shared);
+// An access by the running thread to dynamic shared memory at `offset` (for the PTX emulations).
+void shared_access(unsigned offset, size_t bytes, bool write);
+// An access by the running thread to any address.
+void check_access(const void* address, size_t bytes, bool write);
 
 }  // namespace tgemu

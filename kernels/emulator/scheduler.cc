@@ -79,6 +79,7 @@ struct Thread {
     int lane = 0;
     int warp = 0;
     void* sp = nullptr;
+    unsigned char* stack = nullptr;
     Status status = Status::Ready;
     unsigned wait_mask = 0;
     const char* wait_what = "";
@@ -88,6 +89,7 @@ struct Thread {
 struct Warp {
     unsigned present = 0;  // lanes that exist (the last warp of a block may be partial)
     unsigned arrived = 0;
+    uint32_t epoch = 0;  // warp barriers completed
     alignas(16) unsigned char posts[32][64];
 };
 
@@ -99,6 +101,7 @@ struct Block {
     std::vector<unsigned char> shared;
     int live = 0;
     int at_barrier = 0;
+    uint32_t epoch = 0;  // block barriers completed
     void* scheduler_sp = nullptr;
     Thread* running = nullptr;
     std::string failure;
@@ -154,6 +157,7 @@ void release_block_barrier() {
         if (o.status == Status::AtBlockBarrier) o.status = Status::Ready;
     }
     block->at_barrier = 0;
+    block->epoch += 1;
 }
 
 void fiber_main(void* arg) {
@@ -183,6 +187,7 @@ void start_fiber(Thread& t, unsigned char* stack_low) {
     sp[6] = 0;                                                // rbp
     sp[7] = reinterpret_cast<uint64_t>(&tgemu_fiber_start);  // return address
     t.sp = sp;
+    t.stack = stack_low;
 }
 
 const char* status_name(const Thread& t) {
@@ -256,6 +261,7 @@ void warp_arrive(unsigned mask, const char* what) {
             if ((mask >> l) & 1u) block->threads[t->warp * 32 + l].status = Status::Ready;
         }
         w.arrived &= ~mask;
+        w.epoch += 1;
     } else {
         yield(t);
     }
@@ -264,6 +270,21 @@ void warp_arrive(unsigned mask, const char* what) {
 }  // namespace
 
 SharedWindow& shared_window() { return window; }
+
+bool accessor(Accessor& out) {
+    if (block == nullptr || block->running == nullptr) return false;
+    const Thread* t = block->running;
+    const auto stack = reinterpret_cast<uintptr_t>(t->stack);
+    const auto own = reinterpret_cast<uintptr_t>(&t->state);
+    const auto slot = reinterpret_cast<uintptr_t>(&current);
+    out = Accessor{t->linear,
+                   block->epoch,
+                   block->warps[static_cast<size_t>(t->warp)].epoch,
+                   Range{stack, stack + kStackBytes},
+                   Range{own, own + sizeof(ThreadState)},
+                   Range{slot, slot + sizeof(current)}};
+    return true;
+}
 AsyncState& async_state() { return block->running->async; }
 
 void fail(const char* fmt, ...) {
@@ -379,6 +400,8 @@ std::string run_grid(const LaunchSpec& spec) {
                 b.index = uint3{x, y, z};
                 // Shared memory starts out as garbage on hardware: NaN bytes here.
                 std::memset(b.shared.data(), 0xff, b.shared.size());
+                memcheck_block_start(spec.dynamic_shared);
+                b.epoch = 0;
                 for (Warp& w : b.warps) {
                     w.present = 0;
                     w.arrived = 0;

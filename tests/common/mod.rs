@@ -143,6 +143,17 @@ fn gpu_unavailable() -> Option<String> {
     Some("this build has no CUDA backend (build with --features cuda)".into())
 }
 
+/// How many blocks the first GPU's pool has taken from the driver so far (`None` without a CUDA backend).
+#[cfg(feature = "cuda-backend")]
+pub fn gpu_driver_allocations() -> Option<u64> {
+    Some(tapegrad::backend::cuda::gpu(0).ok()?.memory().misses)
+}
+
+#[cfg(not(feature = "cuda-backend"))]
+pub fn gpu_driver_allocations() -> Option<u64> {
+    None
+}
+
 /// The first GPU when one can be used, silently.
 pub fn gpu_or_skip_quiet() -> Option<tapegrad::Device> {
     gpu_unavailable()
