@@ -12,7 +12,8 @@
 //   reduce_block_<t>(same parameters)
 //     One block per output element: grid n_out, block a multiple of 32 up to 1024 (for few, long groups).
 //     op 0: y[o] = the sum; op 1: y[o] = the maximum and, when argmax is not null, argmax[o] = the first j
-//     holding it (ties go to the smaller j, as on the CPU). group_n >= 1 and < 2^31 for max.
+//     holding it (ties go to the smaller j, as on the CPU; NaN is the largest, so the first NaN when there is
+//     one). group_n >= 1 and < 2^31 for max.
 //     Deterministic: each thread visits j = t, t + T, ... in order, then butterfly warp shuffles and (block mode)
 //     a fixed order over the warps.
 //
@@ -25,9 +26,14 @@ namespace tg_reduce {
 
 constexpr int kNone = 0x7fffffff;  // no index yet
 
-// Whether candidate (v, i) beats (best, at): a larger value, or the same value at a smaller index.
+// Whether candidate (v, i) beats (best, at): a larger value, or the same value at a smaller index. NaN is
+// larger than every number, so a group holding a NaN has its first NaN as maximum (as on the CPU).
 template <typename T> __device__ __forceinline__ bool beats(T v, int i, T best, int at) {
-    return i != kNone && (at == kNone || v > best || (v == best && i < at));
+    if (i == kNone) return false;
+    if (at == kNone) return true;
+    const bool v_nan = v != v, best_nan = best != best;
+    if (v_nan || best_nan) return v_nan && (!best_nan || i < at);
+    return v > best || (v == best && i < at);
 }
 
 template <typename T> __device__ __forceinline__ void warp_argmax(T& best, int& at) {
@@ -56,7 +62,7 @@ __device__ __forceinline__ void partial(const T* __restrict__ x, long long base,
         at = kNone;
         for (long long j = first; j < group_n; j += step) {
             const T v = x[base + tg::strided_index(group, j)];
-            if (at == kNone || v > acc) {
+            if (beats(v, static_cast<int>(j), acc, at)) {
                 acc = v;
                 at = static_cast<int>(j);
             }

@@ -500,6 +500,98 @@ fn a_small_block_of_ops_end_to_end() {
     }
 }
 
+#[test]
+fn max_treats_nan_as_the_largest_value_like_the_cpu() {
+    let Some(dev) = common::gpu_or_skip("max_treats_nan_as_the_largest_value_like_the_cpu") else {
+        return;
+    };
+    // Rows of 40 (warp kernel) and of 5000 (block kernel), with a NaN first, in the middle, twice, or not at all.
+    for cols in [40usize, 5000] {
+        let mut v: Vec<f32> = (0..4 * cols).map(|i| ((i * 7919) % 1000) as f32).collect();
+        v[0] = f32::NAN;
+        v[cols + cols / 2] = f32::NAN;
+        v[2 * cols + 3] = f32::NAN;
+        v[2 * cols + cols - 1] = f32::NAN;
+        let x = Tensor::from_vec(v, &[4, cols]).unwrap();
+        let run = |device: Device| {
+            let tape = Tape::new();
+            let xd = tape.watch(&x.to_device(device).unwrap());
+            let m = xd.max(&[1], false).unwrap();
+            let grads = tape.backward(&m.sum_all().unwrap()).unwrap();
+            let grad = grads
+                .get(&xd)
+                .unwrap()
+                .detach()
+                .to_device(Device::Cpu)
+                .unwrap();
+            (
+                m.detach()
+                    .to_device(Device::Cpu)
+                    .unwrap()
+                    .to_vec::<f32>()
+                    .unwrap(),
+                grad.to_vec::<f32>().unwrap(),
+            )
+        };
+        let (cpu, gpu) = (run(Device::Cpu), run(dev));
+        let nan: Vec<bool> = cpu.0.iter().map(|v| v.is_nan()).collect();
+        assert_eq!(
+            nan,
+            [true, true, true, false],
+            "{cols} columns: {:?}",
+            cpu.0
+        );
+        assert_eq!(gpu.0.iter().map(|v| v.is_nan()).collect::<Vec<_>>(), nan);
+        assert_eq!(gpu.0[3], cpu.0[3]);
+        // The gradient goes to the first NaN, or to the first maximum.
+        let at = |g: &[f32]| -> Vec<usize> {
+            g.iter()
+                .enumerate()
+                .filter(|(_, &v)| v != 0.0)
+                .map(|(i, _)| i)
+                .collect()
+        };
+        assert_eq!(at(&cpu.1)[..3], [0, cols + cols / 2, 2 * cols + 3]);
+        assert_eq!(at(&gpu.1), at(&cpu.1), "{cols} columns");
+    }
+}
+
+#[test]
+fn a_launch_past_the_device_limits_is_a_clear_error() {
+    let Some(dev) = common::gpu_or_skip("a_launch_past_the_device_limits_is_a_clear_error") else {
+        return;
+    };
+    // RMSNorm keeps a row in shared memory: 70,000 f32 are more than any block may hold (227 KiB on an H100).
+    let x = Tensor::full_on(&[1, 70_000], 1.0, DType::F32, dev).unwrap();
+    let w = Tensor::full_on(&[70_000], 1.0, DType::F32, dev).unwrap();
+    let text = x.rms_norm(&w, 1e-6).unwrap_err().to_string();
+    assert!(
+        text.contains("rmsnorm/rmsnorm_fwd_f32: 280000 bytes of shared memory exceed"),
+        "{text}"
+    );
+    // The device still works afterwards.
+    let t = Tensor::full_on(&[3], 2.0, DType::F32, dev).unwrap();
+    assert_eq!(t.to_vec::<f32>().unwrap(), [2.0; 3]);
+}
+
+#[test]
+fn running_out_of_device_memory_is_a_clear_error() {
+    let Some(dev) = common::gpu_or_skip("running_out_of_device_memory_is_a_clear_error") else {
+        return;
+    };
+    // 256 GiB: more than any GPU has (and than the emulated device's limit).
+    let elements = 64usize << 30;
+    let error = Tensor::zeros_on(&[elements], DType::F32, dev).unwrap_err();
+    let text = error.to_string();
+    assert!(
+        text.contains("out of device memory asking for 274877906944 bytes"),
+        "{text}"
+    );
+    // The device still works afterwards.
+    let t = Tensor::full_on(&[3], 2.0, DType::F32, dev).unwrap();
+    assert_eq!(t.to_vec::<f32>().unwrap(), [2.0; 3]);
+}
+
 /// In the `cuda` build this always runs: where the GPU tests above skipped, it proves they skipped for want of
 /// a driver or a GPU, not for a broken backend.
 #[cfg(feature = "cuda-backend")]

@@ -48,10 +48,13 @@ fn reduce_kernel<T: Float>(
         match how {
             Reduce::Sum => (group.iter().map(|&o| x[base + o]).sum(), 0),
             Reduce::Max => {
+                // NaN counts as the largest value: a group holding one has the first NaN as its maximum
+                // (as kernels/reduce.cu decides too).
+                let is_nan = |v: T| v.partial_cmp(&v).is_none();
                 let mut best = (T::NEG_INFINITY, 0);
                 for (i, &o) in group.iter().enumerate() {
                     let v = x[base + o];
-                    if v > best.0 || (i == 0) {
+                    if i == 0 || (is_nan(v) && !is_nan(best.0)) || v > best.0 {
                         best = (v, i);
                     }
                 }

@@ -60,7 +60,48 @@ pub struct Gpu {
     blas: Mutex<CudaBlas>,
     pool: Pool<Driver>,
     modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
-    functions: Mutex<HashMap<String, CudaFunction>>,
+    /// Each kernel loaded so far, with the dynamic shared memory it may use (raised, never lowered).
+    functions: Mutex<HashMap<String, Kernel>>,
+    /// The most dynamic shared memory a block may use here (the device's opt-in limit).
+    max_shared: u32,
+}
+
+#[derive(Clone)]
+struct Kernel {
+    function: CudaFunction,
+    shared_limit: u32,
+}
+
+/// The driver's launch limits (grid y and z, block size, shared memory) checked before a launch, so a size
+/// past them is an error naming the kernel and the size rather than the driver's "invalid argument".
+fn check_launch(kernel: &str, config: &LaunchConfig, max_shared: u32) -> Result<()> {
+    let (gx, gy, gz) = config.grid_dim;
+    let (bx, by, bz) = config.block_dim;
+    let fault = if gx == 0 || gy == 0 || gz == 0 || gx > i32::MAX as u32 || gy > 65535 || gz > 65535
+    {
+        Some(format!(
+            "grid ({gx}, {gy}, {gz}) is outside the device's limits (x up to 2³¹ − 1, y and z up to 65,535)"
+        ))
+    } else if bx == 0 || by == 0 || bz == 0 || u64::from(bx) * u64::from(by) * u64::from(bz) > 1024
+    {
+        Some(format!(
+            "block ({bx}, {by}, {bz}) is outside the device's limit of 1,024 threads"
+        ))
+    } else if config.shared_mem_bytes > max_shared {
+        Some(format!(
+            "{} bytes of shared memory exceed the device's {max_shared} bytes a block",
+            config.shared_mem_bytes
+        ))
+    } else {
+        None
+    };
+    match fault {
+        Some(msg) => Err(Error::Device {
+            op: "launch",
+            msg: format!("{kernel}: {msg}"),
+        }),
+        None => Ok(()),
+    }
 }
 
 static GPUS: OnceLock<Mutex<HashMap<usize, Arc<Gpu>>>> = OnceLock::new();
@@ -126,6 +167,11 @@ impl Gpu {
             .map_err(|e| device_error("cuda", e))?;
         let arch = Arch::for_capability(major, minor)?;
         let name = ctx.name().map_err(|e| device_error("cuda", e))?;
+        let max_shared = ctx
+            .attribute(
+                cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
+            )
+            .map_err(|e| device_error("cuda", e))?;
         let stream = ctx.default_stream();
         let blas = CudaBlas::new(stream.clone()).map_err(|e| device_error("cublas", e))?;
         Ok(Gpu {
@@ -139,6 +185,7 @@ impl Gpu {
             blas: Mutex::new(blas),
             modules: Mutex::new(HashMap::new()),
             functions: Mutex::new(HashMap::new()),
+            max_shared: u32::try_from(max_shared).unwrap_or(0),
         })
     }
 
@@ -168,42 +215,57 @@ impl Gpu {
             .map_err(|e| device_error("synchronize", e))
     }
 
-    /// The kernel `name` of family `family`, compiling the family on first use.
-    pub fn function(&self, family: &'static str, name: &str) -> Result<CudaFunction> {
+    /// The kernel `name` of family `family`, compiling the family on first use, allowed `shared` bytes of
+    /// dynamic shared memory. The default limit is 48 KiB minus the kernel's static shared memory; it is raised
+    /// under the lock and never lowered, so launches from two threads cannot shrink each other's limit.
+    fn function(&self, family: &'static str, name: &str, shared: u32) -> Result<CudaFunction> {
         let key = format!("{family}/{name}");
-        if let Some(f) = self
-            .functions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-        {
-            return Ok(f.clone());
+        let mut functions = self.functions.lock().unwrap_or_else(|e| e.into_inner());
+        if !functions.contains_key(&key) {
+            let module = self.module(family)?;
+            let function = module.load_function(name).map_err(|e| Error::Device {
+                op: "cuda",
+                msg: format!("kernel {name} not found in kernels/{family}.cu: {e}"),
+            })?;
+            functions.insert(
+                key.clone(),
+                Kernel {
+                    function,
+                    shared_limit: 0,
+                },
+            );
         }
-        let module = {
-            let mut modules = self.modules.lock().unwrap_or_else(|e| e.into_inner());
-            match modules.get(family) {
-                Some(m) => m.clone(),
-                None => {
-                    let ptx = nvrtc::compile(family, self.arch)?;
-                    let m = self
-                        .stream
-                        .context()
-                        .load_module(cudarc::nvrtc::Ptx::from_src(ptx))
-                        .map_err(|e| device_error("load kernels", e))?;
-                    modules.insert(family, m.clone());
-                    m
-                }
-            }
-        };
-        let f = module.load_function(name).map_err(|e| Error::Device {
-            op: "cuda",
-            msg: format!("kernel {name} not found in kernels/{family}.cu: {e}"),
-        })?;
-        self.functions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key, f.clone());
-        Ok(f)
+        let kernel = functions.get_mut(&key).expect("inserted above");
+        if shared > kernel.shared_limit {
+            kernel
+                .function
+                .set_attribute(
+                    cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    shared as i32,
+                )
+                .map_err(|e| Error::Device {
+                    op: "launch",
+                    msg: format!("{key}: allowing {shared} bytes of dynamic shared memory: {e}"),
+                })?;
+            kernel.shared_limit = shared;
+        }
+        Ok(kernel.function.clone())
+    }
+
+    /// The module of kernel family `family`, compiled by NVRTC on first use.
+    fn module(&self, family: &'static str) -> Result<Arc<CudaModule>> {
+        let mut modules = self.modules.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(m) = modules.get(family) {
+            return Ok(m.clone());
+        }
+        let ptx = nvrtc::compile(family, self.arch)?;
+        let m = self
+            .stream
+            .context()
+            .load_module(cudarc::nvrtc::Ptx::from_src(ptx))
+            .map_err(|e| device_error("load kernels", e))?;
+        modules.insert(family, m.clone());
+        Ok(m)
     }
 
     /// Launches kernel `name` of `family` with `args` (in the kernel's parameter order).
@@ -214,16 +276,8 @@ impl Gpu {
         config: LaunchConfig,
         args: &[Arg],
     ) -> Result<()> {
-        let f = self.function(family, name)?;
-        // The default dynamic limit is 48 KiB minus the kernel's static shared memory: raise it for any
-        // dynamic request.
-        if config.shared_mem_bytes > 0 {
-            f.set_attribute(
-                cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                config.shared_mem_bytes as i32,
-            )
-            .map_err(|e| device_error("launch", e))?;
-        }
+        check_launch(&format!("{family}/{name}"), &config, self.max_shared)?;
+        let f = self.function(family, name, config.shared_mem_bytes)?;
         let mut builder = self.stream.launch_builder(&f);
         for a in args {
             match a {
