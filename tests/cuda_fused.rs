@@ -9,10 +9,13 @@ use tapegrad::ops::with_gpu_bf16;
 use tapegrad::optim::{AdamW, AdamWConfig};
 use tapegrad::{DType, Device, Rng, Tape, Tensor};
 
-/// max |a − b| / max |b|.
+/// max |a − b| / max |b|; infinite when an element of one is NaN and not of the other (`f64::max` would drop it).
 fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
     let (a, b) = (a.to_f64_vec(), b.to_f64_vec());
     assert_eq!(a.len(), b.len());
+    if a.iter().zip(&b).any(|(x, y)| x.is_nan() != y.is_nan()) {
+        return f64::INFINITY;
+    }
     let scale = b.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-30);
     a.iter()
         .zip(&b)

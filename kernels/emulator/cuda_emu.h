@@ -138,36 +138,20 @@ inline unsigned atomicAdd(unsigned* address, unsigned value) { return tgemu::ato
 inline size_t __cvta_generic_to_shared(const void* p) { return tgemu::shared_address(p); }
 
 // --- bit casts and math ---
-inline float __uint_as_float(unsigned x) {
-    float f;
-    std::memcpy(&f, &x, 4);
-    return f;
+namespace tgemu {
+template <typename To, typename From> inline To bits(From from) {
+    static_assert(sizeof(To) == sizeof(From), "a bit cast keeps the size");
+    To to;
+    std::memcpy(&to, &from, sizeof to);
+    return to;
 }
-inline unsigned __float_as_uint(float f) {
-    unsigned x;
-    std::memcpy(&x, &f, 4);
-    return x;
-}
-inline float __int_as_float(int x) {
-    float f;
-    std::memcpy(&f, &x, 4);
-    return f;
-}
-inline int __float_as_int(float f) {
-    int x;
-    std::memcpy(&x, &f, 4);
-    return x;
-}
-inline double __longlong_as_double(long long x) {
-    double d;
-    std::memcpy(&d, &x, 8);
-    return d;
-}
-inline long long __double_as_longlong(double d) {
-    long long x;
-    std::memcpy(&x, &d, 8);
-    return x;
-}
+}  // namespace tgemu
+inline float __uint_as_float(unsigned x) { return tgemu::bits<float>(x); }
+inline unsigned __float_as_uint(float f) { return tgemu::bits<unsigned>(f); }
+inline float __int_as_float(int x) { return tgemu::bits<float>(x); }
+inline int __float_as_int(float f) { return tgemu::bits<int>(f); }
+inline double __longlong_as_double(long long x) { return tgemu::bits<double>(x); }
+inline long long __double_as_longlong(double d) { return tgemu::bits<long long>(d); }
 using std::exp;
 using std::fabs;
 using std::log;
@@ -225,21 +209,8 @@ inline __nv_bfloat162 __floats2bfloat162_rn(float lo, float hi) {
 }
 inline float2 __bfloat1622float2(__nv_bfloat162 v) { return {__bfloat162float(v.x), __bfloat162float(v.y)}; }
 
-inline float __half2float(__half h) {
-    _Float16 v;
-    std::memcpy(&v, &h.bits, 2);
-    return static_cast<float>(v);
-}
-inline __half __float2half_rn(float f) {
-    const _Float16 v = static_cast<_Float16>(f);
-    __half h;
-    std::memcpy(&h.bits, &v, 2);
-    return h;
-}
+inline float __half2float(__half h) { return static_cast<float>(tgemu::bits<_Float16>(h.bits)); }
+inline __half __float2half_rn(float f) { return {tgemu::bits<uint16_t>(static_cast<_Float16>(f))}; }
 inline __half __float2half(float f) { return __float2half_rn(f); }
-inline __half __double2half(double d) {
-    const _Float16 v = static_cast<_Float16>(d);
-    __half h;
-    std::memcpy(&h.bits, &v, 2);
-    return h;
-}
+// One rounding, from the double itself.
+inline __half __double2half(double d) { return {tgemu::bits<uint16_t>(static_cast<_Float16>(d))}; }
