@@ -713,6 +713,20 @@ mod tests {
         assert_eq!(split_point("ééééé", 0.5), 6);
         assert_eq!(split_point("line\nrest", 0.3), 5);
         assert_eq!(split_point("line\nrest", 0.05), 9);
+        // Newlines equally far on both sides of the target (4): the earlier one wins.
+        assert_eq!(split_point("ab\nc\nde", 0.43), 3);
+        // The target (10) is 3 past one newline and 4 before the next: the nearer, earlier one.
+        assert_eq!(split_point("abcdef\nghijkl\nmn", 0.375), 7);
+        assert_eq!(split_point("abcdef\nghij\nklmn", 0.375), 12);
+    }
+
+    #[test]
+    fn cache_names_keep_only_plain_characters() {
+        assert_eq!(file_safe_name("Austen-1_b9"), "Austen-1_b9");
+        assert_eq!(
+            file_safe_name("war & peace/über.txt"),
+            "war___peace__ber_txt"
+        );
     }
 
     #[test]

@@ -162,6 +162,15 @@ mod tests {
     }
 
     #[test]
+    fn a_test_process_is_rank_0_of_1() {
+        // cargo test is not started by a launcher: none of the variables is set (checked, not assumed).
+        for name in ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "WORLD_SIZE"] {
+            assert!(std::env::var_os(name).is_none(), "{name} is set");
+        }
+        assert_eq!(launcher_rank_and_size(), (0, 1));
+    }
+
+    #[test]
     fn a_broadcast_root_must_be_a_rank() {
         assert!(check_root(0, 1).is_ok());
         assert!(check_root(3, 4).is_ok());
