@@ -929,6 +929,29 @@ mod tests {
         assert!(error.to_string().contains("\"short\""), "{error}");
         let negative = counting_source(&dir, "neg", 100, 0).with_weight(-1.0);
         assert!(Mixture::new(vec![negative], 8, 0).is_err());
+        for bad in [f64::NAN, f64::INFINITY] {
+            let sources = vec![
+                counting_source(&dir, "fine", 100, 0),
+                counting_source(&dir, "odd", 100, 0).with_weight(bad),
+            ];
+            let error = Mixture::new(sources, 8, 0).unwrap_err().to_string();
+            assert!(
+                error.contains("source \"odd\": weight must be finite and non-negative"),
+                "{error}"
+            );
+        }
+        // A training split of exactly seq_len + 1 tokens holds one window.
+        assert!(Mixture::new(vec![counting_source(&dir, "exact", 17, 0)], 16, 0).is_ok());
+        // A validation shard over another vocabulary than its training shard.
+        let mut mixed = counting_source(&dir, "mixed", 100, 10);
+        let val_path = dir.path().join("mixed-other.val");
+        Shard::write(&val_path, &[1, 2, 3], 512).unwrap();
+        mixed.val = Shard::open(&val_path).unwrap();
+        let error = Mixture::new(vec![mixed], 8, 0).unwrap_err().to_string();
+        assert!(
+            error.contains("vocab sizes 100000 and 512, but the mixture uses 100000"),
+            "{error}"
+        );
         let zero = counting_source(&dir, "zero", 100, 0).with_weight(0.0);
         assert!(Mixture::new(vec![zero], 8, 0).is_err());
         assert!(Mixture::new(Vec::new(), 8, 0).is_err());
