@@ -1,6 +1,7 @@
 """Kernel coverage on the emulated device: reads the lines `family kernel launches seconds` that the emulator
-appends at exit (TGEMU_COVERAGE), sums them over every process, prints the table and fails naming each
-`__global__` function of kernels/*.cu that was never launched.
+appends at exit (TGEMU_COVERAGE; its NCCL writes `nccl collective calls seconds`), sums them over every
+process, prints the table and fails naming each `__global__` function of kernels/*.cu and each emulated NCCL
+collective that was never launched.
 
     python3 scripts/kernel-coverage.py target/emulator-coverage.txt
 """
@@ -20,5 +21,5 @@ never = [f"{f}/{k}" for (f, k), n in sorted(launches.items()) if n == 0]
 if not launches:
     sys.exit("no kernel coverage was written")
 if never:
-    sys.exit("kernels the suite never launched: " + ", ".join(never))
-print(f"all {len(launches)} kernels launched")
+    sys.exit("kernels or collectives the suite never launched: " + ", ".join(never))
+print(f"all {len(launches)} kernels and collectives launched")

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the emulated device into OUT (default target/emulator): libcuda.so (the driver, the block scheduler,
-# the PTX emulations and every kernels/*.cu family compiled for the CPU) and libcublas.so. Each family's
+# the PTX emulations and every kernels/*.cu family compiled for the CPU), libcublas.so and libnccl.so. Each family's
 # `__global__` functions are found in its preprocessed source and registered by name. Rebuilds only what is
 # older than its sources.
 #
@@ -68,6 +68,7 @@ for j in "${jobs[@]}"; do wait "$j"; done
 # these libraries (NVRTC among them).
 echo '{ global: cu*; local: *; };' > "$out/obj/libcuda.map"
 echo '{ global: cublas*; local: *; };' > "$out/obj/libcublas.map"
+echo '{ global: nccl*; local: *; };' > "$out/obj/libnccl.map"
 if stale "$out/libcuda.so" "${objects[@]}"; then
     "$cxx" -shared -o "$out/libcuda.so" "${objects[@]}" -Wl,-soname,libcuda.so.1 \
         -Wl,--version-script="$out/obj/libcuda.map" -lpthread
@@ -77,4 +78,9 @@ if stale "$out/libcublas.so" "$here/cublas.cc" "$here/cuda_emu.h"; then
     "$cxx" "${flags[@]}" -fvisibility=hidden -shared "$here/cublas.cc" -o "$out/libcublas.so" \
         -Wl,-soname,libcublas.so.13 -Wl,--version-script="$out/obj/libcublas.map"
     ln -sf libcublas.so "$out/libcublas.so.13"
+fi
+if stale "$out/libnccl.so" "$here/nccl.cc" "$out/libcuda.so"; then
+    "$cxx" "${flags[@]}" -fvisibility=hidden -shared "$here/nccl.cc" -o "$out/libnccl.so" \
+        -Wl,-soname,libnccl.so.2 -Wl,--version-script="$out/obj/libnccl.map" -L"$out" -lcuda -lpthread
+    ln -sf libnccl.so "$out/libnccl.so.2"
 fi

@@ -5,7 +5,8 @@
 // memory, and binds each entry to the kernel of that name compiled for the CPU. Work runs at once, in call
 // order, so every stream is trivially ordered. Settings (environment):
 //   TGEMU_ARCH=sm_80|sm_90 (default sm_90)  an A100 or an H100
-//   TGEMU_MEMORY=BYTES (default 4 GiB)        the device memory; allocations past it fail as out of memory
+//   TGEMU_DEVICES=N (default 2, at most 8)    how many such GPUs (each with its own memory and context)
+//   TGEMU_MEMORY=BYTES (default 4 GiB)        each device's memory; allocations past it fail as out of memory
 //   TGEMU_SEED=N                              seeds the per-launch thread order (default 1)
 //   TGEMU_COVERAGE=FILE                       appends "family kernel launches seconds" per kernel at exit
 //   TGEMU_ABORT=1                             aborts at the first kernel failure (to stop there under gdb)
@@ -101,20 +102,28 @@ struct Event {
 };
 struct Context {
     int device;
+    int refs = 0;
+    size_t used = 0;  // bytes allocated on this device
 };
+
+struct Allocation {
+    size_t bytes;
+    int device;
+};
+
+constexpr int kMaxDevices = 8;
 
 struct State {
     std::recursive_mutex mutex;
     bool initialized = false;
     const Arch* arch = &kH100;
+    int devices = 2;
     size_t memory = size_t{4} << 30;
-    size_t used = 0;
     uint64_t seed = 1;
     uint64_t launches = 0;
     CUresult sticky = CUDA_SUCCESS;  // a failed kernel leaves the context unusable, as on hardware
-    std::map<uint64_t, size_t> allocations;
-    Context primary{0};
-    int primary_refs = 0;
+    std::map<uint64_t, Allocation> allocations;
+    Context primaries[kMaxDevices] = {{0}, {1}, {2}, {3}, {4}, {5}, {6}, {7}};
 };
 
 State& state() {
@@ -123,6 +132,8 @@ State& state() {
 }
 
 thread_local Context* current_context = nullptr;
+// The device whose kernel this thread runs (-1 outside launches): a kernel touches its own device's memory only.
+thread_local int launch_device = -1;
 
 size_t parse_size(const char* text, size_t fallback) {
     if (text == nullptr || *text == 0) return fallback;
@@ -131,13 +142,20 @@ size_t parse_size(const char* text, size_t fallback) {
     return end != text ? static_cast<size_t>(v) : fallback;
 }
 
-// Which allocation holds [address, address + bytes)? Returns false when none does.
-bool inside_allocation(State& s, uint64_t address, size_t bytes) {
+// The allocation that holds [address, address + bytes), or end() when none does.
+std::map<uint64_t, Allocation>::const_iterator allocation_of(const State& s, uint64_t address, size_t bytes) {
     auto it = s.allocations.upper_bound(address);
-    if (it == s.allocations.begin()) return false;
+    if (it == s.allocations.begin()) return s.allocations.end();
     --it;
-    return address >= it->first && address + bytes <= it->first + it->second;
+    const bool inside = address >= it->first && address + bytes <= it->first + it->second.bytes;
+    return inside ? it : s.allocations.end();
 }
+
+bool inside_allocation(const State& s, uint64_t address, size_t bytes) {
+    return allocation_of(s, address, bytes) != s.allocations.end();
+}
+
+bool valid_device(CUdevice device) { return device >= 0 && device < state().devices; }
 
 CUresult check_range(State& s, CUdeviceptr address, size_t bytes) {
     if (bytes == 0) return CUDA_SUCCESS;
@@ -198,7 +216,9 @@ int static_shared_of(const std::string& ptx, size_t body_begin, size_t body_end)
 }  // namespace
 
 bool tgemu::device_memory_contains(uintptr_t address, size_t bytes) {
-    return inside_allocation(state(), address, bytes);
+    const State& s = state();
+    auto it = allocation_of(s, address, bytes);
+    return it != s.allocations.end() && (launch_device < 0 || it->second.device == launch_device);
 }
 
 extern "C" {
@@ -238,6 +258,11 @@ __attribute__((visibility("default"))) CUresult cuInit(unsigned flags) {
         return CUDA_ERROR_NO_DEVICE;
     }
     s.memory = parse_size(std::getenv("TGEMU_MEMORY"), s.memory);
+    s.devices = static_cast<int>(parse_size(std::getenv("TGEMU_DEVICES"), 2));
+    if (s.devices < 1 || s.devices > kMaxDevices) {
+        std::fprintf(stderr, "tgemu: TGEMU_DEVICES=%d is not between 1 and %d\n", s.devices, kMaxDevices);
+        return CUDA_ERROR_NO_DEVICE;
+    }
     s.seed = parse_size(std::getenv("TGEMU_SEED"), 1);
     std::atexit(write_coverage);
     s.initialized = true;
@@ -251,33 +276,34 @@ __attribute__((visibility("default"))) CUresult cuDriverGetVersion(int* version)
 
 __attribute__((visibility("default"))) CUresult cuDeviceGetCount(int* count) {
     if (!state().initialized) return CUDA_ERROR_NOT_INITIALIZED;
-    *count = 1;
+    *count = state().devices;
     return CUDA_SUCCESS;
 }
 
 __attribute__((visibility("default"))) CUresult cuDeviceGet(CUdevice* device, int ordinal) {
     if (!state().initialized) return CUDA_ERROR_NOT_INITIALIZED;
-    if (ordinal != 0) return CUDA_ERROR_INVALID_DEVICE;
-    *device = 0;
+    if (!valid_device(ordinal)) return CUDA_ERROR_INVALID_DEVICE;
+    *device = ordinal;
     return CUDA_SUCCESS;
 }
 
 __attribute__((visibility("default"))) CUresult cuDeviceGetName(char* name, int len, CUdevice device) {
-    if (device != 0) return CUDA_ERROR_INVALID_DEVICE;
+    if (!valid_device(device)) return CUDA_ERROR_INVALID_DEVICE;
     std::snprintf(name, static_cast<size_t>(len), "%s", state().arch->name);
     return CUDA_SUCCESS;
 }
 
 __attribute__((visibility("default"))) CUresult cuDeviceTotalMem_v2(size_t* bytes, CUdevice device) {
-    if (device != 0) return CUDA_ERROR_INVALID_DEVICE;
+    if (!valid_device(device)) return CUDA_ERROR_INVALID_DEVICE;
     *bytes = state().memory;
     return CUDA_SUCCESS;
 }
 
 __attribute__((visibility("default"))) CUresult cuDeviceGetUuid(unsigned char* uuid, CUdevice device) {
-    if (device != 0) return CUDA_ERROR_INVALID_DEVICE;
+    if (!valid_device(device)) return CUDA_ERROR_INVALID_DEVICE;
     std::memset(uuid, 0, 16);
     std::memcpy(uuid, "tgemu", 5);
+    uuid[15] = static_cast<unsigned char>(device);
     return CUDA_SUCCESS;
 }
 
@@ -286,7 +312,7 @@ __attribute__((visibility("default"))) CUresult cuDeviceGetUuid_v2(unsigned char
 }
 
 __attribute__((visibility("default"))) CUresult cuDeviceGetAttribute(int* value, int attribute, CUdevice device) {
-    if (device != 0) return CUDA_ERROR_INVALID_DEVICE;
+    if (!valid_device(device)) return CUDA_ERROR_INVALID_DEVICE;
     const Arch& a = *state().arch;
     switch (attribute) {
         case 1: *value = 1024; break;                    // MAX_THREADS_PER_BLOCK
@@ -315,24 +341,33 @@ __attribute__((visibility("default"))) CUresult cuDeviceGetAttribute(int* value,
 __attribute__((visibility("default"))) CUresult cuDevicePrimaryCtxRetain(void** context, CUdevice device) {
     State& s = state();
     if (!s.initialized) return CUDA_ERROR_NOT_INITIALIZED;
-    if (device != 0) return CUDA_ERROR_INVALID_DEVICE;
+    if (!valid_device(device)) return CUDA_ERROR_INVALID_DEVICE;
     std::lock_guard<std::recursive_mutex> lock(s.mutex);
-    s.primary_refs += 1;
-    *context = &s.primary;
+    s.primaries[device].refs += 1;
+    *context = &s.primaries[device];
     return CUDA_SUCCESS;
 }
 
 __attribute__((visibility("default"))) CUresult cuDevicePrimaryCtxRelease_v2(CUdevice device) {
     State& s = state();
-    if (device != 0) return CUDA_ERROR_INVALID_DEVICE;
+    if (!valid_device(device)) return CUDA_ERROR_INVALID_DEVICE;
     std::lock_guard<std::recursive_mutex> lock(s.mutex);
-    if (s.primary_refs > 0) s.primary_refs -= 1;
+    if (s.primaries[device].refs > 0) s.primaries[device].refs -= 1;
     return CUDA_SUCCESS;
 }
 
 __attribute__((visibility("default"))) CUresult cuCtxSetCurrent(void* context) {
-    if (context != nullptr && context != &state().primary) return CUDA_ERROR_INVALID_CONTEXT;
+    const Context* first = state().primaries;
+    if (context != nullptr && (context < first || context >= first + state().devices)) {
+        return CUDA_ERROR_INVALID_CONTEXT;
+    }
     current_context = static_cast<Context*>(context);
+    return CUDA_SUCCESS;
+}
+
+__attribute__((visibility("default"))) CUresult cuCtxGetDevice(CUdevice* device) {
+    if (current_context == nullptr) return CUDA_ERROR_INVALID_CONTEXT;
+    *device = current_context->device;
     return CUDA_SUCCESS;
 }
 
@@ -388,7 +423,8 @@ __attribute__((visibility("default"))) CUresult cuEventElapsedTime_v2(float* ms,
 __attribute__((visibility("default"))) CUresult cuMemGetInfo_v2(size_t* free_bytes, size_t* total) {
     State& s = state();
     std::lock_guard<std::recursive_mutex> lock(s.mutex);
-    *free_bytes = s.memory - s.used;
+    if (current_context == nullptr) return CUDA_ERROR_INVALID_CONTEXT;
+    *free_bytes = s.memory - current_context->used;
     *total = s.memory;
     return CUDA_SUCCESS;
 }
@@ -396,15 +432,17 @@ __attribute__((visibility("default"))) CUresult cuMemGetInfo_v2(size_t* free_byt
 __attribute__((visibility("default"))) CUresult cuMemAlloc_v2(CUdeviceptr* address, size_t bytes) {
     State& s = state();
     if (!s.initialized) return CUDA_ERROR_NOT_INITIALIZED;
+    if (current_context == nullptr) return CUDA_ERROR_INVALID_CONTEXT;
     if (bytes == 0) return CUDA_ERROR_INVALID_VALUE;
     std::lock_guard<std::recursive_mutex> lock(s.mutex);
+    Context& device = *current_context;
     const size_t rounded = (bytes + 255) / 256 * 256;
-    if (rounded > s.memory - s.used) return CUDA_ERROR_OUT_OF_MEMORY;
+    if (rounded > s.memory - device.used) return CUDA_ERROR_OUT_OF_MEMORY;
     void* p = std::aligned_alloc(256, rounded);
     if (p == nullptr) return CUDA_ERROR_OUT_OF_MEMORY;
     std::memset(p, 0xff, rounded);
-    s.used += rounded;
-    s.allocations[reinterpret_cast<uint64_t>(p)] = bytes;
+    device.used += rounded;
+    s.allocations[reinterpret_cast<uint64_t>(p)] = Allocation{bytes, device.device};
     *address = reinterpret_cast<CUdeviceptr>(p);
     return CUDA_SUCCESS;
 }
@@ -414,9 +452,33 @@ __attribute__((visibility("default"))) CUresult cuMemFree_v2(CUdeviceptr address
     std::lock_guard<std::recursive_mutex> lock(s.mutex);
     auto it = s.allocations.find(address);
     if (it == s.allocations.end()) return CUDA_ERROR_INVALID_VALUE;
-    s.used -= (it->second + 255) / 256 * 256;
+    s.primaries[it->second.device].used -= (it->second.bytes + 255) / 256 * 256;
     s.allocations.erase(it);
     std::free(reinterpret_cast<void*>(address));
+    return CUDA_SUCCESS;
+}
+
+__attribute__((visibility("default"))) CUresult cuMemGetAddressRange_v2(CUdeviceptr* base, size_t* bytes,
+                                                                        CUdeviceptr address) {
+    State& s = state();
+    std::lock_guard<std::recursive_mutex> lock(s.mutex);
+    auto it = allocation_of(s, address, 1);
+    if (it == s.allocations.end()) return CUDA_ERROR_NOT_FOUND;
+    if (base != nullptr) *base = it->first;
+    if (bytes != nullptr) *bytes = it->second.bytes;
+    return CUDA_SUCCESS;
+}
+
+__attribute__((visibility("default"))) CUresult cuPointerGetAttribute(void* data, int attribute, CUdeviceptr address) {
+    State& s = state();
+    std::lock_guard<std::recursive_mutex> lock(s.mutex);
+    auto it = allocation_of(s, address, 1);
+    if (it == s.allocations.end()) return CUDA_ERROR_INVALID_VALUE;
+    switch (attribute) {
+        case 2: *static_cast<int*>(data) = 2; break;                   // MEMORY_TYPE: CU_MEMORYTYPE_DEVICE
+        case 9: *static_cast<int*>(data) = it->second.device; break;  // DEVICE_ORDINAL
+        default: return CUDA_ERROR_INVALID_VALUE;
+    }
     return CUDA_SUCCESS;
 }
 
@@ -586,6 +648,7 @@ __attribute__((visibility("default"))) CUresult cuLaunchKernel(void* function, u
     auto* f = static_cast<Function*>(function);
     if (f == nullptr || f->kernel == nullptr) return CUDA_ERROR_INVALID_HANDLE;
     if (extra != nullptr) return CUDA_ERROR_NOT_SUPPORTED;
+    if (current_context == nullptr) return CUDA_ERROR_INVALID_CONTEXT;
     if (gx == 0 || gy == 0 || gz == 0 || bx == 0 || by == 0 || bz == 0) return CUDA_ERROR_INVALID_VALUE;
     if (gx > 2147483647u || gy > 65535 || gz > 65535 || bx > 1024 || by > 1024 || bz > 64) {
         return CUDA_ERROR_INVALID_VALUE;
@@ -600,7 +663,9 @@ __attribute__((visibility("default"))) CUresult cuLaunchKernel(void* function, u
     tgemu::LaunchSpec spec{f->kernel, uint3{gx, gy, gz}, uint3{bx, by, bz}, shared_bytes, params,
                            s.seed * 0x9e3779b97f4a7c15ull + ++s.launches};
     const double started = seconds_now();
+    launch_device = current_context->device;
     const std::string failure = tgemu::run_grid(spec);
+    launch_device = -1;
     f->kernel->seconds += seconds_now() - started;
     if (!failure.empty()) {
         std::fprintf(stderr, "tgemu: %s\n", failure.c_str());

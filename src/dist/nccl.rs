@@ -24,10 +24,30 @@ pub struct Nccl {
 unsafe impl Send for Nccl {}
 unsafe impl Sync for Nccl {}
 
-fn nccl_error(op: &'static str, e: impl std::fmt::Debug) -> Error {
+/// An NCCL failure: its result code and the library's last message (the communicator may be null).
+fn nccl_error(op: &'static str, comm: sys::ncclComm_t, e: result::NcclError) -> Error {
+    // SAFETY: NCCL returns a NUL-terminated string it owns, valid until its next call on this thread.
+    let text = unsafe { sys::ncclGetLastError(comm) };
+    let detail = if text.is_null() {
+        String::new()
+    } else {
+        // SAFETY: as above.
+        unsafe { std::ffi::CStr::from_ptr(text) }
+            .to_string_lossy()
+            .into_owned()
+    };
+    let msg = if detail.is_empty() {
+        format!("NCCL: {:?}", e.0)
+    } else {
+        format!("NCCL: {:?}: {detail}", e.0)
+    };
+    Error::Comm { op, msg }
+}
+
+fn context_error(op: &'static str, e: cudarc::driver::DriverError) -> Error {
     Error::Comm {
         op,
-        msg: format!("NCCL: {e:?}"),
+        msg: format!("cannot bind the GPU for NCCL: {e}"),
     }
 }
 
@@ -47,7 +67,8 @@ impl Nccl {
     /// A fresh unique id for a new communicator (made on rank 0, given to every rank).
     pub fn unique_id() -> Result<[u8; 128]> {
         present("nccl unique id")?;
-        let id = result::get_uniqueid().map_err(|e| nccl_error("nccl unique id", e))?;
+        let id = result::get_uniqueid()
+            .map_err(|e| nccl_error("nccl unique id", std::ptr::null_mut(), e))?;
         Ok(id.internal.map(|c| c as u8))
     }
 
@@ -61,7 +82,7 @@ impl Nccl {
         gpu.stream()
             .context()
             .bind_to_thread()
-            .map_err(|e| nccl_error("nccl init", e))?;
+            .map_err(|e| context_error("nccl init", e))?;
         let id = sys::ncclUniqueId {
             internal: id.map(|b| b as std::ffi::c_char),
         };
@@ -69,7 +90,7 @@ impl Nccl {
         // SAFETY: `comm` receives the new handle; the id is the one every rank was given.
         let comm = unsafe {
             result::comm_init_rank(comm.as_mut_ptr(), size as i32, id, rank as i32)
-                .map_err(|e| nccl_error("nccl init", e))?;
+                .map_err(|e| nccl_error("nccl init", std::ptr::null_mut(), e))?;
             comm.assume_init()
         };
         Ok(Nccl {
@@ -113,9 +134,9 @@ impl Nccl {
             .stream()
             .context()
             .bind_to_thread()
-            .map_err(|e| nccl_error(op, e))?;
+            .map_err(|e| context_error(op, e))?;
         let stream = self.gpu.stream().cu_stream() as sys::cudaStream_t;
-        f(self.comm, stream).map_err(|e| nccl_error(op, e))?;
+        f(self.comm, stream).map_err(|e| nccl_error(op, self.comm, e))?;
         Ok(())
     }
 

@@ -101,8 +101,9 @@ thread_local! {
     static GPU_BF16: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
 }
 
-/// Runs `f` with GPU matrix products on f32 operands computed in bf16 (f32 accumulation, f32 results) when
-/// `enabled` — mixed precision, on by default — or in f32 when not. Attention on the GPU always computes in bf16
+/// Runs `f` with GPU matrix products on f32 operands computed in bf16 (f32 accumulation; the product is rounded
+/// to bf16 and handed back as f32, as PyTorch's autocast does) when `enabled` — mixed precision, on by default —
+/// or in f32 when not. Weight gradients are such products too, so they carry bf16 rounding. Attention on the GPU always computes in bf16
 /// (its kernels are bf16 only). Parameters, optimizer state, norms and reductions stay f32 either way.
 pub fn with_gpu_bf16<R>(enabled: bool, f: impl FnOnce() -> R) -> R {
     crate::tape::scoped(&GPU_BF16, enabled, f)
