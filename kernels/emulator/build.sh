@@ -6,6 +6,11 @@
 #
 #   kernels/emulator/build.sh [OUT]
 #   TGEMU_CXXFLAGS="-O0 -g" kernels/emulator/build.sh    # e.g. for gdb (then remove OUT to rebuild)
+#   TGEMU_SANITIZE=address kernels/emulator/build.sh target/emulator-asan
+#
+# The kernels are instrumented for the emulator's own access checks (memcheck.cc, through g++'s thread-sanitizer
+# hooks) unless TGEMU_SANITIZE=address builds everything with AddressSanitizer instead (its runtime must then
+# be loaded first: scripts/emulated-gpu.sh does that).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 kernels=$(dirname "$here")
@@ -14,6 +19,11 @@ mkdir -p "$out/obj"
 cxx=${CXX:-g++}
 flags=(-std=c++17 -fPIC -fno-strict-aliasing -Wall -Wno-unknown-pragmas ${TGEMU_CXXFLAGS:--O2 -g})
 kernel_flags=(-include "$here/cuda_emu.h" -I "$here/include" -I "$kernels")
+case ${TGEMU_SANITIZE:-memcheck} in
+    memcheck) kernel_check=(-fsanitize=thread) ;;
+    address) kernel_check=(-fsanitize=address); flags+=(-fsanitize=address -fno-omit-frame-pointer) ;;
+    *) echo "TGEMU_SANITIZE=$TGEMU_SANITIZE is neither memcheck nor address" >&2; exit 2 ;;
+esac
 
 # newer OUTPUT INPUT...: whether OUTPUT is missing or older than an input.
 stale() {
@@ -53,7 +63,7 @@ for name in re.findall(r"extern\s+\"C\"\s+void\s+(?:__attribute__\S*\s+)?(\w+)\s
 ' "$family"
         } > "$reg"
         # Every load and store of a kernel calls the checks of memcheck.cc (see there).
-        "$cxx" "${flags[@]}" -fsanitize=thread -fvisibility=hidden "${kernel_flags[@]}" -c "$reg" -o "$obj" &
+        "$cxx" "${flags[@]}" "${kernel_check[@]}" -fvisibility=hidden "${kernel_flags[@]}" -c "$reg" -o "$obj" &
         jobs+=($!)
     fi
     # At most two compilers at once.
@@ -70,7 +80,7 @@ echo '{ global: cu*; local: *; };' > "$out/obj/libcuda.map"
 echo '{ global: cublas*; local: *; };' > "$out/obj/libcublas.map"
 echo '{ global: nccl*; local: *; };' > "$out/obj/libnccl.map"
 if stale "$out/libcuda.so" "${objects[@]}"; then
-    "$cxx" -shared -o "$out/libcuda.so" "${objects[@]}" -Wl,-soname,libcuda.so.1 \
+    "$cxx" "${flags[@]}" -shared -o "$out/libcuda.so" "${objects[@]}" -Wl,-soname,libcuda.so.1 \
         -Wl,--version-script="$out/obj/libcuda.map" -lpthread
     ln -sf libcuda.so "$out/libcuda.so.1"
 fi

@@ -2,8 +2,15 @@
 // runs until it reaches a barrier (`__syncthreads`, or a warp collective and its mask) or ends; the scheduler
 // then resumes the next ready fiber, in an order shuffled per launch, so code that depends on thread order
 // fails. A barrier opens when every thread it waits for has arrived; when no fiber can run and some have not
-// ended, the launch fails naming who waits where. Blocks run one after another.
+// ended, the launch fails naming who waits where. Blocks run one after another. Under AddressSanitizer (the
+// TGEMU_SANITIZE=address build) every switch is announced to it, so it checks each fiber against its own stack.
 #include <sys/mman.h>
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#define TGEMU_ASAN 1
+#endif
 
 #include <algorithm>
 #include <cstdarg>
@@ -103,6 +110,8 @@ struct Block {
     int at_barrier = 0;
     uint32_t epoch = 0;  // block barriers completed
     void* scheduler_sp = nullptr;
+    const void* scheduler_stack = nullptr;  // the scheduler's stack, for AddressSanitizer
+    size_t scheduler_stack_bytes = 0;
     Thread* running = nullptr;
     std::string failure;
 };
@@ -150,7 +159,30 @@ std::string where(const Thread* t) {
     return buf;
 }
 
-void yield(Thread* t) { tgemu_switch(&t->sp, block->scheduler_sp); }
+// Fiber → scheduler. A fiber that is done is never resumed: AddressSanitizer may drop its state.
+void yield(Thread* t) {
+#ifdef TGEMU_ASAN
+    void* fake_stack = nullptr;
+    __sanitizer_start_switch_fiber(t->status == Status::Done ? nullptr : &fake_stack, block->scheduler_stack,
+                                   block->scheduler_stack_bytes);
+    tgemu_switch(&t->sp, block->scheduler_sp);
+    __sanitizer_finish_switch_fiber(fake_stack, &block->scheduler_stack, &block->scheduler_stack_bytes);
+#else
+    tgemu_switch(&t->sp, block->scheduler_sp);
+#endif
+}
+
+// Scheduler → fiber `t`, until it yields.
+void resume(Thread& t) {
+#ifdef TGEMU_ASAN
+    void* fake_stack = nullptr;
+    __sanitizer_start_switch_fiber(&fake_stack, t.stack, kStackBytes);
+    tgemu_switch(&block->scheduler_sp, t.sp);
+    __sanitizer_finish_switch_fiber(fake_stack, nullptr, nullptr);
+#else
+    tgemu_switch(&block->scheduler_sp, t.sp);
+#endif
+}
 
 void release_block_barrier() {
     for (Thread& o : block->threads) {
@@ -161,6 +193,9 @@ void release_block_barrier() {
 }
 
 void fiber_main(void* arg) {
+#ifdef TGEMU_ASAN
+    __sanitizer_finish_switch_fiber(nullptr, &block->scheduler_stack, &block->scheduler_stack_bytes);
+#endif
     Thread* t = static_cast<Thread*>(arg);
     block->spec->kernel->invoke(block->spec->params);
     t->status = Status::Done;
@@ -188,6 +223,10 @@ void start_fiber(Thread& t, unsigned char* stack_low) {
     sp[7] = reinterpret_cast<uint64_t>(&tgemu_fiber_start);  // return address
     t.sp = sp;
     t.stack = stack_low;
+#ifdef TGEMU_ASAN
+    // The frames an earlier fiber left on this stack when it ended are gone.
+    __asan_unpoison_memory_region(stack_low, kStackBytes);
+#endif
 }
 
 const char* status_name(const Thread& t) {
@@ -436,7 +475,7 @@ std::string run_grid(const LaunchSpec& spec) {
                         if (t.status != Status::Ready) continue;
                         b.running = &t;
                         current = &t.state;
-                        tgemu_switch(&b.scheduler_sp, t.sp);
+                        resume(t);
                         b.running = nullptr;
                         progressed = true;
                         if (t.status == Status::Done) done += 1;
