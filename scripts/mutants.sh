@@ -7,6 +7,10 @@
 #   scripts/mutants.sh [OUT_DIR] [FILE_GLOB ...]       defaults: target/mutants and the modules below
 #   MUTANTS_ARGS="--iterate" scripts/mutants.sh ...    extra cargo-mutants flags (--iterate re-tests only the
 #                                                      mutants missed last time, reading OUT_DIR)
+#   MUTANTS_TESTS="--lib --test errors" ...            the test targets to run (default: those below)
+#   MUTANTS_GPU=1 scripts/mutants.sh ...               the `cuda` build on the emulated GPU (scripts/emulated-gpu.sh)
+#                                                      with the GPU suites: code behind `cuda-backend` is compiled
+#                                                      out of the default build, so its mutants live there
 #
 # The tests run in the test profile (debug assertions on) without debug info, which keeps each mutant's
 # incremental build short. The long memory test and the op, kernel and GPU suites are left out: they do not
@@ -25,10 +29,17 @@ file_args=()
 for f in "${files[@]}"; do file_args+=(--file "$f"); done
 mkdir -p "$out"
 export CARGO_PROFILE_TEST_DEBUG=0
+run=(cargo mutants)
+tests="--lib --test llama --test parallel --test errors --test finetune_eval --test fuzz_readers --test parity
+  --test smollm2"
+if [ -n "${MUTANTS_GPU:-}" ]; then
+  export TAPEGRAD_REQUIRE_GPU=1
+  run=(scripts/emulated-gpu.sh cargo mutants --features cuda)
+  tests="--lib --test cuda_ops --test cuda_fused --test cuda_nccl"
+fi
 # shellcheck disable=SC2086
-cargo mutants --output "$out" "${file_args[@]}" --timeout 120 --build-timeout 600 ${MUTANTS_ARGS:-} -- \
-  --lib --test llama --test parallel --test errors --test finetune_eval --test fuzz_readers --test parity \
-  --test smollm2
+"${run[@]}" --output "$out" "${file_args[@]}" --timeout 300 --build-timeout 900 ${MUTANTS_ARGS:-} -- \
+  ${MUTANTS_TESTS:-$tests}
 echo
 echo "per file: caught / missed / unviable / timeout"
 for kind in caught missed unviable timeout; do

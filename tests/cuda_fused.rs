@@ -180,10 +180,26 @@ fn adamw_on_the_gpu_matches_the_host_update() {
     }
     assert!(rel_err(&gpu[0], &host[0]) <= 1e-5);
     opt_gpu.to_host().unwrap();
-    assert!(opt_gpu.m[0]
-        .iter()
-        .zip(&opt_host.m[0])
-        .all(|(a, b)| (a - b).abs() <= 1e-5 * (1.0 + b.abs())));
+    for (gpu, host) in [(&opt_gpu.m, &opt_host.m), (&opt_gpu.v, &opt_host.v)] {
+        assert!(gpu[0]
+            .iter()
+            .zip(&host[0])
+            .all(|(a, b)| (a - b).abs() <= 1e-5 * (1.0 + b.abs())));
+    }
+    // A non-finite gradient skips the update on the GPU too: parameters, moments and step count stay.
+    let before = gpu[0].to_vec::<f32>().unwrap();
+    let mut bad = g.to_vec::<f32>().unwrap();
+    bad[7] = f32::INFINITY;
+    let bad = Tensor::from_vec(bad, g.shape())
+        .unwrap()
+        .to_device(dev)
+        .unwrap();
+    let info = opt_gpu
+        .step(&mut gpu.iter_mut().collect::<Vec<_>>(), &[bad], 1e-2)
+        .unwrap();
+    assert!(info.skipped && !info.grad_norm.is_finite(), "{info:?}");
+    assert_eq!(gpu[0].to_vec::<f32>().unwrap(), before);
+    assert_eq!(opt_gpu.step, 3);
 }
 
 #[test]

@@ -109,6 +109,22 @@ impl AdamW {
                 ),
             ));
         }
+        // Everything is checked before anything changes: a refused step leaves the state as it was.
+        for (i, (param, g)) in params.iter().zip(grads).enumerate() {
+            let n = param.numel();
+            if param.dtype() != crate::DType::F32 || g.numel() != n || self.m[i].len() != n {
+                return Err(Error::shape(
+                    "adamw",
+                    format!(
+                        "parameter {i} {:?} {} does not match its gradient {:?} or state [{}]",
+                        param.shape(),
+                        param.dtype(),
+                        g.shape(),
+                        self.m[i].len()
+                    ),
+                ));
+            }
+        }
         let grads: Vec<Tensor> = grads
             .iter()
             .map(|g| g.contiguous())
@@ -140,14 +156,7 @@ impl AdamW {
         let k = self.begin_step(grad_norm, lr);
         for (i, (param, g)) in params.iter_mut().zip(slices).enumerate() {
             let decay = self.decay_for(param.ndim(), lr);
-            let shape = param.shape().to_vec();
             let p = param.data_mut::<f32>()?;
-            if p.len() != g.len() || p.len() != self.m[i].len() {
-                return Err(Error::shape(
-                    "adamw",
-                    format!("parameter {i} {shape:?} does not match its gradient or state"),
-                ));
-            }
             update_slices(
                 &self.config,
                 &k,
@@ -270,11 +279,7 @@ impl AdamW {
         let c = &self.config;
         for ((param, g), (m, v)) in params.iter_mut().zip(grads).zip(&self.on_device) {
             param.make_unique_on_device()?;
-            let decay = if param.ndim() >= 2 {
-                lr * c.weight_decay
-            } else {
-                0.0
-            };
+            let decay = self.decay_for(param.ndim(), lr);
             let u = Update {
                 beta1: c.beta1 as f32,
                 beta2: c.beta2 as f32,
@@ -282,7 +287,7 @@ impl AdamW {
                 inv_sqrt_bias2: k.inv_sqrt_bias2,
                 eps: c.eps as f32,
                 scale: k.clip_scale as f32,
-                decay: decay as f32,
+                decay,
             };
             update(param, g, m, v, u)?;
         }
@@ -333,6 +338,41 @@ mod tests {
         assert!(info.skipped && !info.grad_norm.is_finite());
         assert_eq!(w.to_vec::<f32>().unwrap(), vec![1.0, 2.0]);
         assert_eq!((opt.step, opt.m[0][1], opt.v[0][1]), (0, 0.0, 0.0));
+    }
+
+    #[test]
+    fn mismatched_parameters_gradients_and_state_are_refused() {
+        let mut opt = AdamW::new(AdamWConfig::default(), &[2, 3]);
+        let mut a = Tensor::from_vec(vec![1.0f32, 2.0], &[2]).unwrap();
+        let mut b = Tensor::from_vec(vec![1.0f32, 2.0, 3.0], &[3]).unwrap();
+        let g2 = Tensor::from_vec(vec![0.5f32, 0.5], &[2]).unwrap();
+        let g3 = Tensor::from_vec(vec![0.5f32; 3], &[3]).unwrap();
+        // One gradient short, with the parameters matching the state.
+        let err = opt
+            .step(&mut [&mut a, &mut b], std::slice::from_ref(&g2), 0.1)
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("2 parameters and 1 gradients"),
+            "{err}"
+        );
+        // A gradient of the wrong length for its parameter and state.
+        let err = opt
+            .step(&mut [&mut a, &mut b], &[g2.clone(), g2.clone()], 0.1)
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("parameter 1 [3] f32 does not match its gradient [2] or state [3]"),
+            "{err}"
+        );
+        // Refused before anything changed: the first parameter and the step count too.
+        assert_eq!((a.to_vec::<f32>().unwrap(), opt.step), (vec![1.0, 2.0], 0));
+        // A parameter and gradient that agree with each other but not with the state.
+        let mut c = Tensor::from_vec(vec![1.0f32; 3], &[3]).unwrap();
+        let err = opt
+            .step(&mut [&mut c, &mut b], &[g3.clone(), g3], 0.1)
+            .unwrap_err();
+        assert!(err.to_string().contains("state [2]"), "{err}");
+        assert_eq!(b.to_vec::<f32>().unwrap(), vec![1.0, 2.0, 3.0]);
     }
 
     #[test]

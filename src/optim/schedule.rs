@@ -58,4 +58,12 @@ mod tests {
         // Short runs: warmup is capped at a tenth of the run.
         assert_eq!(CosineSchedule::new(1e-3, 50, 100, 0.1).warmup_steps, 10);
     }
+
+    #[test]
+    fn the_first_step_after_warmup_is_the_peak_and_the_decay_only_falls() {
+        let s = CosineSchedule::new(2e-3, 10, 200, 0.1);
+        assert_eq!(s.lr(10), 2e-3, "the decay starts at the peak, not past it");
+        let lrs: Vec<f64> = (9..200).map(|t| s.lr(t)).collect();
+        assert!(lrs.windows(2).all(|w| w[1] <= w[0]), "{lrs:?}");
+    }
 }
