@@ -61,12 +61,11 @@ pub struct Gpu {
     pool: Pool<Driver>,
     modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
     /// Each kernel loaded so far, with the dynamic shared memory it may use (raised, never lowered).
-    functions: Mutex<HashMap<String, Kernel>>,
+    functions: Mutex<HashMap<&'static str, HashMap<String, Kernel>>>,
     /// The most dynamic shared memory a block may use here (the device's opt-in limit).
     max_shared: u32,
 }
 
-#[derive(Clone)]
 struct Kernel {
     function: CudaFunction,
     shared_limit: u32,
@@ -74,7 +73,7 @@ struct Kernel {
 
 /// The driver's launch limits (grid y and z, block size, shared memory) checked before a launch, so a size
 /// past them is an error naming the kernel and the size rather than the driver's "invalid argument".
-fn check_launch(kernel: &str, config: &LaunchConfig, max_shared: u32) -> Result<()> {
+fn check_launch(family: &str, name: &str, config: &LaunchConfig, max_shared: u32) -> Result<()> {
     let (gx, gy, gz) = config.grid_dim;
     let (bx, by, bz) = config.block_dim;
     let fault = if gx == 0 || gy == 0 || gz == 0 || gx > i32::MAX as u32 || gy > 65535 || gz > 65535
@@ -98,7 +97,7 @@ fn check_launch(kernel: &str, config: &LaunchConfig, max_shared: u32) -> Result<
     match fault {
         Some(msg) => Err(Error::Device {
             op: "launch",
-            msg: format!("{kernel}: {msg}"),
+            msg: format!("{family}/{name}: {msg}"),
         }),
         None => Ok(()),
     }
@@ -219,23 +218,23 @@ impl Gpu {
     /// dynamic shared memory. The default limit is 48 KiB minus the kernel's static shared memory; it is raised
     /// under the lock and never lowered, so launches from two threads cannot shrink each other's limit.
     fn function(&self, family: &'static str, name: &str, shared: u32) -> Result<CudaFunction> {
-        let key = format!("{family}/{name}");
         let mut functions = self.functions.lock().unwrap_or_else(|e| e.into_inner());
-        if !functions.contains_key(&key) {
+        let functions = functions.entry(family).or_default();
+        if !functions.contains_key(name) {
             let module = self.module(family)?;
             let function = module.load_function(name).map_err(|e| Error::Device {
                 op: "cuda",
                 msg: format!("kernel {name} not found in kernels/{family}.cu: {e}"),
             })?;
             functions.insert(
-                key.clone(),
+                name.to_string(),
                 Kernel {
                     function,
                     shared_limit: 0,
                 },
             );
         }
-        let kernel = functions.get_mut(&key).expect("inserted above");
+        let kernel = functions.get_mut(name).expect("inserted above");
         if shared > kernel.shared_limit {
             kernel
                 .function
@@ -245,7 +244,7 @@ impl Gpu {
                 )
                 .map_err(|e| Error::Device {
                     op: "launch",
-                    msg: format!("{key}: allowing {shared} bytes of dynamic shared memory: {e}"),
+                    msg: format!("{family}/{name}: allowing {shared} bytes of dynamic shared memory: {e}"),
                 })?;
             kernel.shared_limit = shared;
         }
@@ -276,7 +275,7 @@ impl Gpu {
         config: LaunchConfig,
         args: &[Arg],
     ) -> Result<()> {
-        check_launch(&format!("{family}/{name}"), &config, self.max_shared)?;
+        check_launch(family, name, &config, self.max_shared)?;
         let f = self.function(family, name, config.shared_mem_bytes)?;
         let mut builder = self.stream.launch_builder(&f);
         for a in args {
