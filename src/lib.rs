@@ -28,6 +28,7 @@ pub mod data;
 pub mod dist;
 pub mod dtype;
 pub mod error;
+pub mod io;
 pub mod llama;
 pub mod memory;
 pub mod ops;

@@ -1,7 +1,7 @@
 //! Byte-mutation fuzzing of every file reader (proptest, so it runs in CI): valid safetensors, token shards,
 //! tokenizer files and Hugging Face configs are corrupted — bytes flipped, truncated, junk inserted — and each
 //! reader must return `Ok` or an `Err`, never panic, hang or allocate from untrusted sizes. (GGUF has the same
-//! check in `llama::gguf`'s unit tests.)
+//! check in `io::gguf`'s unit tests.)
 
 use proptest::prelude::*;
 use std::path::PathBuf;

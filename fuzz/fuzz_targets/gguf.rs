@@ -2,7 +2,7 @@
 //! bytes.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use tapegrad::llama::gguf::Gguf;
+use tapegrad::io::gguf::Gguf;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(file) = Gguf::from_bytes("fuzz.gguf", data.to_vec()) {

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use crate::error::{Error, Result};
-use crate::llama::gguf::{Gguf, Value};
+use crate::io::gguf::{Gguf, Value};
 
 /// `tokenizer.ggml.token_type` values, as llama.cpp defines them.
 pub mod token_type {

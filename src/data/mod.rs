@@ -14,7 +14,7 @@ pub use sampler::{
     prepare_source, Batch, Mixture, MixtureState, Source, ValCounts, DEFAULT_VAL_FRACTION,
 };
 pub use shard::Shard;
-pub use tokenizer::{fnv1a_64, pre_tokenize, Fnv1a64, Tokenizer};
+pub use tokenizer::{pre_tokenize, Tokenizer};
 
 /// A fresh folder under the system temporary directory, removed with everything in it when dropped.
 #[cfg(test)]

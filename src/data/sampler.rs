@@ -16,8 +16,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::data::shard::Shard;
-use crate::data::tokenizer::fnv1a_64;
 use crate::error::{Error, Result};
+use crate::io::fnv1a_64;
 use crate::rng::Rng;
 
 /// The validation fraction LLaMA-style runs use unless told otherwise.

@@ -8,13 +8,13 @@
 //! naming the file and the problem.
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use memmap2::Mmap;
 
 use crate::error::{Error, Result};
+use crate::io::write_file_atomically;
 
 /// The first 8 bytes of every shard.
 const MAGIC: &[u8; 8] = b"TGSHARD1";
@@ -323,60 +323,6 @@ fn write_tokens(writer: &mut dyn Write, tokens: &[u32], width: u32) -> std::io::
         writer.write_all(&buffer)?;
     }
     Ok(())
-}
-
-/// Writes a file atomically: `fill` writes into a fresh temporary file in the same folder, which is flushed,
-/// fsynced and renamed over `path`. On failure the temporary file is removed and `path` is left as it was.
-pub(crate) fn write_file_atomically(
-    path: &Path,
-    fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
-) -> Result<()> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let Some(file_name) = path.file_name() else {
-        return Err(Error::invalid(
-            "path",
-            format!("{} does not name a file", path.display()),
-        ));
-    };
-    let folder = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
-    };
-    let temporary = folder.join(format!(
-        ".{}.tmp-{}-{}",
-        file_name.to_string_lossy(),
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let written = write_and_sync(&temporary, fill)
-        .and_then(|()| std::fs::rename(&temporary, path).map_err(|error| Error::io(path, error)));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&temporary);
-        return written;
-    }
-    // Make the rename itself durable; not every platform lets a folder be opened and synced.
-    if let Ok(folder_handle) = File::open(folder) {
-        let _ = folder_handle.sync_all();
-    }
-    Ok(())
-}
-
-/// Creates `path`, lets `fill` write it, then flushes and fsyncs it.
-fn write_and_sync(
-    path: &Path,
-    fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
-) -> Result<()> {
-    let file = File::options()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map_err(|error| Error::io(path, error))?;
-    let mut writer = BufWriter::with_capacity(1 << 20, file);
-    fill(&mut writer).map_err(|error| Error::io(path, error))?;
-    let file = writer
-        .into_inner()
-        .map_err(|error| Error::io(path, error.into_error()))?;
-    file.sync_all().map_err(|error| Error::io(path, error))
 }
 
 #[cfg(test)]

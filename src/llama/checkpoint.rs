@@ -8,10 +8,9 @@
 
 use super::config::Config;
 use super::model::{Block, Llama};
-use crate::data::fnv1a_64;
-use crate::data::shard::write_file_atomically;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::io::{fnv1a_64, write_file_atomically};
 use crate::optim::AdamW;
 use crate::tensor::Tensor;
 use safetensors::tensor::{Dtype as StDtype, TensorView};

@@ -4,9 +4,9 @@
 
 use super::checkpoint::model_from_tensors;
 use super::config::Config;
-use super::gguf::{dequant_bf16, dequant_f16, dequant_f32, dequant_f64};
 use super::model::Llama;
 use crate::error::{Error, Result};
+use crate::io::quant::{dequant_bf16, dequant_f16, dequant_f32, dequant_f64};
 use crate::tensor::Tensor;
 use safetensors::tensor::Dtype as StDtype;
 use safetensors::SafeTensors;

@@ -7,7 +7,8 @@ use crate::data::bpe_vocab::VocabTokenizer;
 use crate::data::Encoder;
 use crate::data::Tokenizer;
 use crate::error::{Error, Result};
-use crate::llama::gguf::{self, Value};
+use crate::io::gguf::{Gguf, Value};
+use crate::llama::gguf;
 use crate::tensor::Tensor;
 use std::collections::BTreeMap;
 use std::collections::HashMap;
@@ -100,7 +101,7 @@ pub fn load_pretrained(path: &Path) -> Result<(Llama, Option<TextTokenizer>)> {
             format!("{} is neither a folder nor a file", path.display()),
         ));
     }
-    let file = gguf::Gguf::open(path)?;
+    let file = Gguf::open(path)?;
     let metadata: BTreeMap<String, Value> = file
         .metadata()
         .iter()
@@ -134,7 +135,7 @@ impl Encoder for TextTokenizer {
         match self {
             TextTokenizer::Ours(t) => t.fingerprint(),
             TextTokenizer::Vocab(_, metadata) => {
-                crate::data::fnv1a_64(&serde_json::to_vec(metadata).expect("metadata serializes"))
+                crate::io::fnv1a_64(&serde_json::to_vec(metadata).expect("metadata serializes"))
             }
         }
     }

@@ -84,7 +84,7 @@ pub fn prepare_tokenizer(
     for (path, _) in data {
         texts.push(std::fs::read(path).map_err(|e| Error::io(path, e))?);
     }
-    let mut hash = crate::data::Fnv1a64::new();
+    let mut hash = crate::io::checksum::Fnv1a64::new();
     for t in &texts {
         hash.update(t);
     }
