@@ -356,3 +356,63 @@ pub fn load_checkpoint_dir(dir: &Path) -> Result<Checkpoint> {
         state: field("train")?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_root(name: &str) -> PathBuf {
+        let root =
+            std::env::temp_dir().join(format!("tapegrad-ckpt-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        root
+    }
+
+    #[test]
+    fn only_finished_step_folders_count_and_the_oldest_are_pruned() {
+        let root = temp_root("steps");
+        for dir in [
+            "step-00000020",
+            "step-00000010",
+            "step-00000030.tmp",
+            "other",
+        ] {
+            std::fs::create_dir(root.join(dir)).unwrap();
+        }
+        std::fs::write(root.join("step-00000040"), b"a file, not a checkpoint").unwrap();
+        let names = |root: &Path| -> Vec<String> {
+            step_dirs(root)
+                .unwrap()
+                .iter()
+                .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+                .collect()
+        };
+        assert_eq!(names(&root), ["step-00000010", "step-00000020"]);
+        prune(&root, 1).unwrap();
+        assert_eq!(names(&root), ["step-00000020"]);
+        // The unfinished folder, the other folder and the file are not checkpoints: pruning leaves them.
+        for kept in ["step-00000030.tmp", "other", "step-00000040"] {
+            assert!(root.join(kept).exists(), "{kept}");
+        }
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn latest_names_a_folder_inside_the_root_or_is_an_error() {
+        let root = temp_root("latest");
+        assert_eq!(
+            latest_dir(&root).unwrap(),
+            root,
+            "no `latest`: the root itself"
+        );
+        std::fs::write(root.join("latest"), b"step-00000010\n").unwrap();
+        assert_eq!(latest_dir(&root).unwrap(), root.join("step-00000010"));
+        for bad in ["", "  ", "../elsewhere", "a/b", "a\\b", ".hidden"] {
+            std::fs::write(root.join("latest"), bad.as_bytes()).unwrap();
+            let err = latest_dir(&root).expect_err(bad).to_string();
+            assert!(err.contains("is not a checkpoint name"), "{bad:?}: {err}");
+        }
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}
