@@ -3,8 +3,8 @@
 
 use std::path::PathBuf;
 use tapegrad::llama::checkpoint::{load_checkpoint, load_model, save_checkpoint, save_model};
-use tapegrad::llama::generate::KvCache;
 use tapegrad::llama::train::{TrainOptions, Trainer};
+use tapegrad::llama::KvCache;
 use tapegrad::llama::{Config, Llama};
 use tapegrad::optim::{AdamW, AdamWConfig, CosineSchedule};
 use tapegrad::{no_grad, DType, Tape, Tensor};

@@ -7,14 +7,13 @@
 //! pointed at it. A crash leaves either the old or the new checkpoint, never a torn one in `latest`.
 
 use super::config::Config;
-use super::model::{Block, Llama};
+use super::model::Llama;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::io::{fnv1a_64, write_file_atomically};
 use crate::optim::AdamW;
 use crate::tensor::Tensor;
 use safetensors::tensor::{Dtype as StDtype, TensorView};
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// Serializes named f32 tensors (contiguous) to safetensors bytes.
@@ -82,45 +81,6 @@ pub fn save_model(model: &Llama, dir: &Path) -> Result<()> {
 /// Loads a model saved by `save_model` (or any Hugging Face LLaMA folder).
 pub fn load_model(dir: &Path) -> Result<Llama> {
     super::hf::load_hf(dir)
-}
-
-/// Builds a model from named tensors, checking every name and shape.
-pub fn model_from_tensors(
-    config: Config,
-    tensors: &mut HashMap<String, Tensor>,
-    path: &Path,
-) -> Result<Llama> {
-    let mut take = |name: &str| -> Result<Tensor> {
-        tensors
-            .remove(name)
-            .ok_or_else(|| Error::format(path, format!("missing tensor {name}")))
-    };
-    let embed = take("model.embed_tokens.weight")?;
-    let blocks = (0..config.n_layers)
-        .map(|i| {
-            let mut p = |s: &str| take(&format!("model.layers.{i}.{s}"));
-            Ok(Block {
-                attn_norm: p("input_layernorm.weight")?,
-                wq: p("self_attn.q_proj.weight")?,
-                wk: p("self_attn.k_proj.weight")?,
-                wv: p("self_attn.v_proj.weight")?,
-                wo: p("self_attn.o_proj.weight")?,
-                mlp_norm: p("post_attention_layernorm.weight")?,
-                w_gate: p("mlp.gate_proj.weight")?,
-                w_up: p("mlp.up_proj.weight")?,
-                w_down: p("mlp.down_proj.weight")?,
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let norm = take("model.norm.weight")?;
-    let lm_head = if config.tie_embeddings {
-        None
-    } else {
-        Some(take("lm_head.weight")?)
-    };
-    // `from_parts` checks every shape against the config; its error gains the file's name here.
-    Llama::from_parts(config, embed, blocks, norm, lm_head)
-        .map_err(|e| Error::format(path, e.to_string()))
 }
 
 /// Writes a training checkpoint for `step` under `root` and points `root/latest` at it; keeps the newest

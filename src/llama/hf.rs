@@ -2,9 +2,8 @@
 //! transformers 5 layout with `rope_parameters`) and `model.safetensors`, single or sharded through
 //! `model.safetensors.index.json`, memory-mapped. Unknown RoPE scaling types are errors, not silent defaults.
 
-use super::checkpoint::model_from_tensors;
 use super::config::Config;
-use super::model::Llama;
+use super::model::{Block, Llama};
 use crate::error::{Error, Result};
 use crate::io::quant::{dequant_bf16, dequant_f16, dequant_f32, dequant_f64};
 use crate::tensor::Tensor;
@@ -188,4 +187,43 @@ pub fn load_hf(dir: &Path) -> Result<Llama> {
         tensors.remove("lm_head.weight");
     }
     model_from_tensors(config, &mut tensors, dir)
+}
+
+/// Builds a model from named tensors, checking every name and shape.
+pub fn model_from_tensors(
+    config: Config,
+    tensors: &mut HashMap<String, Tensor>,
+    path: &Path,
+) -> Result<Llama> {
+    let mut take = |name: &str| -> Result<Tensor> {
+        tensors
+            .remove(name)
+            .ok_or_else(|| Error::format(path, format!("missing tensor {name}")))
+    };
+    let embed = take("model.embed_tokens.weight")?;
+    let blocks = (0..config.n_layers)
+        .map(|i| {
+            let mut p = |s: &str| take(&format!("model.layers.{i}.{s}"));
+            Ok(Block {
+                attn_norm: p("input_layernorm.weight")?,
+                wq: p("self_attn.q_proj.weight")?,
+                wk: p("self_attn.k_proj.weight")?,
+                wv: p("self_attn.v_proj.weight")?,
+                wo: p("self_attn.o_proj.weight")?,
+                mlp_norm: p("post_attention_layernorm.weight")?,
+                w_gate: p("mlp.gate_proj.weight")?,
+                w_up: p("mlp.up_proj.weight")?,
+                w_down: p("mlp.down_proj.weight")?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let norm = take("model.norm.weight")?;
+    let lm_head = if config.tie_embeddings {
+        None
+    } else {
+        Some(take("lm_head.weight")?)
+    };
+    // `from_parts` checks every shape against the config; its error gains the file's name here.
+    Llama::from_parts(config, embed, blocks, norm, lm_head)
+        .map_err(|e| Error::format(path, e.to_string()))
 }

@@ -8,6 +8,7 @@ pub mod eval;
 pub mod generate;
 pub mod gguf;
 pub mod hf;
+pub mod kv_cache;
 pub mod model;
 pub mod parallel;
 pub mod plot;
@@ -16,6 +17,7 @@ pub mod recompute;
 pub mod train;
 
 pub use config::{Config, Preset};
-pub use generate::{generate, KvCache, Sampling};
+pub use generate::{generate, Sampling};
+pub use kv_cache::KvCache;
 pub use model::Llama;
 pub use recompute::Recompute;

@@ -6,7 +6,7 @@
 //! norm gains 1.
 
 use super::config::Config;
-use super::generate::KvCache;
+use super::kv_cache::KvCache;
 use super::recompute::Recompute;
 use crate::dtype::DType;
 use crate::error::{Error, Result};

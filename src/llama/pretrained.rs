@@ -116,7 +116,7 @@ pub fn load_pretrained(path: &Path) -> Result<(Llama, Option<TextTokenizer>)> {
     for (name, shape, values) in loaded.tensors {
         tensors.insert(name, Tensor::from_vec(values, &shape)?);
     }
-    let model = super::checkpoint::model_from_tensors(config, &mut tensors, path)?;
+    let model = super::hf::model_from_tensors(config, &mut tensors, path)?;
     Ok((
         model,
         Some(TextTokenizer::Vocab(Box::new(tokenizer), metadata)),

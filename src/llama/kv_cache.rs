@@ -1,0 +1,104 @@
+//! The KV cache: keys and values of every layer for the positions generated so far, so each new token runs the
+//! model on one position (O(T) instead of O(T²)). The model writes it during its forward pass; `generate` owns it.
+
+use crate::backend::cpu::elementwise::gather;
+use crate::backend::cpu::StorageElement;
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+/// Keys and values of every layer for the positions seen so far, `[B, Hkv, T, D]` each.
+#[derive(Default)]
+pub struct KvCache {
+    keys: Vec<Option<Tensor>>,
+    values: Vec<Option<Tensor>>,
+    len: usize,
+}
+
+impl KvCache {
+    /// An empty cache.
+    pub fn new() -> KvCache {
+        KvCache::default()
+    }
+
+    /// Positions cached.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Appends this step's keys and values of `layer` (`[B, Hkv, n, D]`) and returns views of the whole cached
+    /// sequence. Each layer's buffers hold `max_len` positions, allocated once; the views returned by the
+    /// previous step are dropped by then, so the buffers are written in place.
+    pub(crate) fn append(
+        &mut self,
+        layer: usize,
+        k: Tensor,
+        v: Tensor,
+        max_len: usize,
+    ) -> Result<(Tensor, Tensor)> {
+        if self.keys.len() <= layer {
+            self.keys.resize(layer + 1, None);
+            self.values.resize(layer + 1, None);
+        }
+        if k.is_cuda() {
+            return Err(Error::Device {
+                op: "kv cache",
+                msg: format!(
+                    "generation with a KV cache runs on the cpu; move the model there first (keys are on {})",
+                    k.device()
+                ),
+            });
+        }
+        let n = k.dim(2);
+        if self.len + n > max_len {
+            return Err(Error::invalid(
+                "kv cache",
+                format!(
+                    "{} cached + {n} new positions exceed max_seq_len {max_len}",
+                    self.len
+                ),
+            ));
+        }
+        let len = self.len;
+        let write = |slot: &mut Option<Tensor>, new: &Tensor| -> Result<Tensor> {
+            let (b, heads, d) = (new.dim(0), new.dim(1), new.dim(3));
+            let buffer =
+                slot.get_or_insert_with(|| Tensor::zeros(&[b, heads, max_len, d], new.dtype()));
+            fn copy<T: StorageElement + Default>(
+                buffer: &mut Tensor,
+                new: &Tensor,
+                len: usize,
+                max_len: usize,
+            ) -> Result<()> {
+                let (heads, n, d) = (new.dim(1), new.dim(2), new.dim(3));
+                let rows = gather(new.data::<T>(), new.layout());
+                let dst = buffer.data_mut::<T>()?;
+                for (r, row) in rows.chunks(d.max(1)).enumerate() {
+                    let (bh, t) = (r / n, r % n);
+                    let (bi, hi) = (bh / heads, bh % heads);
+                    dst[((bi * heads + hi) * max_len + len + t) * d..][..d].copy_from_slice(row);
+                }
+                Ok(())
+            }
+            match new.dtype() {
+                DType::F32 => copy::<f32>(buffer, new, len, max_len)?,
+                DType::F64 => copy::<f64>(buffer, new, len, max_len)?,
+                DType::BF16 => copy::<half::bf16>(buffer, new, len, max_len)?,
+                DType::F16 => copy::<half::f16>(buffer, new, len, max_len)?,
+            }
+            buffer.narrow(2, 0, len + n)
+        };
+        let k = write(&mut self.keys[layer], &k)?;
+        let v = write(&mut self.values[layer], &v)?;
+        Ok((k, v))
+    }
+
+    pub(crate) fn advance(&mut self, n: usize) {
+        self.len += n;
+    }
+}
