@@ -3,8 +3,8 @@
 // Entry points (t = f32, f64):
 //
 //   binary_<t>(const T* a, Strided av, const T* b, Strided bv, T* y, long long n, int op)
-//     y[i] = a[strided_index(av, i)] (op) b[strided_index(bv, i)] for i < n, op 0 add, 1 sub, 2 mul, 3 div (an
-//     unknown code writes NaN). av and bv are the operands already broadcast to the output's n elements
+//     y[i] = a[strided_index(av, i)] (op) b[strided_index(bv, i)] for i < n, op a `tg::BinaryOp` (ADD, SUB, MUL,
+//     DIV: its code from `TG_BINARY_OPS` in common.cuh; an unknown code writes NaN). av and bv are the operands already broadcast to the output's n elements
 //     (stride 0 along broadcast dims); y contiguous. Any 1-D grid, any block size.
 #include "common.cuh"
 
@@ -16,11 +16,11 @@ __device__ __forceinline__ void binary(const T* __restrict__ a, const tg::Stride
     for (long long i = tg::global_thread(); i < n; i += tg::grid_threads()) {
         const T x = a[tg::strided_index(av, i)], z = b[tg::strided_index(bv, i)];
         T r;
-        switch (op) {
-            case 0: r = x + z; break;
-            case 1: r = x - z; break;
-            case 2: r = x * z; break;
-            case 3: r = x / z; break;
+        switch (static_cast<tg::BinaryOp>(op)) {
+            case tg::BinaryOp::ADD: r = x + z; break;
+            case tg::BinaryOp::SUB: r = x - z; break;
+            case tg::BinaryOp::MUL: r = x * z; break;
+            case tg::BinaryOp::DIV: r = x / z; break;
             default: r = (x - x) / T(0); break;  // NaN
         }
         y[i] = r;

@@ -1,9 +1,9 @@
 // Pointwise math (`ops::unary`): y = f(x) forward, dx = g * f'(x) backward, in the arithmetic type T (float or
 // double; half inputs are upcast on the host first).
 //
-// The op is an int code, in the order of the host's `Unary` enum, with one f64 parameter p (rounded to T as the
-// CPU does with `T::from_f64`):
-//   0 neg, 1 exp, 2 log, 3 sqrt, 4 rsqrt, 5 powf (x^p), 6 silu, 7 sigmoid, 8 scale (x*p), 9 add_scalar (x+p)
+// The op is a `tg::UnaryOp` (its code from `TG_UNARY_OPS` in common.cuh, as the host sends it), with one f64
+// parameter p (rounded to T as the CPU does with `T::from_f64`): NEG, EXP, LOG, SQRT, RSQRT, POWF (x^p), SILU,
+// SIGMOID, SCALE (x*p), ADD_SCALAR (x+p).
 //
 // Entry points (t = f32, f64; T = float, double):
 //
@@ -33,40 +33,42 @@ template <> __device__ __forceinline__ double m_nan<double>() { return __longlon
 template <typename T> __device__ __forceinline__ T sigmoid(T x) { return T(1) / (T(1) + m_exp(-x)); }
 
 template <typename T> __device__ __forceinline__ T apply(int op, T x, double p) {
-    switch (op) {
-        case 0: return -x;
-        case 1: return m_exp(x);
-        case 2: return m_log(x);
-        case 3: return m_sqrt(x);
-        case 4: return T(1) / m_sqrt(x);
-        case 5: return m_pow(x, static_cast<T>(p));
-        case 6: return x * sigmoid(x);
-        case 7: return sigmoid(x);
-        case 8: return x * static_cast<T>(p);
-        case 9: return x + static_cast<T>(p);
+    using tg::UnaryOp;
+    switch (static_cast<UnaryOp>(op)) {
+        case UnaryOp::NEG: return -x;
+        case UnaryOp::EXP: return m_exp(x);
+        case UnaryOp::LOG: return m_log(x);
+        case UnaryOp::SQRT: return m_sqrt(x);
+        case UnaryOp::RSQRT: return T(1) / m_sqrt(x);
+        case UnaryOp::POWF: return m_pow(x, static_cast<T>(p));
+        case UnaryOp::SILU: return x * sigmoid(x);
+        case UnaryOp::SIGMOID: return sigmoid(x);
+        case UnaryOp::SCALE: return x * static_cast<T>(p);
+        case UnaryOp::ADD_SCALAR: return x + static_cast<T>(p);
         default: return m_nan<T>();
     }
 }
 
 template <typename T> __device__ __forceinline__ T derivative(int op, T x, double p) {
     const T half = T(0.5);
-    switch (op) {
-        case 0: return T(-1);
-        case 1: return m_exp(x);
-        case 2: return T(1) / x;
-        case 3: return half / m_sqrt(x);
-        case 4: return -half / (x * m_sqrt(x));
-        case 5: return static_cast<T>(p) * m_pow(x, static_cast<T>(p - 1.0));
-        case 6: {
+    using tg::UnaryOp;
+    switch (static_cast<UnaryOp>(op)) {
+        case UnaryOp::NEG: return T(-1);
+        case UnaryOp::EXP: return m_exp(x);
+        case UnaryOp::LOG: return T(1) / x;
+        case UnaryOp::SQRT: return half / m_sqrt(x);
+        case UnaryOp::RSQRT: return -half / (x * m_sqrt(x));
+        case UnaryOp::POWF: return static_cast<T>(p) * m_pow(x, static_cast<T>(p - 1.0));
+        case UnaryOp::SILU: {
             const T s = sigmoid(x);
             return s * (T(1) + x * (T(1) - s));
         }
-        case 7: {
+        case UnaryOp::SIGMOID: {
             const T s = sigmoid(x);
             return s * (T(1) - s);
         }
-        case 8: return static_cast<T>(p);
-        case 9: return T(1);
+        case UnaryOp::SCALE: return static_cast<T>(p);
+        case UnaryOp::ADD_SCALAR: return T(1);
         default: return m_nan<T>();
     }
 }

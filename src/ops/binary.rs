@@ -59,11 +59,13 @@ fn binary_kernel(
 ) -> Result<Tensor> {
     #[cfg(feature = "cuda-backend")]
     if a.is_cuda() {
+        use crate::backend::cuda::op_code::binary;
+        // Codes by name from `kernels/common.cuh`.
         let code = match op {
-            BinaryOp::Add => 0,
-            BinaryOp::Sub => 1,
-            BinaryOp::Mul => 2,
-            BinaryOp::Div => 3,
+            BinaryOp::Add => const { binary("ADD") },
+            BinaryOp::Sub => const { binary("SUB") },
+            BinaryOp::Mul => const { binary("MUL") },
+            BinaryOp::Div => const { binary("DIV") },
         };
         return crate::backend::cuda::binary::forward(a, la, b, lb, shape, code);
     }

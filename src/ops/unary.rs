@@ -84,20 +84,21 @@ impl Unary {
         }
     }
 
-    /// The op as `kernels/unary.cu` takes it: its code and parameter.
+    /// The op as `kernels/unary.cu` takes it: its code (by name from `kernels/common.cuh`) and parameter.
     #[cfg(feature = "cuda-backend")]
     fn code(self) -> (i32, f64) {
+        use crate::backend::cuda::op_code::unary;
         match self {
-            Unary::Neg => (0, 0.0),
-            Unary::Exp => (1, 0.0),
-            Unary::Log => (2, 0.0),
-            Unary::Sqrt => (3, 0.0),
-            Unary::Rsqrt => (4, 0.0),
-            Unary::Powf(e) => (5, e),
-            Unary::Silu => (6, 0.0),
-            Unary::Sigmoid => (7, 0.0),
-            Unary::Scale(s) => (8, s),
-            Unary::AddScalar(s) => (9, s),
+            Unary::Neg => (const { unary("NEG") }, 0.0),
+            Unary::Exp => (const { unary("EXP") }, 0.0),
+            Unary::Log => (const { unary("LOG") }, 0.0),
+            Unary::Sqrt => (const { unary("SQRT") }, 0.0),
+            Unary::Rsqrt => (const { unary("RSQRT") }, 0.0),
+            Unary::Powf(e) => (const { unary("POWF") }, e),
+            Unary::Silu => (const { unary("SILU") }, 0.0),
+            Unary::Sigmoid => (const { unary("SIGMOID") }, 0.0),
+            Unary::Scale(s) => (const { unary("SCALE") }, s),
+            Unary::AddScalar(s) => (const { unary("ADD_SCALAR") }, s),
         }
     }
 
