@@ -164,3 +164,26 @@ pub fn score_task(
         accuracy_normalized: normalized as f64 / n,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::llama::Config;
+    use crate::DType;
+
+    #[test]
+    fn a_scored_span_needs_a_context_and_an_empty_one_scores_zero() {
+        let model = Llama::new(Config::preset("tiny").unwrap().config, DType::F32, 1).unwrap();
+        let ids = [1u32, 5, 9, 2];
+        for from in [0, 5] {
+            let err = log_likelihood(&model, &ids, from).unwrap_err().to_string();
+            assert!(err.contains("needs a context"), "from {from}: {err}");
+        }
+        assert_eq!(log_likelihood(&model, &ids, 4).unwrap(), 0.0);
+        let (all, last) = (
+            log_likelihood(&model, &ids, 1).unwrap(),
+            log_likelihood(&model, &ids, 3).unwrap(),
+        );
+        assert!(all < last && last < 0.0, "{all} {last}");
+    }
+}
