@@ -186,4 +186,24 @@ mod tests {
         );
         assert!(all < last && last < 0.0, "{all} {last}");
     }
+
+    #[test]
+    fn a_text_needs_two_tokens_and_windows_of_two() {
+        let model = Llama::new(Config::preset("tiny").unwrap().config, DType::F32, 1).unwrap();
+        // 258 tokens: the 256 bytes and two specials, no merges, so a byte is a token.
+        let bytes = crate::data::Tokenizer::train(&[b"abcd"], 258).unwrap();
+        let tokenizer = TextTokenizer::Ours(bytes);
+        for (text, seq_len) in [("a", 8), ("ab", 1)] {
+            let err = score_text(&model, &tokenizer, text, seq_len).unwrap_err();
+            assert!(err.to_string().contains("at least two tokens"), "{err}");
+        }
+        assert_eq!(score_text(&model, &tokenizer, "ab", 2).unwrap().tokens, 1);
+        let whole = score_text(&model, &tokenizer, "abcd", 8).unwrap();
+        let pairs = score_text(&model, &tokenizer, "abcd", 2).unwrap();
+        assert_eq!((whole.tokens, pairs.tokens), (3, 3));
+        // A token is a byte here: bits per byte is nats per token over ln 2.
+        let expected = whole.nats_per_token / std::f64::consts::LN_2;
+        assert!((whole.bits_per_byte - expected).abs() < 1e-12 * expected);
+        assert!((whole.perplexity - whole.nats_per_token.exp()).abs() < 1e-9 * whole.perplexity);
+    }
 }
