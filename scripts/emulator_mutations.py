@@ -48,6 +48,18 @@ MUTATIONS = [
         "                (s.tq.div_ceil(64) as u32, s.heads as u32, s.batch as u32),\n                128,\n                smem,",
         "                (s.tq.div_ceil(64) as u32, s.heads as u32, s.batch as u32),\n                64,\n                smem,",
     ),
+    (
+        "NCCL: an all-reduce over half the buffer",
+        "src/dist/nccl.rs",
+        "result::all_reduce(p, p, n, F32, SUM, c, s)",
+        "result::all_reduce(p, p, n / 2, F32, SUM, c, s)",
+    ),
+    (
+        "data parallel on GPUs: gradients summed over ranks, not averaged",
+        "src/dist/sync.rs",
+        "let scale = 1.0 / ranks as f64;",
+        "let scale = 1.0;",
+    ),
 ]
 
 
@@ -74,7 +86,7 @@ def main(root, out):
         with open(log, "w") as f:
             result = subprocess.run(
                 ["scripts/emulated-gpu.sh", "cargo", "test", "--release", "--features", "cuda",
-                 "--test", "cuda_ops", "--test", "cuda_fused", "--no-fail-fast"],
+                 "--test", "cuda_ops", "--test", "cuda_fused", "--test", "cuda_nccl", "--no-fail-fast"],
                 cwd=tree, env=env, stdout=f, stderr=subprocess.STDOUT)
         lines = open(log, errors="replace").read().splitlines()
         if result.returncode == 0:
