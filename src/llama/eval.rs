@@ -201,6 +201,12 @@ mod tests {
         let whole = score_text(&model, &tokenizer, "abcd", 8).unwrap();
         let pairs = score_text(&model, &tokenizer, "abcd", 2).unwrap();
         assert_eq!((whole.tokens, pairs.tokens), (3, 3));
+        // Windows of two overlap by one token: each token after the first is predicted from the one before.
+        let ids = tokenizer.encode("abcd");
+        let by_hand: f64 = (0..3)
+            .map(|i| -log_likelihood(&model, &ids[i..i + 2], 1).unwrap())
+            .sum();
+        assert!((pairs.nats_per_token * 3.0 - by_hand).abs() < 1e-9 * by_hand);
         // A token is a byte here: bits per byte is nats per token over ln 2.
         let expected = whole.nats_per_token / std::f64::consts::LN_2;
         assert!((whole.bits_per_byte - expected).abs() < 1e-12 * expected);
