@@ -829,19 +829,8 @@ impl Spm {
 mod tests {
     use super::*;
 
-    fn smollm2_path() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("target/models/SmolLM2-135M-Instruct.Q4_1.gguf")
-    }
-
     fn smollm2() -> Option<VocabTokenizer> {
-        let path = smollm2_path();
-        if !path.exists() {
-            println!(
-                "skipping: {} is absent (run scripts/fetch-models.sh)",
-                path.display()
-            );
-            return None;
-        }
+        let path = crate::io::gguf::tests::smollm2_gguf()?;
         let g = Gguf::open(&path).unwrap();
         Some(VocabTokenizer::from_gguf(&g).unwrap())
     }
@@ -1176,10 +1165,7 @@ mod tests {
     fn smollm2_round_trips_and_speed() {
         let Some(t) = smollm2() else { return };
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/austen.txt");
-        let Ok(text) = std::fs::read_to_string(&path) else {
-            println!("skipping: {} is absent", path.display());
-            return;
-        };
+        let text = std::fs::read_to_string(&path).unwrap();
         let limit = if cfg!(debug_assertions) {
             1 << 18
         } else {

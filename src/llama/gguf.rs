@@ -417,15 +417,9 @@ mod tests {
 
     #[test]
     fn smollm2_real_file() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("target/models/SmolLM2-135M-Instruct.Q4_1.gguf");
-        if !path.exists() {
-            println!(
-                "skipping: {} is absent (run scripts/fetch-models.sh)",
-                path.display()
-            );
+        let Some(path) = crate::io::gguf::tests::smollm2_gguf() else {
             return;
-        }
+        };
         let g = Gguf::open(&path).unwrap();
         assert_eq!(g.version(), 3);
         assert_eq!(g.tensor_infos().len(), 272);

@@ -487,3 +487,23 @@ proptest::proptest! {
         }
     }
 }
+
+/// The SmolLM2 GGUF that `scripts/fetch-models.sh` fetches, or `None` (saying why) when it is absent; under CI
+/// (`CI` set, as `.ci/run` sets it) an absent model fails the test instead, so the check never silently goes.
+pub(crate) fn smollm2_gguf() -> Option<PathBuf> {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("target/models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    if path.is_file() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{} is missing: run scripts/fetch-models.sh",
+        path.display()
+    );
+    eprintln!(
+        "skipping: {} is absent (run scripts/fetch-models.sh)",
+        path.display()
+    );
+    None
+}
