@@ -188,6 +188,68 @@ mod tests {
     }
 
     #[test]
+    fn each_choice_is_scored_given_the_context_and_the_likeliest_is_picked() {
+        let model = Llama::new(Config::preset("tiny").unwrap().config, DType::F32, 2).unwrap();
+        let tokenizer =
+            TextTokenizer::Ours(crate::data::Tokenizer::train(&[b"abcd"], 258).unwrap());
+        let q = Question {
+            context: "ab".into(),
+            choices: vec!["c".into(), "dd".into(), "a".into(), "bcd".into()],
+            answer: 0,
+        };
+        let scores = score_choices(&model, &tokenizer, &q).unwrap();
+        let context = tokenizer.encode(&q.context);
+        for (choice, &(ll, bytes)) in q.choices.iter().zip(&scores) {
+            let mut ids = context.clone();
+            ids.extend(tokenizer.encode(choice));
+            assert_eq!(ll, log_likelihood(&model, &ids, context.len()).unwrap());
+            assert_eq!(bytes, choice.len());
+        }
+        let best = |xs: Vec<f64>| {
+            (0..xs.len())
+                .max_by(|&a, &b| xs[a].total_cmp(&xs[b]))
+                .unwrap()
+        };
+        let raw = best(scores.iter().map(|s| s.0).collect());
+        let normalized = best(scores.iter().map(|s| s.0 / s.1 as f64).collect());
+        for answer in 0..q.choices.len() {
+            let one = Question {
+                answer,
+                ..q.clone()
+            };
+            let score = score_task(&model, &tokenizer, &[one]).unwrap();
+            assert_eq!(
+                score.accuracy,
+                f64::from(u8::from(answer == raw)),
+                "answer {answer}"
+            );
+            assert_eq!(
+                score.accuracy_normalized,
+                f64::from(u8::from(answer == normalized)),
+                "answer {answer}"
+            );
+        }
+        let all: Vec<Question> = (0..4)
+            .map(|answer| Question {
+                answer,
+                ..q.clone()
+            })
+            .collect();
+        let score = score_task(&model, &tokenizer, &all).unwrap();
+        assert_eq!((score.questions, score.accuracy), (4, 0.25));
+        // Equal scores: the first choice wins, as the evaluation harness's argmax picks it.
+        let tie = Question {
+            context: "ab".into(),
+            choices: vec!["c".into(), "c".into()],
+            answer: 0,
+        };
+        assert_eq!(
+            score_task(&model, &tokenizer, &[tie]).unwrap().accuracy,
+            1.0
+        );
+    }
+
+    #[test]
     fn a_text_needs_two_tokens_and_windows_of_two() {
         let model = Llama::new(Config::preset("tiny").unwrap().config, DType::F32, 1).unwrap();
         // 258 tokens: the 256 bytes and two specials, no merges, so a byte is a token.
