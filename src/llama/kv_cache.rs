@@ -102,3 +102,46 @@ impl KvCache {
         self.len += n;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `[1, 2, n, 3]` holding `first, first + 1, ...`.
+    fn keys(n: usize, first: f32) -> Tensor {
+        let values = (0..2 * n * 3).map(|i| first + i as f32).collect();
+        Tensor::from_vec(values, &[1, 2, n, 3]).unwrap()
+    }
+
+    #[test]
+    fn the_cache_holds_what_was_appended_up_to_max_len_and_no_more() {
+        let mut cache = KvCache::new();
+        assert!(cache.is_empty() && cache.len() == 0);
+        let (k, v) = cache.append(0, keys(3, 0.0), keys(3, 100.0), 5).unwrap();
+        assert_eq!(
+            (k.shape(), v.shape()),
+            (&[1, 2, 3, 3][..], &[1, 2, 3, 3][..])
+        );
+        cache.advance(3);
+        assert!(!cache.is_empty());
+        assert_eq!(cache.len(), 3);
+        // Exactly up to max_len: the views hold the earlier positions, then the new ones, per head.
+        let (k, _) = cache.append(0, keys(2, 50.0), keys(2, 150.0), 5).unwrap();
+        assert_eq!(k.shape(), &[1, 2, 5, 3]);
+        let k = k.to_vec::<f32>().unwrap();
+        assert_eq!(&k[..9], &[0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]);
+        assert_eq!(&k[9..15], &[50.0, 51.0, 52.0, 53.0, 54.0, 55.0]);
+        assert_eq!(
+            &k[15..18],
+            &[9.0, 10.0, 11.0],
+            "head 1 starts with its own cached keys"
+        );
+        cache.advance(2);
+        let err = cache.append(0, keys(1, 0.0), keys(1, 0.0), 5).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("5 cached + 1 new positions exceed max_seq_len 5"),
+            "{err}"
+        );
+    }
+}
