@@ -116,7 +116,8 @@ mod tests {
     #[test]
     fn the_cache_holds_what_was_appended_up_to_max_len_and_no_more() {
         let mut cache = KvCache::new();
-        assert!(cache.is_empty() && cache.len() == 0);
+        assert!(cache.is_empty());
+        assert_eq!(cache.len(), 0);
         let (k, v) = cache.append(0, keys(3, 0.0), keys(3, 100.0), 5).unwrap();
         assert_eq!(
             (k.shape(), v.shape()),
