@@ -96,3 +96,97 @@ pub fn generate(
         Ok(out)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::llama::Config;
+    use crate::DType;
+
+    /// How often each token is drawn from `logits` in `n` draws.
+    fn frequencies(logits: &[f32], sampling: Sampling, n: usize) -> Vec<f64> {
+        let mut rng = Rng::new(7);
+        let mut counts = vec![0usize; logits.len()];
+        for _ in 0..n {
+            counts[sample(logits, sampling, &mut rng) as usize] += 1;
+        }
+        counts.iter().map(|&c| c as f64 / n as f64).collect()
+    }
+
+    fn near(got: &[f64], want: &[f64]) -> bool {
+        got.iter().zip(want).all(|(g, w)| (g - w).abs() < 0.025)
+    }
+
+    #[test]
+    fn greedy_takes_the_first_largest_logit() {
+        let greedy = Sampling {
+            temperature: 0.0,
+            top_p: 1.0,
+        };
+        let mut rng = Rng::new(1);
+        assert_eq!(sample(&[0.1, 2.0, -1.0, 2.0], greedy, &mut rng), 1);
+        assert_eq!(sample(&[-3.0, -5.0], greedy, &mut rng), 0);
+    }
+
+    #[test]
+    fn draws_follow_the_tempered_probabilities_within_the_nucleus() {
+        let all = |temperature| Sampling {
+            temperature,
+            top_p: 1.0,
+        };
+        let l3 = 3f32.ln();
+        // p ∝ (1, 3) at temperature 1, (1, √3) at temperature 2.
+        let f = frequencies(&[0.0, l3], all(1.0), 8000);
+        assert!(near(&f, &[0.25, 0.75]), "{f:?}");
+        let s3 = 3f64.sqrt();
+        let f = frequencies(&[0.0, l3], all(2.0), 8000);
+        assert!(near(&f, &[1.0 / (1.0 + s3), s3 / (1.0 + s3)]), "{f:?}");
+        // p = (0.5, 0.3, 0.2): top-p 0.8 keeps the first two, renormalized to (0.625, 0.375).
+        let logits = [5f32.ln(), l3, 2f32.ln()];
+        let f = frequencies(
+            &logits,
+            Sampling {
+                temperature: 1.0,
+                top_p: 0.8,
+            },
+            8000,
+        );
+        assert!(near(&f, &[0.625, 0.375, 0.0]) && f[2] == 0.0, "{f:?}");
+        // A nucleus reached exactly by the first token holds that token alone.
+        let f = frequencies(
+            &[0.0, 0.0],
+            Sampling {
+                temperature: 1.0,
+                top_p: 0.5,
+            },
+            200,
+        );
+        assert_eq!(f, [1.0, 0.0]);
+    }
+
+    #[test]
+    fn generation_stops_at_the_stop_token_and_the_context_length() {
+        let mut config: Config = Config::preset("tiny").unwrap().config;
+        config.max_seq_len = 8;
+        let model = Llama::new(config, DType::F32, 3).unwrap();
+        let greedy = Sampling {
+            temperature: 0.0,
+            top_p: 1.0,
+        };
+        let mut rng = Rng::new(1);
+        assert!(generate(&model, &[], 4, greedy, None, &mut rng).is_err());
+        let free = generate(&model, &[5, 6, 7], 10, greedy, None, &mut rng).unwrap();
+        assert_eq!(free.len(), 5, "8 positions, 3 of them the prompt: {free:?}");
+        // Greedy with the cache equals greedy over the whole sequence each time.
+        let mut ids = vec![5u32, 6, 7];
+        for &next in &free[..4] {
+            let logits = no_grad(|| model.forward(&ids, 1, ids.len(), None)).unwrap();
+            let row = logits.to_vec::<f32>().unwrap();
+            let vocab = model.config.vocab_size;
+            assert_eq!(sample(&row[row.len() - vocab..], greedy, &mut rng), next);
+            ids.push(next);
+        }
+        let stopped = generate(&model, &[5, 6, 7], 10, greedy, Some(free[1]), &mut rng).unwrap();
+        assert_eq!(stopped, free[..2]);
+    }
+}
