@@ -21,8 +21,8 @@ out=${1:-target/mutants}
 shift || true
 files=("$@")
 if [ ${#files[@]} -eq 0 ]; then
-  files=('src/data/*.rs' 'src/optim/*.rs' 'src/llama/generate.rs' 'src/llama/eval.rs' 'src/llama/checkpoint.rs'
-    'src/dist/*.rs')
+  files=('src/data/**/*.rs' 'src/optim/*.rs' 'src/llama/generate.rs' 'src/llama/kv_cache.rs' 'src/llama/eval.rs'
+    'src/llama/checkpoint.rs' 'src/dist/*.rs')
 fi
 command -v cargo-mutants >/dev/null || { echo "cargo-mutants is not installed: cargo install cargo-mutants --locked"; exit 1; }
 file_args=()
@@ -38,7 +38,7 @@ if [ -n "${MUTANTS_GPU:-}" ]; then
   tests="--lib --test cuda_ops --test cuda_fused --test cuda_nccl"
 fi
 # shellcheck disable=SC2086
-"${run[@]}" --output "$out" "${file_args[@]}" --timeout 300 --build-timeout 900 ${MUTANTS_ARGS:-} -- \
+"${run[@]}" --output "$out" "${file_args[@]}" --exclude '**/tests.rs' --timeout 300 --build-timeout 900 ${MUTANTS_ARGS:-} -- \
   ${MUTANTS_TESTS:-$tests}
 echo
 echo "per file: caught / missed / unviable / timeout"
