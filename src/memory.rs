@@ -73,7 +73,7 @@ impl Clone for Counted {
 impl Drop for Counted {
     fn drop(&mut self) {
         LIVE.fetch_sub(host_bytes(&self.0), Ordering::Relaxed);
-        crate::backend::cpu::recycle::keep(std::mem::replace(
+        crate::backend::cpu::recycle::shelve(std::mem::replace(
             &mut self.0,
             Storage::F32(Vec::new()),
         ));

@@ -12,7 +12,7 @@
 //!   element) plus f32 noise: 1.25u ~ 0.0049 [<= 0.0032].
 
 use tapegrad::backend::twin::attention::{self, Grads, Input, Layout, Output, Qkv, Shape};
-use tapegrad::backend::twin::rmsnorm::{self, Storage};
+use tapegrad::backend::twin::rmsnorm::{self, Precision};
 use tapegrad::backend::twin::swiglu;
 
 const U: f64 = 1.0 / 256.0;
@@ -426,13 +426,13 @@ fn attention_delta_is_rowsum_of_do_times_o() {
 // RMSNorm
 // ---------------------------------------------------------------------------------------------------------------
 
-fn check_rmsnorm(rows: usize, cols: usize, storage: Storage, threads: usize, num_blocks: usize) {
+fn check_rmsnorm(rows: usize, cols: usize, storage: Precision, threads: usize, num_blocks: usize) {
     let eps = 1e-5f32;
     let mut rng = Lcg((rows * 31 + cols) as u64);
     let round = |v: Vec<f32>| -> Vec<f32> {
         match storage {
-            Storage::F32 => v,
-            Storage::Bf16 => v
+            Precision::F32 => v,
+            Precision::Bf16 => v
                 .into_iter()
                 .map(|x| half::bf16::from_f32(x).to_f32())
                 .collect(),
@@ -487,7 +487,7 @@ fn check_rmsnorm(rows: usize, cols: usize, storage: Storage, threads: usize, num
             dw_ref[c] += g * xr[c] * rs;
         }
     }
-    let tol = if storage == Storage::F32 {
+    let tol = if storage == Precision::F32 {
         1e-5
     } else {
         1.25 * U
@@ -501,26 +501,26 @@ fn check_rmsnorm(rows: usize, cols: usize, storage: Storage, threads: usize, num
 
 #[test]
 fn rmsnorm_vectorised_rows() {
-    check_rmsnorm(7, 256, Storage::F32, 64, 3);
-    check_rmsnorm(7, 256, Storage::Bf16, 32, 3);
-    check_rmsnorm(40, 4096, Storage::Bf16, 512, 6);
+    check_rmsnorm(7, 256, Precision::F32, 64, 3);
+    check_rmsnorm(7, 256, Precision::Bf16, 32, 3);
+    check_rmsnorm(40, 4096, Precision::Bf16, 512, 6);
 }
 
 #[test]
 fn rmsnorm_scalar_fallback_widths() {
-    check_rmsnorm(5, 1000, Storage::Bf16, 128, 2); // 1000 % 8 != 0: element by element for bf16
-    check_rmsnorm(33, 4099, Storage::F32, 1024, 4); // odd width
-    check_rmsnorm(3, 12, Storage::F32, 32, 5); // more blocks than rows: empty partials
+    check_rmsnorm(5, 1000, Precision::Bf16, 128, 2); // 1000 % 8 != 0: element by element for bf16
+    check_rmsnorm(33, 4099, Precision::F32, 1024, 4); // odd width
+    check_rmsnorm(3, 12, Precision::F32, 32, 5); // more blocks than rows: empty partials
 }
 
 // ---------------------------------------------------------------------------------------------------------------
 // SwiGLU
 // ---------------------------------------------------------------------------------------------------------------
 
-fn check_swiglu(n: usize, storage: Storage) {
+fn check_swiglu(n: usize, storage: Precision) {
     let mut rng = Lcg(n as u64);
     let round = |x: f32| {
-        if storage == Storage::Bf16 {
+        if storage == Precision::Bf16 {
             half::bf16::from_f32(x).to_f32()
         } else {
             x
@@ -545,7 +545,7 @@ fn check_swiglu(n: usize, storage: Storage) {
     let db_ref: Vec<f64> = (0..n)
         .map(|i| dy[i] as f64 * a[i] as f64 * sig(a[i] as f64))
         .collect();
-    let tol = if storage == Storage::F32 {
+    let tol = if storage == Precision::F32 {
         1e-5
     } else {
         1.25 * U
@@ -558,7 +558,7 @@ fn check_swiglu(n: usize, storage: Storage) {
 #[test]
 fn swiglu_matches_reference() {
     for n in [1, 7, 8, 4096, 10_003] {
-        check_swiglu(n, Storage::F32);
-        check_swiglu(n, Storage::Bf16);
+        check_swiglu(n, Precision::F32);
+        check_swiglu(n, Precision::Bf16);
     }
 }

@@ -8,9 +8,10 @@ pub mod cpu;
 #[cfg(feature = "cuda-backend")]
 pub mod cuda;
 pub mod pool;
+mod storage;
 pub mod twin;
 
-pub use cpu::Storage;
+pub use storage::{Storage, StorageElement};
 
 /// Where a tensor lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -93,7 +94,7 @@ pub fn copy_to(storage: &Storage, device: Device) -> crate::Result<Storage> {
             let Storage::Cuda(buffer) = storage else {
                 unreachable!("a cuda device has cuda storage")
             };
-            let host = cpu::Storage::from_bytes(buffer.dtype(), &buffer.download()?);
+            let host = Storage::from_bytes(buffer.dtype(), &buffer.download()?);
             copy_to(&host, to)
         }
         (_, to) => Err(crate::Error::Device {

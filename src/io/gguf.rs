@@ -325,16 +325,16 @@ impl TensorInfo {
 }
 
 /// The bytes of an opened file: a memory map, or an owned buffer for in-memory files.
-enum Storage {
+enum FileBytes {
     Mapped(Mmap),
     Owned(Vec<u8>),
 }
 
-impl Storage {
+impl FileBytes {
     fn bytes(&self) -> &[u8] {
         match self {
-            Storage::Mapped(m) => m,
-            Storage::Owned(v) => v,
+            FileBytes::Mapped(m) => m,
+            FileBytes::Owned(v) => v,
         }
     }
 }
@@ -342,7 +342,7 @@ impl Storage {
 /// An opened, fully validated GGUF file. Tensor data stays in the file (memory-mapped) until read.
 pub struct Gguf {
     path: PathBuf,
-    storage: Storage,
+    storage: FileBytes,
     version: u32,
     metadata: BTreeMap<String, Value>,
     tensors: Vec<TensorInfo>,
@@ -371,15 +371,15 @@ impl Gguf {
         // SAFETY: the map is read-only; as with any memory-mapped file, the caller must not truncate or
         // rewrite the file while it is open. Every access below is bounds-checked against the map's length.
         let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-        Gguf::parse(path.to_path_buf(), Storage::Mapped(map))
+        Gguf::parse(path.to_path_buf(), FileBytes::Mapped(map))
     }
 
     /// Validates a GGUF file held in memory; `name` stands for the file in error messages.
     pub fn from_bytes(name: impl Into<PathBuf>, bytes: Vec<u8>) -> Result<Gguf> {
-        Gguf::parse(name.into(), Storage::Owned(bytes))
+        Gguf::parse(name.into(), FileBytes::Owned(bytes))
     }
 
-    fn parse(path: PathBuf, storage: Storage) -> Result<Gguf> {
+    fn parse(path: PathBuf, storage: FileBytes) -> Result<Gguf> {
         let bytes = storage.bytes();
         let mut cur = Cursor {
             bytes,

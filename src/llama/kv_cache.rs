@@ -2,7 +2,7 @@
 //! model on one position (O(T) instead of O(T²)). The model writes it during its forward pass; `generate` owns it.
 
 use crate::backend::cpu::elementwise::gather;
-use crate::backend::cpu::StorageElement;
+use crate::backend::StorageElement;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;

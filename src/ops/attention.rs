@@ -25,7 +25,8 @@
 
 use super::{float_dispatch, keep, with_compute_dtype};
 use crate::backend::cpu::simd::vectorized;
-use crate::backend::cpu::{dot, recycle, StorageElement};
+use crate::backend::cpu::{dot, recycle};
+use crate::backend::StorageElement;
 use crate::dtype::Float;
 use crate::error::{Error, Result};
 use crate::tape::record;

@@ -1,8 +1,9 @@
 //! Dtype cast. `x: [..]` of any dtype → `[..]` of `dtype`, computed through f64 (exact for every pair we store).
 //! Backward: the gradient cast back to the input's dtype.
 
-use crate::backend::cpu::{elementwise, StorageElement};
+use crate::backend::cpu::elementwise;
 use crate::backend::Storage;
+use crate::backend::StorageElement;
 use crate::dtype::DType;
 use crate::error::Result;
 use crate::tape::record;

@@ -9,7 +9,8 @@
 
 use super::{float_dispatch, keep, with_native_dtype};
 use crate::backend::cpu::gemm::{gemm, GemmFloat, MatRef};
-use crate::backend::cpu::{recycle, StorageElement};
+use crate::backend::cpu::recycle;
+use crate::backend::StorageElement;
 #[cfg(feature = "cuda-backend")]
 use crate::dtype::DType;
 use crate::error::{Error, Result};

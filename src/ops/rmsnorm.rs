@@ -7,7 +7,8 @@
 use super::{float_dispatch, keep, with_native_dtype};
 use crate::backend::cpu::elementwise::for_each_row;
 use crate::backend::cpu::simd::vectorized;
-use crate::backend::cpu::{dot, dot3, recycle, StorageElement};
+use crate::backend::cpu::{dot, dot3, recycle};
+use crate::backend::StorageElement;
 use crate::dtype::Float;
 use crate::error::{Error, Result};
 use crate::tape::record_recomputable;

@@ -8,7 +8,8 @@
 
 use super::{float_dispatch, with_compute_dtype};
 use crate::backend::cpu::elementwise::for_each_row;
-use crate::backend::cpu::{recycle, StorageElement};
+use crate::backend::cpu::recycle;
+use crate::backend::StorageElement;
 use crate::dtype::Float;
 use crate::error::{Error, Result};
 use crate::tape::record_recomputable;

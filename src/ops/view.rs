@@ -5,7 +5,7 @@
 use super::binary::broadcast_layout;
 use super::float_dispatch;
 use crate::backend::cpu::elementwise;
-use crate::backend::cpu::StorageElement;
+use crate::backend::StorageElement;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::shape::{contiguous_strides, normalize_axis, Layout};

@@ -2,9 +2,10 @@
 //! never copied first) and writes a fresh contiguous output, in parallel above `PARALLEL_THRESHOLD` elements,
 //! with each task's loop compiled for AVX2 + FMA where the CPU has them (`simd::vectorized`).
 
+use super::recycle;
 use super::simd::vectorized;
 use super::PARALLEL_THRESHOLD;
-use super::{recycle, StorageElement};
+use crate::backend::StorageElement;
 use crate::shape::Layout;
 use rayon::prelude::*;
 

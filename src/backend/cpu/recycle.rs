@@ -21,7 +21,7 @@
 //! outputs the kernel writes in full. [`poison_buffers`] makes it hand out NaN instead, so a kernel that leaves
 //! part of its output unwritten shows in its results.
 
-use super::{Storage, StorageElement};
+use crate::backend::{Storage, StorageElement};
 use crate::dtype::DType;
 use crate::memory::most_live_bytes;
 use std::collections::HashMap;
@@ -77,7 +77,7 @@ impl Shelf {
 
     /// Keeps `storage` when its key was asked for more often than it is kept, then frees the oldest buffers
     /// beyond `limit` bytes; returns what is freed.
-    fn keep(&mut self, storage: Storage, limit: usize) -> Vec<Storage> {
+    fn shelve(&mut self, storage: Storage, limit: usize) -> Vec<Storage> {
         let key = (storage.dtype(), storage.len());
         let Some(kept) = self
             .by_key
@@ -151,12 +151,12 @@ pub fn filled<T: StorageElement>(n: usize, value: T) -> Vec<T> {
 
 /// Keeps a dropped tensor's buffer for reuse when it is a large host buffer of a length kernels ask for (see
 /// the module docs).
-pub(crate) fn keep(storage: Storage) {
+pub(crate) fn shelve(storage: Storage) {
     if storage.byte_len() < MIN_BYTES || !storage.is_host() {
         return;
     }
     let limit = 2 * most_live_bytes();
-    drop(with_shelf(|shelf| shelf.keep(storage, limit)));
+    drop(with_shelf(|shelf| shelf.shelve(storage, limit)));
 }
 
 /// Frees every kept buffer (say, after training, before work of other sizes).
@@ -230,14 +230,14 @@ mod tests {
         let mut shelf = Shelf::default();
         let key = |n| (DType::F32, n);
         // Nobody asked for 100 elements yet: not kept.
-        assert_eq!(shelf.keep(storage(100), 10_000).len(), 1);
+        assert_eq!(shelf.shelve(storage(100), 10_000).len(), 1);
         // Two requests found nothing: two buffers of that length are kept, not a third.
         assert!(shelf.take(key(100), 400).is_none() && shelf.take(key(100), 400).is_none());
         assert!(shelf.take(key(50), 200).is_none());
-        assert!(shelf.keep(storage(100), 10_000).is_empty());
-        assert!(shelf.keep(storage(50), 10_000).is_empty());
-        assert!(shelf.keep(storage(100), 10_000).is_empty());
-        assert_eq!(shelf.keep(storage(100), 10_000).len(), 1);
+        assert!(shelf.shelve(storage(100), 10_000).is_empty());
+        assert!(shelf.shelve(storage(50), 10_000).is_empty());
+        assert!(shelf.shelve(storage(100), 10_000).is_empty());
+        assert_eq!(shelf.shelve(storage(100), 10_000).len(), 1);
         assert_eq!(shelf.stats.kept_bytes, 1000);
         // Over the limit, the oldest go first: the first 100-element buffer, then the 50-element one.
         let freed = shelf.evict_to(500);
@@ -253,7 +253,7 @@ mod tests {
             (1, 4, 0)
         );
         // A buffer that passes the limit is freed right away.
-        assert_eq!(shelf.keep(storage(100), 399).len(), 1);
+        assert_eq!(shelf.shelve(storage(100), 399).len(), 1);
         assert!(shelf.evict_to(0).is_empty());
     }
 

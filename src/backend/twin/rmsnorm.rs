@@ -14,25 +14,25 @@ use half::bf16;
 
 /// Element type of x, w, y, dy, dx and dw (rstd and the partials are always f32).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Storage {
+pub enum Precision {
     F32,
     Bf16,
 }
 
-impl Storage {
+impl Precision {
     /// `x` as stored in this type (bf16: round to nearest even).
     pub(super) fn round(self, x: f32) -> f32 {
         match self {
-            Storage::F32 => x,
-            Storage::Bf16 => bf16::from_f32(x).to_f32(),
+            Precision::F32 => x,
+            Precision::Bf16 => bf16::from_f32(x).to_f32(),
         }
     }
 
     /// Elements per 16-byte vector, the access width the kernels use when the row length allows it.
     fn vec_width(self, cols: usize) -> usize {
         let w = match self {
-            Storage::F32 => 4,
-            Storage::Bf16 => 8,
+            Precision::F32 => 4,
+            Precision::Bf16 => 8,
         };
         if cols.is_multiple_of(w) {
             w
@@ -87,7 +87,7 @@ pub fn forward(
     rows: usize,
     cols: usize,
     eps: f32,
-    storage: Storage,
+    storage: Precision,
     threads: usize,
 ) {
     let width = storage.vec_width(cols);
@@ -119,7 +119,7 @@ pub fn backward(
     dw_partial: &mut [f32],
     rows: usize,
     cols: usize,
-    storage: Storage,
+    storage: Precision,
     threads: usize,
     num_blocks: usize,
 ) {
@@ -156,7 +156,7 @@ pub fn dw_reduce(
     dw: &mut [f32],
     num_blocks: usize,
     cols: usize,
-    storage: Storage,
+    storage: Precision,
 ) {
     for (c, out) in dw.iter_mut().enumerate().take(cols) {
         *out = storage.round((0..num_blocks).fold(0.0f32, |s, b| s + dw_partial[b * cols + c]));

@@ -3,14 +3,14 @@
 //! da = dy * b * s * (1 + a * (1 - s)); db = dy * (a * s)). The kernels' vector/scalar split does not change any
 //! value, so it is not modelled; `exp` may differ from CUDA's `expf` by an ulp.
 
-pub use super::rmsnorm::Storage;
+pub use super::rmsnorm::Precision;
 
 fn sigmoid(a: f32) -> f32 {
     1.0 / (1.0 + (-a).exp())
 }
 
 /// Forward (`swiglu_fwd_{f32,bf16}`): y[i] = silu(a[i]) * b[i]; all slices the same length.
-pub fn forward(a: &[f32], b: &[f32], y: &mut [f32], storage: Storage) {
+pub fn forward(a: &[f32], b: &[f32], y: &mut [f32], storage: Precision) {
     for ((y, &a), &b) in y.iter_mut().zip(a).zip(b) {
         *y = storage.round(a * sigmoid(a) * b);
     }
@@ -23,7 +23,7 @@ pub fn backward(
     dy: &[f32],
     da: &mut [f32],
     db: &mut [f32],
-    storage: Storage,
+    storage: Precision,
 ) {
     for i in 0..a.len() {
         let s = sigmoid(a[i]);
