@@ -8,6 +8,8 @@
 #   MUTANTS_ARGS="--iterate" scripts/mutants.sh ...    extra cargo-mutants flags (--iterate re-tests only the
 #                                                      mutants missed last time, reading OUT_DIR)
 #   MUTANTS_TESTS="--lib --test errors" ...            the test targets to run (default: those below)
+#   MUTANTS_TIMEOUT=600 scripts/mutants.sh ...        seconds before a mutant's test run counts as a timeout
+#                                                      (a mutant that loops forever); default 120, 600 on the GPU
 #   MUTANTS_GPU=1 scripts/mutants.sh ...               the `cuda` build on the emulated GPU (scripts/emulated-gpu.sh)
 #                                                      with the GPU suites: code behind `cuda-backend` is compiled
 #                                                      out of the default build, so its mutants live there
@@ -30,15 +32,17 @@ for f in "${files[@]}"; do file_args+=(--file "$f"); done
 mkdir -p "$out"
 export CARGO_PROFILE_TEST_DEBUG=0
 run=(cargo mutants)
+timeout=${MUTANTS_TIMEOUT:-120}
 tests="--lib --test llama --test parallel --test errors --test finetune_eval --test fuzz_readers --test parity
   --test smollm2"
 if [ -n "${MUTANTS_GPU:-}" ]; then
   export TAPEGRAD_REQUIRE_GPU=1
   run=(scripts/emulated-gpu.sh cargo mutants --features cuda)
   tests="--lib --test cuda_ops --test cuda_fused --test cuda_nccl"
+  timeout=${MUTANTS_TIMEOUT:-600}
 fi
 # shellcheck disable=SC2086
-"${run[@]}" --output "$out" "${file_args[@]}" --exclude '**/tests.rs' --timeout 300 --build-timeout 900 ${MUTANTS_ARGS:-} -- \
+"${run[@]}" --output "$out" "${file_args[@]}" --exclude '**/tests.rs' --timeout "$timeout" --build-timeout 900 ${MUTANTS_ARGS:-} -- \
   ${MUTANTS_TESTS:-$tests}
 echo
 echo "per file: caught / missed / unviable / timeout"

@@ -134,6 +134,25 @@ pub fn score_choices(
         .collect()
 }
 
+/// The choice picked by log-likelihood and the one picked by log-likelihood per byte, from each choice's
+/// `(log-likelihood, bytes)`; on equal scores the first choice wins, as the evaluation harness's argmax picks it.
+pub fn picks(scores: &[(f64, usize)]) -> (usize, usize) {
+    let argmax = |score: &dyn Fn(&(f64, usize)) -> f64| {
+        scores
+            .iter()
+            .enumerate()
+            .fold((0, f64::NEG_INFINITY), |best, (i, s)| {
+                if score(s) > best.1 {
+                    (i, score(s))
+                } else {
+                    best
+                }
+            })
+            .0
+    };
+    (argmax(&|s| s.0), argmax(&|s| s.0 / s.1 as f64))
+}
+
 /// Scores every question of a task.
 pub fn score_task(
     model: &Llama,
@@ -141,21 +160,10 @@ pub fn score_task(
     questions: &[Question],
 ) -> Result<TaskScore> {
     let (mut raw, mut normalized) = (0usize, 0usize);
-    let argmax = |xs: &[f64]| {
-        xs.iter()
-            .enumerate()
-            .fold(
-                (0, f64::NEG_INFINITY),
-                |b, (i, &x)| if x > b.1 { (i, x) } else { b },
-            )
-            .0
-    };
     for q in questions {
-        let scores = score_choices(model, tokenizer, q)?;
-        let ll: Vec<f64> = scores.iter().map(|s| s.0).collect();
-        let per_byte: Vec<f64> = scores.iter().map(|s| s.0 / s.1 as f64).collect();
-        raw += (argmax(&ll) == q.answer) as usize;
-        normalized += (argmax(&per_byte) == q.answer) as usize;
+        let (by_ll, by_byte) = picks(&score_choices(model, tokenizer, q)?);
+        raw += (by_ll == q.answer) as usize;
+        normalized += (by_byte == q.answer) as usize;
     }
     let n = questions.len().max(1) as f64;
     Ok(TaskScore {
@@ -247,6 +255,17 @@ mod tests {
             score_task(&model, &tokenizer, &[tie]).unwrap().accuracy,
             1.0
         );
+    }
+
+    #[test]
+    fn the_normalized_pick_divides_by_bytes_and_ties_go_to_the_first() {
+        // Raw: -3 beats -10. Per byte: -10 / 10 = -1 beats -3 / 1 = -3.
+        assert_eq!(picks(&[(-10.0, 10), (-3.0, 1)]), (1, 0));
+        assert_eq!(picks(&[(-3.0, 1), (-10.0, 10)]), (0, 1));
+        // A longer choice with the same per-byte score as a shorter one: the first keeps it.
+        assert_eq!(picks(&[(-4.0, 2), (-8.0, 4), (-3.0, 1)]), (2, 0));
+        assert_eq!(picks(&[(-2.0, 1), (-2.0, 1)]), (0, 0));
+        assert_eq!(picks(&[(-5.0, 5)]), (0, 0));
     }
 
     #[test]
