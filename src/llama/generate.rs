@@ -53,7 +53,11 @@ pub fn sample(logits: &[f32], sampling: Sampling, rng: &mut Rng) -> u32 {
     }
     let probs = &probs[..cut];
     let mass: f64 = probs.iter().map(|p| p.1).sum();
-    let mut r = rng.uniform() * mass;
+    draw(probs, rng.uniform() * mass)
+}
+
+/// The id whose cumulative weight first reaches `r` (the last when rounding leaves `r` unreached).
+fn draw(probs: &[(u32, f64)], mut r: f64) -> u32 {
     for &(id, p) in probs {
         r -= p;
         if r <= 0.0 {
@@ -162,6 +166,31 @@ mod tests {
             200,
         );
         assert_eq!(f, [1.0, 0.0]);
+    }
+
+    #[test]
+    fn large_logits_are_sampled_as_their_differences_say() {
+        // exp(1000) overflows: the probabilities are taken relative to the largest logit.
+        let f = frequencies(
+            &[1000.0, 990.0, 0.0],
+            Sampling {
+                temperature: 1.0,
+                top_p: 1.0,
+            },
+            200,
+        );
+        assert_eq!(f, [1.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn a_draw_takes_the_first_id_whose_cumulative_weight_reaches_it() {
+        let probs = [(7, 0.5), (9, 0.25), (4, 0.25)];
+        assert_eq!(draw(&probs, 0.2), 7);
+        assert_eq!(draw(&probs, 0.5), 7);
+        assert_eq!(draw(&probs, 0.6), 9);
+        assert_eq!(draw(&probs, 0.9), 4);
+        // Rounding can leave a little of `r` after the last weight: the last id takes it.
+        assert_eq!(draw(&probs, 1.0 + 1e-12), 4);
     }
 
     #[test]

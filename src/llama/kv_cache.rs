@@ -145,4 +145,29 @@ mod tests {
             "{err}"
         );
     }
+
+    #[test]
+    fn each_sequence_of_a_batch_keeps_its_own_heads() {
+        // [2, 2, n, 1]: batch b, head h, position t holds 100·b + 10·h + first + t.
+        let kv = |n: usize, first: f32| {
+            let mut values = Vec::new();
+            for b in 0..2 {
+                for h in 0..2 {
+                    values.extend(
+                        (0..n).map(|t| 100.0 * b as f32 + 10.0 * h as f32 + first + t as f32),
+                    );
+                }
+            }
+            Tensor::from_vec(values, &[2, 2, n, 1]).unwrap()
+        };
+        let mut cache = KvCache::new();
+        cache.append(0, kv(2, 0.0), kv(2, 0.0), 4).unwrap();
+        cache.advance(2);
+        let (k, _) = cache.append(0, kv(1, 2.0), kv(1, 2.0), 4).unwrap();
+        assert_eq!(k.shape(), &[2, 2, 3, 1]);
+        assert_eq!(
+            k.to_vec::<f32>().unwrap(),
+            [0.0, 1.0, 2.0, 10.0, 11.0, 12.0, 100.0, 101.0, 102.0, 110.0, 111.0, 112.0]
+        );
+    }
 }
