@@ -4,14 +4,41 @@
 //! Architecture invariant: this is the only module that matches on `Device`. The CPU backend is always built;
 //! a GPU backend plugs in as another `Storage` variant behind a cargo feature.
 
+mod copy;
 pub mod cpu;
 #[cfg(feature = "cuda-backend")]
 pub mod cuda;
+pub(crate) mod op_code;
+mod pointwise;
 pub mod pool;
+mod reduce;
+mod softmax;
 mod storage;
 pub mod twin;
 
+pub use pointwise::{Arith, Pointwise};
+pub use reduce::{Argmax, Reduce};
 pub use storage::{Storage, StorageElement};
+
+/// Runs `$body` with `$T` bound to the Rust type of a compute dtype (f32 or f64).
+macro_rules! float_dispatch {
+    ($dtype:expr, $T:ident, $body:expr) => {
+        match $dtype {
+            $crate::dtype::DType::F32 => {
+                type $T = f32;
+                $body
+            }
+            $crate::dtype::DType::F64 => {
+                type $T = f64;
+                $body
+            }
+            other => {
+                unreachable!("internal: kernel reached with {other}; half types are upcast first")
+            }
+        }
+    };
+}
+pub(crate) use float_dispatch;
 
 /// Where a tensor lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

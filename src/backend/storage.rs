@@ -88,6 +88,28 @@ impl Storage {
         self.len() == 0
     }
 
+    /// The host elements as `T`; a kernel's dtype dispatch makes them match, so a mismatch is a bug.
+    pub(crate) fn host<T: StorageElement>(&self) -> &[T] {
+        T::slice(self).unwrap_or_else(|| {
+            panic!(
+                "internal: {} storage on {} read as host {}",
+                self.dtype(),
+                self.device(),
+                T::DTYPE
+            )
+        })
+    }
+
+    /// The host elements of the contiguous view `layout`, as `T`.
+    pub(crate) fn host_contiguous<T: StorageElement>(&self, layout: &crate::shape::Layout) -> &[T] {
+        assert!(
+            layout.is_contiguous(),
+            "internal: {:?} is not contiguous",
+            layout.shape
+        );
+        &self.host::<T>()[layout.offset..layout.offset + layout.numel()]
+    }
+
     /// The raw bytes, zero-copy; empty for a device buffer (copy it to the host first).
     pub fn as_bytes(&self) -> &[u8] {
         match self {

@@ -1,37 +1,12 @@
 //! cat and stack. `cat([.., n_i, ..], dim)` → `[.., Σ n_i, ..]`; `stack` adds a new dim first.
 //! Backward: each input's gradient is the matching slice (a view) of the output's gradient.
 
-use super::{float_dispatch, with_compute_dtype};
-use crate::backend::cpu::elementwise;
+use super::with_compute_dtype;
+use crate::backend::Storage;
 use crate::error::{Error, Result};
 use crate::shape::normalize_axis;
 use crate::tape::record;
 use crate::tensor::Tensor;
-
-/// `xs` (one compute dtype, agreeing outside `d`) concatenated along `d` into a fresh tensor of `shape`.
-fn cat_kernel(xs: &[Tensor], d: usize, shape: &[usize]) -> Result<Tensor> {
-    #[cfg(feature = "cuda-backend")]
-    if xs[0].is_cuda() {
-        return crate::backend::cuda::copy::cat(xs, d, shape);
-    }
-    let mut out = Tensor::zeros(shape, xs[0].dtype());
-    let mut start = 0;
-    float_dispatch!(out.dtype(), T, {
-        let base = out.layout.clone();
-        let dst = out.data_mut::<T>()?;
-        for t in xs {
-            let mut region = base.clone();
-            region.shape[d] = t.shape()[d];
-            region.offset += start * region.strides[d];
-            let src = elementwise::gather(t.data::<T>(), &t.layout);
-            for (o, v) in region.offsets().zip(src) {
-                dst[o] = v;
-            }
-            start += t.shape()[d];
-        }
-    });
-    Ok(out)
-}
 
 impl Tensor {
     /// Concatenation along `dim` of tensors whose other dims agree.
@@ -64,7 +39,8 @@ impl Tensor {
                 starts.push((start, t.shape()[d]));
                 start += t.shape()[d];
             }
-            let out = cat_kernel(xs, d, &shape)?;
+            let parts: Vec<_> = xs.iter().map(|t| (&**t.storage, &t.layout)).collect();
+            let out = Tensor::from_storage(Storage::cat(&parts, d, &shape)?, &shape);
             let inputs: Vec<&Tensor> = xs.iter().collect();
             record("cat", &inputs, out, move |g, needs| {
                 starts

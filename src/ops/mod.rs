@@ -32,25 +32,7 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
-/// Runs `$body` with `$T` bound to the Rust type of a compute dtype (f32 or f64).
-macro_rules! float_dispatch {
-    ($dtype:expr, $T:ident, $body:expr) => {
-        match $dtype {
-            $crate::dtype::DType::F32 => {
-                type $T = f32;
-                $body
-            }
-            $crate::dtype::DType::F64 => {
-                type $T = f64;
-                $body
-            }
-            other => {
-                unreachable!("internal: kernel reached with {other}; half types are upcast first")
-            }
-        }
-    };
-}
-pub(crate) use float_dispatch;
+pub(crate) use crate::backend::float_dispatch;
 
 /// Checks that `inputs` share one device and one dtype, then runs `f` on them in the compute dtype: f32/f64 inputs pass as
 /// they are; bf16/f16 inputs are cast to f32 (recorded casts, so gradients flow) and the result cast back.

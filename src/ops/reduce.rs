@@ -3,19 +3,12 @@
 //! `x: [..]`, axes → the shape with those axes removed (or kept as 1). Backward: sum and mean broadcast the
 //! gradient back (mean divides by the count); max sends it to the first maximal element of each group.
 
-use super::{float_dispatch, with_compute_dtype};
-use crate::dtype::Float;
+use super::with_compute_dtype;
+use crate::backend::Reduce;
 use crate::error::{Error, Result};
 use crate::shape::{normalize_axis, Layout};
 use crate::tape::record;
 use crate::tensor::Tensor;
-use rayon::prelude::*;
-
-#[derive(Clone, Copy)]
-enum Reduce {
-    Sum,
-    Max,
-}
 
 /// Splits a layout into the kept dims (output order) and the reduced dims.
 fn split_layout(layout: &Layout, axes: &[usize]) -> (Layout, Layout) {
@@ -32,79 +25,6 @@ fn split_layout(layout: &Layout, axes: &[usize]) -> (Layout, Layout) {
     let mut kept = pick(true);
     kept.offset = layout.offset;
     (kept, pick(false))
-}
-
-/// For each output element: the reduction and the logical flat index (in the reduced group) of the maximum.
-fn reduce_kernel<T: Float>(
-    x: &[T],
-    kept: &Layout,
-    reduced: &Layout,
-    how: Reduce,
-) -> (Vec<T>, Vec<usize>) {
-    let n_out = kept.numel();
-    let group: Vec<usize> = reduced.offsets().collect();
-    let kept_offsets: Vec<usize> = kept.offsets().collect();
-    let one = |&base: &usize| -> (T, usize) {
-        match how {
-            Reduce::Sum => (group.iter().map(|&o| x[base + o]).sum(), 0),
-            Reduce::Max => {
-                // NaN counts as the largest value: a group holding one has the first NaN as its maximum
-                // (as kernels/reduce.cu decides too).
-                let is_nan = |v: T| v.partial_cmp(&v).is_none();
-                let mut best = (T::NEG_INFINITY, 0);
-                for (i, &o) in group.iter().enumerate() {
-                    let v = x[base + o];
-                    if i == 0 || (is_nan(v) && !is_nan(best.0)) || v > best.0 {
-                        best = (v, i);
-                    }
-                }
-                best
-            }
-        }
-    };
-    let pairs: Vec<(T, usize)> = if n_out * group.len() >= 1 << 15 {
-        kept_offsets.par_iter().map(one).collect()
-    } else {
-        kept_offsets.iter().map(one).collect()
-    };
-    pairs.into_iter().unzip()
-}
-
-/// Where the maximum of each group sits: logical indices within the group, on the host or (i32) on the GPU.
-struct Argmax {
-    host: Vec<usize>,
-    #[cfg(feature = "cuda-backend")]
-    device: Option<crate::backend::cuda::DeviceBuffer>,
-}
-
-/// The reduction of `x` (split into `kept` and `reduced`) into a contiguous tensor of `shape`, on `x`'s device;
-/// with `Reduce::Max`, also where each maximum sits.
-fn reduce_on_device(
-    x: &Tensor,
-    kept: &Layout,
-    reduced: &Layout,
-    shape: &[usize],
-    how: Reduce,
-) -> Result<(Tensor, Argmax)> {
-    #[cfg(feature = "cuda-backend")]
-    if x.is_cuda() {
-        let max = matches!(how, Reduce::Max);
-        let (out, argmax) = crate::backend::cuda::reduce::reduce(x, kept, reduced, shape, max)?;
-        let argmax = Argmax {
-            host: Vec::new(),
-            device: argmax,
-        };
-        return Ok((out, argmax));
-    }
-    float_dispatch!(x.dtype(), T, {
-        let (values, argmax) = reduce_kernel(x.data::<T>(), kept, reduced, how);
-        let argmax = Argmax {
-            host: argmax,
-            #[cfg(feature = "cuda-backend")]
-            device: None,
-        };
-        Ok((Tensor::from_vec(values, shape)?, argmax))
-    })
 }
 
 fn output_shape(shape: &[usize], axes: &[usize], keepdim: bool) -> Vec<usize> {
@@ -140,7 +60,8 @@ impl Tensor {
             let x = &xs[0];
             let (kept, reduced) = split_layout(&x.layout, &axes);
             let shape = output_shape(x.shape(), &axes, keepdim);
-            let (out, _) = reduce_on_device(x, &kept, &reduced, &shape, Reduce::Sum)?;
+            let (out, _) = x.storage.reduce(&kept, &reduced, Reduce::Sum)?;
+            let out = Tensor::from_storage(out, &shape);
             let input_shape = x.shape().to_vec();
             let keep_shape = output_shape(&input_shape, &axes, true);
             record("sum", &[x], out, move |g, _| {
@@ -180,36 +101,16 @@ impl Tensor {
             let x = &xs[0];
             let (kept, reduced) = split_layout(&x.layout, &axes);
             let shape = output_shape(x.shape(), &axes, keepdim);
-            let (out, argmax) = reduce_on_device(x, &kept, &reduced, &shape, Reduce::Max)?;
+            let (out, argmax) = x.storage.reduce(&kept, &reduced, Reduce::Max)?;
+            let out = Tensor::from_storage(out, &shape);
             let input_shape = x.shape().to_vec();
-            let dtype = x.dtype();
             let axes = axes.clone();
             record("max", &[x], out, move |g, _| {
-                #[cfg(feature = "cuda-backend")]
-                if let Some(a) = &argmax.device {
-                    let (kept, reduced) = split_layout(&Layout::contiguous(&input_shape), &axes);
-                    let dx = crate::backend::cuda::reduce::max_backward(
-                        g,
-                        a,
-                        &input_shape,
-                        &kept,
-                        &reduced,
-                    )?;
-                    return Ok(vec![Some(dx)]);
-                }
-                let argmax = &argmax.host;
-                let mut dx = Tensor::zeros(&input_shape, dtype);
-                // Where each group's maximum sits in dx: kept offset + the argmax-th offset of the group.
-                let (kept, reduced) = split_layout(&dx.layout, &axes);
-                let group: Vec<usize> = reduced.offsets().collect();
-                let g = g.contiguous()?;
-                float_dispatch!(dtype, T, {
-                    let gv = g.contiguous_data::<T>().to_vec();
-                    let d = dx.data_mut::<T>()?;
-                    for ((base, &arg), gv) in kept.offsets().zip(argmax).zip(gv) {
-                        d[base + group[arg]] = gv;
-                    }
-                });
+                let (kept, reduced) = split_layout(&Layout::contiguous(&input_shape), &axes);
+                let dx = g
+                    .storage
+                    .max_backward(&g.layout, &argmax, &kept, &reduced)?;
+                let dx = Tensor::from_storage(dx, &input_shape);
                 Ok(vec![Some(dx)])
             })
         })

@@ -2,8 +2,8 @@
 //!
 //! `x: [..]` → `[..]`. Backward: `dx = dy · f'(x)`, with `f'` recomputed from the saved input.
 
-use super::{float_dispatch, keep, with_compute_dtype};
-use crate::backend::cpu::elementwise;
+use super::{keep, with_compute_dtype};
+use crate::backend::{op_code::unary as code, Pointwise};
 use crate::dtype::Float;
 use crate::error::Result;
 use crate::tape::record_recomputable;
@@ -44,6 +44,13 @@ impl Unary {
         }
     }
 
+    /// Whether the derivative is a constant (nothing needs saving).
+    fn constant_derivative(self) -> bool {
+        matches!(self, Unary::Neg | Unary::Scale(_) | Unary::AddScalar(_))
+    }
+}
+
+impl Pointwise for Unary {
     #[inline]
     fn apply<T: Float>(self, x: T) -> T {
         match self {
@@ -60,7 +67,6 @@ impl Unary {
         }
     }
 
-    /// `f'(x)`.
     #[inline]
     fn derivative<T: Float>(self, x: T) -> T {
         let half = T::from_f64(0.5);
@@ -84,59 +90,20 @@ impl Unary {
         }
     }
 
-    /// The op as `kernels/unary.cu` takes it: its code (by name from `kernels/common.cuh`) and parameter.
-    #[cfg(feature = "cuda-backend")]
+    /// Codes by name from `kernels/common.cuh`.
     fn code(self) -> (i32, f64) {
-        use crate::backend::cuda::op_code::unary;
         match self {
-            Unary::Neg => (const { unary("NEG") }, 0.0),
-            Unary::Exp => (const { unary("EXP") }, 0.0),
-            Unary::Log => (const { unary("LOG") }, 0.0),
-            Unary::Sqrt => (const { unary("SQRT") }, 0.0),
-            Unary::Rsqrt => (const { unary("RSQRT") }, 0.0),
-            Unary::Powf(e) => (const { unary("POWF") }, e),
-            Unary::Silu => (const { unary("SILU") }, 0.0),
-            Unary::Sigmoid => (const { unary("SIGMOID") }, 0.0),
-            Unary::Scale(s) => (const { unary("SCALE") }, s),
-            Unary::AddScalar(s) => (const { unary("ADD_SCALAR") }, s),
+            Unary::Neg => (const { code("NEG") }, 0.0),
+            Unary::Exp => (const { code("EXP") }, 0.0),
+            Unary::Log => (const { code("LOG") }, 0.0),
+            Unary::Sqrt => (const { code("SQRT") }, 0.0),
+            Unary::Rsqrt => (const { code("RSQRT") }, 0.0),
+            Unary::Powf(e) => (const { code("POWF") }, e),
+            Unary::Silu => (const { code("SILU") }, 0.0),
+            Unary::Sigmoid => (const { code("SIGMOID") }, 0.0),
+            Unary::Scale(s) => (const { code("SCALE") }, s),
+            Unary::AddScalar(s) => (const { code("ADD_SCALAR") }, s),
         }
-    }
-
-    /// `f(x)` over the elements of `x`, contiguous, on `x`'s device.
-    fn forward_kernel(self, x: &Tensor) -> Result<Tensor> {
-        #[cfg(feature = "cuda-backend")]
-        if x.is_cuda() {
-            let (code, param) = self.code();
-            return crate::backend::cuda::unary::forward(x, code, param);
-        }
-        float_dispatch!(x.dtype(), T, {
-            let values = elementwise::unary(x.data::<T>(), &x.layout, |v: T| self.apply(v));
-            Tensor::from_vec(values, x.shape())
-        })
-    }
-
-    /// `g · f'(x)`, contiguous, on `x`'s device.
-    fn backward_kernel(self, g: &Tensor, x: &Tensor) -> Result<Tensor> {
-        #[cfg(feature = "cuda-backend")]
-        if x.is_cuda() {
-            let (code, param) = self.code();
-            return crate::backend::cuda::unary::backward(g, x, code, param);
-        }
-        float_dispatch!(x.dtype(), T, {
-            let values = elementwise::binary(
-                g.data::<T>(),
-                &g.layout,
-                x.data::<T>(),
-                &x.layout,
-                |g: T, x: T| g * self.derivative(x),
-            );
-            Tensor::from_vec(values, x.shape())
-        })
-    }
-
-    /// Whether the derivative is a constant (nothing needs saving).
-    fn constant_derivative(self) -> bool {
-        matches!(self, Unary::Neg | Unary::Scale(_) | Unary::AddScalar(_))
     }
 }
 
@@ -186,7 +153,7 @@ impl Tensor {
 fn unary(op: Unary, x: &Tensor) -> Result<Tensor> {
     with_compute_dtype(op.name(), &[x], |xs| {
         let x = &xs[0];
-        let out = op.forward_kernel(x)?;
+        let out = Tensor::from_storage(x.storage.map(&x.layout, op)?, x.shape());
         let saved = (!op.constant_derivative())
             .then(|| keep(&[x], [x]))
             .flatten();
@@ -199,7 +166,11 @@ fn unary(op: Unary, x: &Tensor) -> Result<Tensor> {
             let dx = match saved {
                 None if matches!(op, Unary::AddScalar(_)) => g.clone(),
                 None => g.scale(op.derivative(0.0f64))?,
-                Some(x) => op.backward_kernel(g, &x)?,
+                Some(x) => Tensor::from_storage(
+                    g.storage
+                        .map_backward(&g.layout, &x.storage, &x.layout, op)?,
+                    x.shape(),
+                ),
             };
             Ok(vec![Some(dx)])
         })

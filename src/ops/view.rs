@@ -3,31 +3,14 @@
 //! Backward: the inverse layout change (narrow pads with zeros, broadcast sums).
 
 use super::binary::broadcast_layout;
-use super::float_dispatch;
-use crate::backend::cpu::elementwise;
-use crate::backend::StorageElement;
-use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::shape::{contiguous_strides, normalize_axis, Layout};
 use crate::tape::record;
 use crate::tensor::Tensor;
-use half::{bf16, f16};
 
 fn copy_contiguous(x: &Tensor) -> Result<Tensor> {
-    #[cfg(feature = "cuda-backend")]
-    if x.is_cuda() {
-        return crate::backend::cuda::copy::cast(x, x.dtype());
-    }
-    fn copy<T: StorageElement + Default>(x: &Tensor) -> Tensor {
-        let values = elementwise::gather(x.data::<T>(), &x.layout);
-        Tensor::from_vec(values, x.shape()).expect("same numel")
-    }
-    Ok(match x.dtype() {
-        DType::F32 => copy::<f32>(x),
-        DType::F64 => copy::<f64>(x),
-        DType::BF16 => copy::<bf16>(x),
-        DType::F16 => copy::<f16>(x),
-    })
+    let storage = x.storage.cast(&x.layout, x.dtype())?;
+    Ok(Tensor::from_storage(storage, x.shape()))
 }
 
 impl Tensor {
@@ -195,23 +178,6 @@ pub(crate) fn pad_narrowed(
     dim: usize,
     start: usize,
 ) -> Result<Tensor> {
-    #[cfg(feature = "cuda-backend")]
-    if g.is_cuda() {
-        return crate::backend::cuda::copy::pad(g, shape, dim, start);
-    }
-    let original = g.dtype();
-    let dtype = original.compute();
-    let g = g.to_dtype(dtype)?;
-    let mut out = Tensor::zeros(shape, dtype);
-    let mut region = out.layout.clone();
-    region.shape[dim] = g.shape()[dim];
-    region.offset += start * region.strides[dim];
-    float_dispatch!(dtype, T, {
-        let src = elementwise::gather(g.data::<T>(), &g.layout);
-        let dst = out.data_mut::<T>()?;
-        for (o, v) in region.offsets().zip(src) {
-            dst[o] = v;
-        }
-    });
-    out.to_dtype(original)
+    let storage = g.storage.pad(&g.layout, shape, dim, start)?;
+    Ok(Tensor::from_storage(storage, shape))
 }

@@ -1,35 +1,44 @@
-//! Launcher of `kernels/binary.cu`: add, sub, mul, div over operands broadcast to the output shape.
+//! Launcher of `kernels/binary.cu`: add, sub, mul, div over operands broadcast to one shape.
 
 use super::config;
-use super::launch::{buffer, float_suffix, grid_1d, i64_of, view, THREADS};
-use super::Arg;
-use crate::error::Result;
+use super::launch::{float_suffix, grid_1d, i64_of, view, THREADS};
+use super::{Arg, DeviceBuffer};
+use crate::error::{Error, Result};
 use crate::shape::Layout;
-use crate::tensor::Tensor;
 
-/// `a (op) b` of `shape`, reading `a` through `la` and `b` through `lb` (their layouts broadcast to `shape`);
-/// `op` 0 add, 1 sub, 2 mul, 3 div.
+/// `a (op) b` over `la`'s shape, reading `a` through `la` and `b` through `lb` (layouts broadcast to one
+/// shape), contiguous; `op` is the code of `TG_BINARY_OPS` in `kernels/common.cuh`.
 pub(crate) fn forward(
-    a: &Tensor,
+    a: &DeviceBuffer,
     la: &Layout,
-    b: &Tensor,
+    b: &DeviceBuffer,
     lb: &Layout,
-    shape: &[usize],
     op: i32,
-) -> Result<Tensor> {
-    let (ab, bb) = (buffer("binary", a)?, buffer("binary", b)?);
+) -> Result<DeviceBuffer> {
+    if la.shape != lb.shape || a.dtype() != b.dtype() {
+        return Err(Error::shape(
+            "binary",
+            format!(
+                "operands {:?} {} and {:?} {} are not broadcast to one shape and dtype",
+                la.shape,
+                a.dtype(),
+                lb.shape,
+                b.dtype()
+            ),
+        ));
+    }
     let t = float_suffix("binary", a.dtype())?;
-    let n: usize = shape.iter().product();
-    let out = ab.gpu().alloc(a.dtype(), n)?;
+    let n = la.numel();
+    let out = a.gpu().alloc(a.dtype(), n)?;
     if n > 0 {
-        ab.gpu().launch(
+        a.gpu().launch(
             "binary",
             &format!("binary_{t}"),
             config(grid_1d(n), THREADS, 0),
             &[
-                Arg::Ptr(ab.ptr(0)),
+                Arg::Ptr(a.ptr(0)),
                 Arg::Strided(view(la)?),
-                Arg::Ptr(bb.ptr(0)),
+                Arg::Ptr(b.ptr(0)),
                 Arg::Strided(view(lb)?),
                 Arg::Ptr(out.ptr(0)),
                 Arg::I64(i64_of("binary", n)?),
@@ -37,5 +46,5 @@ pub(crate) fn forward(
             ],
         )?;
     }
-    Ok(Tensor::from_device(out, shape))
+    Ok(out)
 }

@@ -224,7 +224,7 @@ fn kernel_view(op: &'static str, t: &Tensor) -> Result<Tensor> {
         return Ok(t.clone());
     }
     // A fresh buffer (a view can be contiguous yet start at an unaligned offset).
-    let c = super::copy::cast(t, t.dtype())?;
+    let c = Tensor::from_storage(t.storage.cast(&t.layout, t.dtype())?, t.shape());
     if aligned(&c)? {
         Ok(c)
     } else {

@@ -14,7 +14,6 @@ pub(crate) mod embedding;
 pub mod fused;
 pub(crate) mod launch;
 pub mod nvrtc;
-pub(crate) mod op_code;
 pub(crate) mod reduce;
 pub(crate) mod rope;
 pub(crate) mod softmax;

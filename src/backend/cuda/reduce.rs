@@ -1,30 +1,27 @@
 //! Launchers of `kernels/reduce.cu`: sum and max over axes (the input view split into kept and reduced dims by
-//! `ops::reduce`), and the max backward.
+//! `ops::reduce`; dispatched from `backend::reduce`), and the max backward.
 
 use super::copy::fill;
-use super::launch::{blocks, buffer, float_suffix, grid_1d, i32_of, i64_of, view, THREADS};
+use super::launch::{blocks, float_suffix, grid_1d, i32_of, i64_of, view, THREADS};
 use super::{config, Arg, DeviceBuffer};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::shape::Layout;
-use crate::tensor::Tensor;
 
 /// Outputs per block in warp mode (one warp each).
 const WARPS: u32 = THREADS / 32;
 
-/// The reduction of `x` (read at `kept` ⊕ `reduced`, kept carrying the view's offset) into a contiguous tensor
-/// of `shape` (the kept dims, with or without the kept 1s). With `max`, the maximum and, per output element, the
+/// The reduction of `x` (read at `kept` ⊕ `reduced`, kept carrying the view's offset) into a contiguous buffer
+/// of `kept.numel()` elements. With `max`, the maximum and, per output element, the
 /// index (logical, within its group) of the first maximal element: a buffer of i32 on the device.
 pub(crate) fn reduce(
-    x: &Tensor,
+    x: &DeviceBuffer,
     kept: &Layout,
     reduced: &Layout,
-    shape: &[usize],
     max: bool,
-) -> Result<(Tensor, Option<DeviceBuffer>)> {
+) -> Result<(DeviceBuffer, Option<DeviceBuffer>)> {
     let op = if max { "max" } else { "sum" };
-    let xb = buffer(op, x)?;
-    let gpu = xb.gpu();
+    let gpu = x.gpu();
     let t = float_suffix(op, x.dtype())?;
     let (n_out, group) = (kept.numel(), reduced.numel());
     if max {
@@ -52,7 +49,7 @@ pub(crate) fn reduce(
             &name,
             config(grid, threads, 0),
             &[
-                Arg::Ptr(xb.ptr(0)),
+                Arg::Ptr(x.ptr(0)),
                 Arg::Strided(view(kept)?),
                 Arg::Strided(view(reduced)?),
                 Arg::Ptr(out.ptr(0)),
@@ -63,41 +60,41 @@ pub(crate) fn reduce(
             ],
         )?;
     }
-    Ok((Tensor::from_device(out, shape), argmax))
+    Ok((out, argmax))
 }
 
-/// The max backward: zeros of `input_shape` with `g[o]` at the maximum of each group `o`. `kept` and `reduced`
-/// split the contiguous layout of `input_shape` as the forward split the input's.
+/// The max backward: zeros of the input (`kept.numel() · reduced.numel()` elements) with `g[o]` (read through
+/// `lg`) at the maximum of each group `o`. `kept` and `reduced` split the input's contiguous layout as the
+/// forward split its view.
 pub(crate) fn max_backward(
-    g: &Tensor,
+    g: &DeviceBuffer,
+    lg: &Layout,
     argmax: &DeviceBuffer,
-    input_shape: &[usize],
     kept: &Layout,
     reduced: &Layout,
-) -> Result<Tensor> {
-    let gb = buffer("max backward", g)?;
+) -> Result<DeviceBuffer> {
     let t = float_suffix("max backward", g.dtype())?;
     let n_out = kept.numel();
-    if g.numel() != n_out || argmax.len() != n_out {
+    if lg.numel() != n_out || argmax.len() != n_out {
         return Err(Error::shape(
             "max backward",
             format!(
                 "gradient {:?} and {} indices do not match {n_out} outputs",
-                g.shape(),
+                lg.shape,
                 argmax.len()
             ),
         ));
     }
-    let numel: usize = input_shape.iter().product();
-    let dx = fill(gb.gpu(), g.dtype(), numel, 0.0)?;
+    let numel = n_out * reduced.numel();
+    let dx = fill(g.gpu(), g.dtype(), numel, 0.0)?;
     if n_out > 0 {
-        gb.gpu().launch(
+        g.gpu().launch(
             "reduce",
             &format!("max_bwd_{t}"),
             config(grid_1d(n_out), THREADS, 0),
             &[
-                Arg::Ptr(gb.ptr(0)),
-                Arg::Strided(view(&g.layout)?),
+                Arg::Ptr(g.ptr(0)),
+                Arg::Strided(view(lg)?),
                 Arg::Ptr(argmax.ptr(0)),
                 Arg::Ptr(dx.ptr(0)),
                 Arg::Strided(view(kept)?),
@@ -106,5 +103,5 @@ pub(crate) fn max_backward(
             ],
         )?;
     }
-    Ok(Tensor::from_device(dx, input_shape))
+    Ok(dx)
 }

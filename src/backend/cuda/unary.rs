@@ -1,26 +1,30 @@
-//! Launchers of `kernels/unary.cu`: pointwise math forward and backward. The op is the kernel's int code (the
-//! order of `ops::unary::Unary`) with one f64 parameter.
+//! Launchers of `kernels/unary.cu`: pointwise math forward and backward. The op is the kernel's int code (by
+//! name from `kernels/common.cuh`, see `backend::op_code`) with one f64 parameter.
 
 use super::config;
-use super::launch::{buffer, float_suffix, grid_1d, i64_of, view, THREADS};
-use super::Arg;
+use super::launch::{float_suffix, grid_1d, i64_of, view, THREADS};
+use super::{Arg, DeviceBuffer};
 use crate::error::{Error, Result};
-use crate::tensor::Tensor;
+use crate::shape::Layout;
 
-/// `y = f(x)` over the elements of `x` (any view), contiguous.
-pub(crate) fn forward(x: &Tensor, op: i32, param: f64) -> Result<Tensor> {
-    let xb = buffer("unary", x)?;
+/// `y = f(x)` over the elements of `x` read through `layout`, contiguous.
+pub(crate) fn forward(
+    x: &DeviceBuffer,
+    layout: &Layout,
+    op: i32,
+    param: f64,
+) -> Result<DeviceBuffer> {
     let t = float_suffix("unary", x.dtype())?;
-    let n = x.numel();
-    let out = xb.gpu().alloc(x.dtype(), n)?;
+    let n = layout.numel();
+    let out = x.gpu().alloc(x.dtype(), n)?;
     if n > 0 {
-        xb.gpu().launch(
+        x.gpu().launch(
             "unary",
             &format!("unary_fwd_{t}"),
             config(grid_1d(n), THREADS, 0),
             &[
-                Arg::Ptr(xb.ptr(0)),
-                Arg::Strided(view(&x.layout)?),
+                Arg::Ptr(x.ptr(0)),
+                Arg::Strided(view(layout)?),
                 Arg::Ptr(out.ptr(0)),
                 Arg::I64(i64_of("unary", n)?),
                 Arg::I32(op),
@@ -28,37 +32,43 @@ pub(crate) fn forward(x: &Tensor, op: i32, param: f64) -> Result<Tensor> {
             ],
         )?;
     }
-    Ok(Tensor::from_device(out, x.shape()))
+    Ok(out)
 }
 
-/// `dx = g · f'(x)`, `g` and `x` of one shape (any views), contiguous.
-pub(crate) fn backward(g: &Tensor, x: &Tensor, op: i32, param: f64) -> Result<Tensor> {
-    if g.shape() != x.shape() || g.dtype() != x.dtype() {
+/// `dx = g · f'(x)`, `g` read through `lg` and `x` through `lx` (one shape), contiguous.
+pub(crate) fn backward(
+    g: &DeviceBuffer,
+    lg: &Layout,
+    x: &DeviceBuffer,
+    lx: &Layout,
+    op: i32,
+    param: f64,
+) -> Result<DeviceBuffer> {
+    if lg.shape != lx.shape || g.dtype() != x.dtype() {
         return Err(Error::shape(
             "unary backward",
             format!(
                 "gradient {:?} {} does not match input {:?} {}",
-                g.shape(),
+                lg.shape,
                 g.dtype(),
-                x.shape(),
+                lx.shape,
                 x.dtype()
             ),
         ));
     }
-    let (gb, xb) = (buffer("unary backward", g)?, buffer("unary backward", x)?);
     let t = float_suffix("unary backward", x.dtype())?;
-    let n = x.numel();
-    let out = xb.gpu().alloc(x.dtype(), n)?;
+    let n = lx.numel();
+    let out = x.gpu().alloc(x.dtype(), n)?;
     if n > 0 {
-        xb.gpu().launch(
+        x.gpu().launch(
             "unary",
             &format!("unary_bwd_{t}"),
             config(grid_1d(n), THREADS, 0),
             &[
-                Arg::Ptr(gb.ptr(0)),
-                Arg::Strided(view(&g.layout)?),
-                Arg::Ptr(xb.ptr(0)),
-                Arg::Strided(view(&x.layout)?),
+                Arg::Ptr(g.ptr(0)),
+                Arg::Strided(view(lg)?),
+                Arg::Ptr(x.ptr(0)),
+                Arg::Strided(view(lx)?),
                 Arg::Ptr(out.ptr(0)),
                 Arg::I64(i64_of("unary backward", n)?),
                 Arg::I32(op),
@@ -66,5 +76,5 @@ pub(crate) fn backward(g: &Tensor, x: &Tensor, op: i32, param: f64) -> Result<Te
             ],
         )?;
     }
-    Ok(Tensor::from_device(out, x.shape()))
+    Ok(out)
 }

@@ -5,7 +5,7 @@
 //! `const { unary("NEG") }` is the code of `NEG`: its position in the list. A name missing from the list panics
 //! in that `const`, which fails `cargo build` (`cargo check` does not evaluate it).
 
-const COMMON: &[u8] = include_bytes!("../../../kernels/common.cuh");
+const COMMON: &[u8] = include_bytes!("../../kernels/common.cuh");
 
 /// The code of unary op `name` (evaluate it in a `const` so a missing name fails the build).
 pub const fn unary(name: &str) -> i32 {
