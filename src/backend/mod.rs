@@ -6,18 +6,23 @@
 
 mod copy;
 pub mod cpu;
+mod cross_entropy;
 #[cfg(feature = "cuda-backend")]
 pub mod cuda;
+mod embedding;
 pub(crate) mod op_code;
 mod pointwise;
 pub mod pool;
 mod reduce;
+mod rope;
 mod softmax;
 mod storage;
 pub mod twin;
 
+pub use cross_entropy::Labels;
 pub use pointwise::{Arith, Pointwise};
 pub use reduce::{Argmax, Reduce};
+pub use rope::RopeTables;
 pub use storage::{Storage, StorageElement};
 
 /// Runs `$body` with `$T` bound to the Rust type of a compute dtype (f32 or f64).

@@ -4,41 +4,12 @@
 //! over the kept positions (0 when none is kept). The kernel keeps only the row log-sum-exp; backward
 //! recomputes the probabilities: `dx = (softmax(x) − onehot(target)) · dy / kept`, zero on ignored rows.
 
-use super::{float_dispatch, keep, with_compute_dtype};
-use crate::backend::cpu::elementwise::for_each_row;
-use crate::backend::cpu::recycle;
-use crate::backend::cpu::simd::vectorized;
-use crate::dtype::{DType, Element, Float};
+use super::{keep, with_compute_dtype};
+use crate::backend::Labels;
+use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::tape::record;
 use crate::tensor::Tensor;
-use rayon::prelude::*;
-
-/// `log Σ exp(row)`, with the max and the sum kept in eight lanes (so the loops vectorize) and `fast_exp`.
-#[inline(always)]
-fn row_lse<T: Float>(row: &[T]) -> T {
-    const LANES: usize = 8;
-    let chunks = row.chunks_exact(LANES);
-    let tail = chunks.remainder();
-    let mut maxes = [T::NEG_INFINITY; LANES];
-    for c in chunks.clone() {
-        for (m, &v) in maxes.iter_mut().zip(c) {
-            *m = m.max(v);
-        }
-    }
-    let max = tail
-        .iter()
-        .chain(&maxes)
-        .fold(T::NEG_INFINITY, |m, &v| m.max(v));
-    let mut sums = [T::ZERO; LANES];
-    for c in chunks {
-        for (s, &v) in sums.iter_mut().zip(c) {
-            *s += (v - max).fast_exp();
-        }
-    }
-    let tail_sum = tail.iter().fold(T::ZERO, |s, &v| s + (v - max).fast_exp());
-    max + (sums.iter().fold(T::ZERO, |a, &b| a + b) + tail_sum).ln()
-}
 
 fn check(logits: &Tensor, targets: &[u32], ignore: Option<u32>) -> Result<(usize, usize)> {
     if logits.ndim() == 0 {
@@ -71,140 +42,40 @@ fn check(logits: &Tensor, targets: &[u32], ignore: Option<u32>) -> Result<(usize
     Ok((rows, vocab))
 }
 
-/// One cross-entropy evaluation: `rows` rows of `vocab` logits, their targets, and the normalization.
-struct Problem<'a> {
-    rows: usize,
-    vocab: usize,
-    targets: &'a [u32],
-    ignore_index: Option<u32>,
-    /// Rows whose target is not the ignore index.
-    #[cfg_attr(not(feature = "cuda-backend"), allow(dead_code))]
-    kept: usize,
-    /// `1 / max(kept, 1)`.
-    norm: f64,
-}
-
-impl Problem<'_> {
-    /// The loss (a scalar) and the row log-sum-exp `[rows]` of contiguous logits `x`, on `x`'s device.
-    fn forward(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
-        let Problem {
-            rows,
-            vocab,
-            targets,
-            ignore_index,
-            norm,
-            ..
-        } = *self;
-        #[cfg(feature = "cuda-backend")]
-        if x.is_cuda() {
-            return crate::backend::cuda::cross_entropy::forward(
-                x,
-                rows,
-                vocab,
-                targets,
-                ignore_index,
-                self.kept,
-            );
-        }
-        let dtype = x.dtype();
-        let (loss, lse) = float_dispatch!(dtype, T, {
-            let data = x.contiguous_data::<T>();
-            let lse: Vec<T> = data
-                .par_chunks(vocab.max(1))
-                .map(|row| vectorized(|| row_lse(row)))
-                .collect();
-            let total: f64 = (0..rows)
-                .filter(|&r| Some(targets[r]) != ignore_index)
-                .map(|r| (lse[r] - data[r * vocab + targets[r] as usize]).to_f64())
-                .sum();
-            (total * norm, Tensor::from_vec(lse, &[rows])?)
-        });
-        Ok((Tensor::scalar(loss, dtype), lse))
-    }
-
-    /// `dx = (softmax(x) − onehot(target)) · g / kept`, zero on ignored rows, on `x`'s device.
-    fn backward(&self, x: &Tensor, lse: &Tensor, g: &Tensor) -> Result<Tensor> {
-        let Problem {
-            rows,
-            vocab,
-            targets,
-            ignore_index,
-            norm,
-            ..
-        } = *self;
-        #[cfg(feature = "cuda-backend")]
-        if x.is_cuda() {
-            return crate::backend::cuda::cross_entropy::backward(
-                x,
-                lse,
-                rows,
-                vocab,
-                targets,
-                ignore_index,
-                g,
-                norm,
-            );
-        }
-        let scale = g.item()? * norm;
-        float_dispatch!(x.dtype(), T, {
-            let data = x.contiguous_data::<T>();
-            let lse = lse.contiguous_data::<T>();
-            let mut dx = recycle::buffer::<T>(data.len());
-            let shape = [rows, vocab];
-            let s = T::from_f64(scale);
-            for_each_row(
-                &mut dx,
-                &shape,
-                #[inline(always)]
-                |r, out| {
-                    let target = targets[r];
-                    if Some(target) == ignore_index {
-                        out.fill(T::ZERO);
-                        return;
-                    }
-                    let row = &data[r * vocab..(r + 1) * vocab];
-                    for (o, &v) in out.iter_mut().zip(row) {
-                        *o = (v - lse[r]).fast_exp() * s;
-                    }
-                    out[target as usize] -= s;
-                },
-            );
-            Tensor::from_vec(dx, x.shape())
-        })
-    }
-}
-
 impl Tensor {
     /// Mean cross-entropy of these logits against `targets`, skipping positions equal to `ignore_index`.
     pub fn cross_entropy(&self, targets: &[u32], ignore_index: Option<u32>) -> Result<Tensor> {
-        let (rows, vocab) = check(self, targets, ignore_index)?;
+        let (rows, _) = check(self, targets, ignore_index)?;
         let targets = targets.to_vec();
         let kept = targets.iter().filter(|&&t| Some(t) != ignore_index).count();
-        let norm = 1.0 / kept.max(1) as f64;
         with_compute_dtype("cross_entropy", &[self], |xs| {
             let x = xs[0].contiguous()?;
-            let problem = Problem {
-                rows,
-                vocab,
+            let labels = Labels {
                 targets: &targets,
                 ignore_index,
                 kept,
-                norm,
             };
-            let (out, lse) = problem.forward(&x)?;
+            let (loss, lse) = x.storage.cross_entropy(&x.layout, &labels)?;
+            let (out, lse) = (
+                Tensor::from_storage(loss, &[]),
+                Tensor::from_storage(lse, &[rows]),
+            );
             let saved = keep(&[&x], [&x, &lse]);
             record("cross_entropy", &[&x], out, move |g, _| {
                 let [x, lse] = saved.expect("saved when recorded");
                 let (x, lse) = (x.get()?, lse.get()?);
-                let problem = Problem {
-                    rows,
-                    vocab,
+                let labels = Labels {
                     targets: &targets,
                     ignore_index,
                     kept,
-                    norm,
                 };
-                Ok(vec![Some(problem.backward(&x, &lse, g)?)])
+                let dx = x.storage.cross_entropy_backward(
+                    &x.layout,
+                    (&lse.storage, &lse.layout),
+                    (&g.storage, &g.layout),
+                    &labels,
+                )?;
+                Ok(vec![Some(Tensor::from_storage(dx, x.shape()))])
             })
         })
     }

@@ -1,50 +1,10 @@
 //! Embedding gather. `weight: [V, C]`, ids (u32) of shape `[..]` → `[.., C]`.
 //! Backward: scatter-add of the output gradient into `[V, C]` (repeated ids accumulate).
 
-use super::{float_dispatch, with_compute_dtype};
+use super::with_compute_dtype;
 use crate::error::{Error, Result};
 use crate::tape::record;
 use crate::tensor::Tensor;
-
-/// Rows `ids` of the contiguous table `w: [V, C]`, shaped `shape`, on `w`'s device.
-fn gather(w: &Tensor, ids: &[u32], shape: &[usize]) -> Result<Tensor> {
-    #[cfg(feature = "cuda-backend")]
-    if w.is_cuda() {
-        return crate::backend::cuda::embedding::forward(w, ids, shape);
-    }
-    let dim = w.shape()[1];
-    float_dispatch!(w.dtype(), T, {
-        let table = w.contiguous_data::<T>();
-        let mut out = Vec::with_capacity(ids.len() * dim);
-        for &i in ids {
-            out.extend_from_slice(&table[i as usize * dim..(i as usize + 1) * dim]);
-        }
-        Tensor::from_vec(out, shape)
-    })
-}
-
-/// The weight gradient `[vocab, dim]`: the rows of contiguous `g` added at their ids, in position order, on
-/// `g`'s device. The GPU version is deterministic too (no atomics; see `backend::cuda::embedding`).
-fn scatter_add(g: &Tensor, ids: &[u32], vocab: usize, dim: usize) -> Result<Tensor> {
-    #[cfg(feature = "cuda-backend")]
-    if g.is_cuda() {
-        return crate::backend::cuda::embedding::backward(g, ids, vocab, dim);
-    }
-    let mut dw = Tensor::zeros(&[vocab, dim], g.dtype());
-    float_dispatch!(g.dtype(), T, {
-        let gv = g.contiguous_data::<T>();
-        let d = dw.data_mut::<T>()?;
-        for (row, &i) in gv.chunks(dim).zip(ids) {
-            for (acc, &v) in d[i as usize * dim..(i as usize + 1) * dim]
-                .iter_mut()
-                .zip(row)
-            {
-                *acc += v;
-            }
-        }
-    });
-    Ok(dw)
-}
 
 impl Tensor {
     /// Rows `ids` of this `[V, C]` table, shaped `[ids_shape.., C]`.
@@ -71,10 +31,11 @@ impl Tensor {
         shape.push(dim);
         with_compute_dtype("embedding", &[self], |xs| {
             let w = xs[0].contiguous()?;
-            let out = gather(&w, &ids, &shape)?;
+            let out = Tensor::from_storage(w.storage.gather_rows(&w.layout, &ids)?, &shape);
             record("embedding", &[&w], out, move |g, _| {
                 let g = g.contiguous()?;
-                Ok(vec![Some(scatter_add(&g, &ids, vocab, dim)?)])
+                let dw = g.storage.scatter_add_rows(&g.layout, &ids, vocab, dim)?;
+                Ok(vec![Some(Tensor::from_storage(dw, &[vocab, dim]))])
             })
         })
     }

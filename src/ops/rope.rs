@@ -6,11 +6,8 @@
 //! `rope_interleaved_to_half` converts q/k projection weights from the interleaved-pairs convention of Meta and
 //! GGUF checkpoints to this one.
 
-use super::{float_dispatch, with_compute_dtype};
-use crate::backend::cpu::elementwise::for_each_row;
-use crate::backend::cpu::recycle;
-use crate::backend::StorageElement;
-use crate::dtype::Float;
+use super::with_compute_dtype;
+use crate::backend::RopeTables;
 use crate::error::{Error, Result};
 use crate::tape::record_recomputable;
 use crate::tensor::Tensor;
@@ -58,52 +55,14 @@ impl Rope {
         self.max_len
     }
 
-    /// Rotates every head vector of contiguous `x: [B, T, H, D]` by `sign · angle`.
-    fn rotate<T: Float + StorageElement>(
-        &self,
-        x: &[T],
-        shape: &[usize],
-        start_pos: usize,
-        sign: f64,
-    ) -> Vec<T> {
-        let (t_len, heads, d) = (shape[1], shape[2], shape[3]);
-        let half = d / 2;
-        let mut out = recycle::buffer::<T>(x.len());
-        let flat = [x.len() / (heads * d), heads * d];
-        for_each_row(
-            &mut out,
-            &flat,
-            #[inline(always)]
-            |r, row| {
-                let pos = start_pos + r % t_len;
-                let cos = &self.cos[pos * half..(pos + 1) * half];
-                let sin = &self.sin[pos * half..(pos + 1) * half];
-                let src = &x[r * heads * d..(r + 1) * heads * d];
-                for (o, s) in row.chunks_mut(d).zip(src.chunks(d)) {
-                    for i in 0..half {
-                        let (c, sn) = (T::from_f64(cos[i]), T::from_f64(sign * sin[i]));
-                        let (x1, x2) = (s[i], s[i + half]);
-                        o[i] = x1 * c - x2 * sn;
-                        o[i + half] = x2 * c + x1 * sn;
-                    }
-                }
-            },
-        );
-        out
-    }
-
     /// Every head vector of contiguous `x: [B, T, H, D]` rotated by `sign · angle`, on `x`'s device.
     fn rotate_tensor(&self, x: &Tensor, start_pos: usize, sign: f64) -> Result<Tensor> {
-        #[cfg(feature = "cuda-backend")]
-        if x.is_cuda() {
-            return crate::backend::cuda::rope::rotate(x, &self.cos, &self.sin, start_pos, sign);
-        }
-        float_dispatch!(x.dtype(), T, {
-            Tensor::from_vec(
-                self.rotate(x.contiguous_data::<T>(), x.shape(), start_pos, sign),
-                x.shape(),
-            )
-        })
+        let tables = RopeTables {
+            cos: &self.cos,
+            sin: &self.sin,
+        };
+        let out = x.storage.rope(&x.layout, tables, start_pos, sign)?;
+        Ok(Tensor::from_storage(out, x.shape()))
     }
 
     fn check(&self, op: &'static str, x: &Tensor, start_pos: usize) -> Result<()> {

@@ -1,25 +1,13 @@
 //! Launchers of `kernels/cross_entropy.cu`: the fused softmax + cross-entropy forward (row log-sum-exp kept)
 //! and backward. Targets are uploaded as u32 on each call (forward and backward); they are small.
 
-use super::launch::{blocks, buffer, float_suffix, i32_of, i64_of, upload_u32};
+use super::launch::{blocks, float_suffix, i32_of, i64_of, upload_u32};
 use super::softmax::row_threads;
-use super::{config, Arg};
+use super::{config, Arg, DeviceBuffer};
+use crate::backend::Labels;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::tensor::Tensor;
-
-fn check(x: &Tensor, rows: usize, vocab: usize) -> Result<()> {
-    if !x.is_contiguous() || x.numel() != rows * vocab {
-        return Err(Error::shape(
-            "cross_entropy",
-            format!(
-                "internal: logits {:?} are not {rows} contiguous rows of {vocab}",
-                x.shape()
-            ),
-        ));
-    }
-    Ok(())
-}
+use crate::shape::Layout;
 
 /// The ignore index as the kernels take it: (value, whether there is one).
 fn ignore_args(ignore: Option<u32>) -> [Arg; 2] {
@@ -29,18 +17,18 @@ fn ignore_args(ignore: Option<u32>) -> [Arg; 2] {
     ]
 }
 
-/// The loss (a scalar `[]`: the sum over kept rows of `lse − x[target]`, divided by `max(kept, 1)`) and the row
-/// log-sum-exp `[rows]` of contiguous logits `x` holding `rows × vocab` elements.
+/// The loss (one element: the sum over kept rows of `lse − x[target]`, divided by `max(kept, 1)`) and the row
+/// log-sum-exp `[rows]` of the logits `x` (contiguous view `layout`, one row per target; checked by
+/// `backend::cross_entropy`).
 pub(crate) fn forward(
-    x: &Tensor,
-    rows: usize,
-    vocab: usize,
-    targets: &[u32],
-    ignore: Option<u32>,
-    kept: usize,
-) -> Result<(Tensor, Tensor)> {
-    check(x, rows, vocab)?;
-    let xb = buffer("cross_entropy", x)?;
+    x: &DeviceBuffer,
+    layout: &Layout,
+    labels: &Labels,
+) -> Result<(DeviceBuffer, DeviceBuffer)> {
+    let (targets, ignore, kept) = (labels.targets, labels.ignore_index, labels.kept);
+    let rows = targets.len();
+    let vocab = layout.shape.last().copied().unwrap_or(1);
+    let xb = x;
     let gpu = xb.gpu();
     let t = float_suffix("cross_entropy", x.dtype())?;
     let lse = gpu.alloc(x.dtype(), rows)?;
@@ -58,7 +46,7 @@ pub(crate) fn forward(
                 0,
             ),
             &[
-                Arg::Ptr(xb.ptr(x.layout.offset)),
+                Arg::Ptr(xb.ptr(layout.offset)),
                 Arg::Ptr(targets_d.ptr(0)),
                 Arg::Ptr(lse.ptr(0)),
                 Arg::Ptr(row_loss.ptr(0)),
@@ -80,47 +68,36 @@ pub(crate) fn forward(
             Arg::I64(i64_of("cross_entropy", kept)?),
         ],
     )?;
-    Ok((
-        Tensor::from_device(loss, &[]),
-        Tensor::from_device(lse, &[rows]),
-    ))
+    Ok((loss, lse))
 }
 
-/// `dx = (softmax(x) − onehot(target)) · g · norm`, zero on ignored rows; `g` the loss gradient (one element),
-/// `x` the contiguous logits and `lse` their row log-sum-exp.
-#[allow(clippy::too_many_arguments)]
+/// `dx = (softmax(x) − onehot(target)) · g · norm`, zero on ignored rows; `x` the logits (a contiguous view,
+/// one row per target), `lse` their row log-sum-exp and `g` the loss gradient (one element), each with its
+/// layout (shapes checked by `backend::cross_entropy`).
 pub(crate) fn backward(
-    x: &Tensor,
-    lse: &Tensor,
-    rows: usize,
-    vocab: usize,
-    targets: &[u32],
-    ignore: Option<u32>,
-    g: &Tensor,
+    (xb, lx): (&DeviceBuffer, &Layout),
+    (lb, llse): (&DeviceBuffer, &Layout),
+    (gb, lg): (&DeviceBuffer, &Layout),
+    labels: &Labels,
     norm: f64,
-) -> Result<Tensor> {
-    check(x, rows, vocab)?;
-    let (xb, lb, gb) = (
-        buffer("cross_entropy backward", x)?,
-        buffer("cross_entropy backward", lse)?,
-        buffer("cross_entropy backward", g)?,
-    );
-    if g.numel() != 1 || g.dtype() != x.dtype() || lse.numel() != rows || !lse.is_contiguous() {
-        return Err(Error::shape(
-            "cross_entropy backward",
-            format!(
-                "internal: gradient {:?} {} / lse {:?} do not fit logits {:?} {}",
-                g.shape(),
-                g.dtype(),
-                lse.shape(),
-                x.shape(),
-                x.dtype()
+) -> Result<DeviceBuffer> {
+    let (targets, ignore) = (labels.targets, labels.ignore_index);
+    let rows = targets.len();
+    let vocab = lx.shape.last().copied().unwrap_or(1);
+    if gb.dtype() != xb.dtype() || lb.dtype() != xb.dtype() {
+        return Err(Error::DType {
+            op: "cross_entropy backward",
+            msg: format!(
+                "internal: gradient {} and lse {} do not match logits {}",
+                gb.dtype(),
+                lb.dtype(),
+                xb.dtype()
             ),
-        ));
+        });
     }
     let gpu = xb.gpu();
-    let t = float_suffix("cross_entropy backward", x.dtype())?;
-    let dx = gpu.alloc(x.dtype(), rows * vocab)?;
+    let t = float_suffix("cross_entropy backward", xb.dtype())?;
+    let dx = gpu.alloc(xb.dtype(), rows * vocab)?;
     if rows > 0 && vocab > 0 {
         let targets_d = upload_u32(gpu, targets)?;
         let [ignore_value, has_ignore] = ignore_args(ignore);
@@ -133,10 +110,10 @@ pub(crate) fn backward(
                 0,
             ),
             &[
-                Arg::Ptr(xb.ptr(x.layout.offset)),
-                Arg::Ptr(lb.ptr(lse.layout.offset)),
+                Arg::Ptr(xb.ptr(lx.offset)),
+                Arg::Ptr(lb.ptr(llse.offset)),
                 Arg::Ptr(targets_d.ptr(0)),
-                Arg::Ptr(gb.ptr(g.layout.offset)),
+                Arg::Ptr(gb.ptr(lg.offset)),
                 Arg::Ptr(dx.ptr(0)),
                 Arg::I64(i64_of("cross_entropy backward", rows)?),
                 Arg::I32(i32_of("cross_entropy backward", "a vocabulary of", vocab)?),
@@ -146,5 +123,5 @@ pub(crate) fn backward(
             ],
         )?;
     }
-    Ok(Tensor::from_device(dx, x.shape()))
+    Ok(dx)
 }

@@ -5,26 +5,27 @@
 //! so the weight gradient is deterministic and bit-identical to the CPU's.
 
 use super::copy::fill;
-use super::launch::{blocks, buffer, float_suffix, grid_1d, i32_of, i64_of, upload_u32, THREADS};
-use super::{config, Arg};
+use super::launch::{blocks, float_suffix, grid_1d, i32_of, i64_of, upload_u32, THREADS};
+use super::{config, Arg, DeviceBuffer};
 use crate::error::{Error, Result};
-use crate::tensor::Tensor;
+use crate::shape::Layout;
 
-/// Rows `ids` of the contiguous `[V, C]` table `w` (ids checked < V by the caller), shaped `shape`.
-pub(crate) fn forward(w: &Tensor, ids: &[u32], shape: &[usize]) -> Result<Tensor> {
-    let wb = buffer("embedding", w)?;
-    if !w.is_contiguous() || w.ndim() != 2 {
+/// Rows `ids` of the `[V, C]` table `w` read through the contiguous `layout` (ids checked < V by the caller):
+/// `[ids.len(), C]`.
+pub(crate) fn forward(w: &DeviceBuffer, layout: &Layout, ids: &[u32]) -> Result<DeviceBuffer> {
+    if !layout.is_contiguous() || layout.shape.len() != 2 {
         return Err(Error::shape(
             "embedding",
             format!(
                 "internal: weight {:?} is not a contiguous [V, C]",
-                w.shape()
+                layout.shape
             ),
         ));
     }
     let t = float_suffix("embedding", w.dtype())?;
-    let dim = w.shape()[1];
+    let dim = layout.shape[1];
     let n = ids.len() * dim;
+    let wb = w;
     let out = wb.gpu().alloc(w.dtype(), n)?;
     if n > 0 {
         let ids_dev = upload_u32(wb.gpu(), ids)?;
@@ -33,7 +34,7 @@ pub(crate) fn forward(w: &Tensor, ids: &[u32], shape: &[usize]) -> Result<Tensor
             &format!("embedding_fwd_{t}"),
             config(grid_1d(n), THREADS, 0),
             &[
-                Arg::Ptr(wb.ptr(w.layout.offset)),
+                Arg::Ptr(wb.ptr(layout.offset)),
                 Arg::Ptr(ids_dev.ptr(0)),
                 Arg::Ptr(out.ptr(0)),
                 Arg::I64(i64_of("embedding", ids.len())?),
@@ -41,20 +42,26 @@ pub(crate) fn forward(w: &Tensor, ids: &[u32], shape: &[usize]) -> Result<Tensor
             ],
         )?;
     }
-    Ok(Tensor::from_device(out, shape))
+    Ok(out)
 }
 
-/// The weight gradient `[vocab, dim]`: row `v` is the sum of the rows of contiguous `g` (`[ids.len(), dim]` in
-/// any shape) at the positions where `ids` holds `v`.
-pub(crate) fn backward(g: &Tensor, ids: &[u32], vocab: usize, dim: usize) -> Result<Tensor> {
-    let gb = buffer("embedding backward", g)?;
+/// The weight gradient `[vocab, dim]`: row `v` is the sum of the rows of `g` (read through the contiguous
+/// `layout`, `[ids.len(), dim]` in any shape) at the positions where `ids` holds `v`.
+pub(crate) fn backward(
+    g: &DeviceBuffer,
+    layout: &Layout,
+    ids: &[u32],
+    vocab: usize,
+    dim: usize,
+) -> Result<DeviceBuffer> {
+    let gb = g;
     let t = float_suffix("embedding backward", g.dtype())?;
-    if !g.is_contiguous() || g.numel() != ids.len() * dim {
+    if !layout.is_contiguous() || layout.numel() != ids.len() * dim {
         return Err(Error::shape(
             "embedding backward",
             format!(
                 "internal: gradient {:?} is not {} contiguous rows of {dim}",
-                g.shape(),
+                layout.shape,
                 ids.len()
             ),
         ));
@@ -108,7 +115,7 @@ pub(crate) fn backward(g: &Tensor, ids: &[u32], vocab: usize, dim: usize) -> Res
                 0,
             ),
             &[
-                Arg::Ptr(gb.ptr(g.layout.offset)),
+                Arg::Ptr(gb.ptr(layout.offset)),
                 Arg::Ptr(uniq_d.ptr(0)),
                 Arg::Ptr(starts_d.ptr(0)),
                 Arg::Ptr(order_d.ptr(0)),
@@ -118,5 +125,5 @@ pub(crate) fn backward(g: &Tensor, ids: &[u32], vocab: usize, dim: usize) -> Res
             ],
         )?;
     }
-    Ok(Tensor::from_device(dw, &[vocab, dim]))
+    Ok(dw)
 }

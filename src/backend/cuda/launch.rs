@@ -1,11 +1,10 @@
-//! What every op launcher shares: kernel name suffixes, a tensor's device buffer, strided views collapsed for
-//! the kernels, 1-D grids, and u32 index uploads.
+//! What every op launcher shares: kernel name suffixes, strided views collapsed for the kernels, 1-D grids,
+//! and u32 index uploads.
 
 use super::{DeviceBuffer, Gpu, Strided};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::shape::Layout;
-use crate::tensor::Tensor;
 use std::sync::Arc;
 
 /// Threads per block of the elementwise (grid-stride) kernels.
@@ -33,14 +32,6 @@ pub(crate) fn float_suffix(op: &'static str, dtype: DType) -> Result<&'static st
             ),
         }),
     }
-}
-
-/// The device buffer of `t`, or an error naming the op when `t` is on the host.
-pub(crate) fn buffer<'a>(op: &'static str, t: &'a Tensor) -> Result<&'a DeviceBuffer> {
-    t.cuda_buffer().ok_or_else(|| Error::Device {
-        op,
-        msg: format!("expected a tensor on a GPU, got one on {}", t.device()),
-    })
 }
 
 /// The kernel view of `layout`: size-1 dims dropped and dims that step through memory as one merged, so most

@@ -5,11 +5,11 @@
 //! that address from being reused while the entry exists. Entries whose tables were dropped are pruned on the
 //! next lookup, which frees their device copies.
 
-use super::launch::{buffer, float_suffix, grid_1d, i32_of, i64_of, THREADS};
+use super::launch::{float_suffix, grid_1d, i32_of, i64_of, THREADS};
 use super::{config, Arg, DeviceBuffer, Gpu};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::tensor::Tensor;
+use crate::shape::Layout;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
@@ -57,27 +57,26 @@ fn tables(
     Ok(device)
 }
 
-/// Every head vector of contiguous `x: [B, T, H, D]` rotated by `sign · angle` of position `start_pos + t`,
-/// with `cos`/`sin` the `[max_len, D/2]` tables (checked to cover the positions by the caller).
+/// Every head vector of `x: [B, T, H, D]` (read through the contiguous `layout`) rotated by `sign · angle` of
+/// position `start_pos + t`, with `cos`/`sin` the `[max_len, D/2]` tables.
 pub(crate) fn rotate(
-    x: &Tensor,
+    x: &DeviceBuffer,
+    layout: &Layout,
     cos: &Arc<Vec<f64>>,
     sin: &Arc<Vec<f64>>,
     start_pos: usize,
     sign: f64,
-) -> Result<Tensor> {
-    let xb = buffer("rope", x)?;
-    if !x.is_contiguous() || x.ndim() != 4 || !x.shape()[3].is_multiple_of(2) {
+) -> Result<DeviceBuffer> {
+    let xb = x;
+    let shape = &layout.shape;
+    if !layout.is_contiguous() || shape.len() != 4 || !shape[3].is_multiple_of(2) {
         return Err(Error::shape(
             "rope",
-            format!(
-                "internal: input {:?} is not a contiguous [B, T, H, D] with D even",
-                x.shape()
-            ),
+            format!("internal: input {shape:?} is not a contiguous [B, T, H, D] with D even"),
         ));
     }
     let t = float_suffix("rope", x.dtype())?;
-    let (t_len, heads, half) = (x.shape()[1], x.shape()[2], x.shape()[3] / 2);
+    let (t_len, heads, half) = (shape[1], shape[2], shape[3] / 2);
     if (start_pos + t_len) * half > cos.len().min(sin.len()) {
         return Err(Error::Index {
             op: "rope",
@@ -89,8 +88,8 @@ pub(crate) fn rotate(
         });
     }
     let gpu = xb.gpu();
-    let n_pairs = x.numel() / 2;
-    let out = gpu.alloc(x.dtype(), x.numel())?;
+    let n_pairs = layout.numel() / 2;
+    let out = gpu.alloc(x.dtype(), layout.numel())?;
     if n_pairs > 0 {
         let table = tables(gpu, cos, sin)?;
         gpu.launch(
@@ -98,7 +97,7 @@ pub(crate) fn rotate(
             &format!("rope_{t}"),
             config(grid_1d(n_pairs), THREADS, 0),
             &[
-                Arg::Ptr(xb.ptr(x.layout.offset)),
+                Arg::Ptr(xb.ptr(layout.offset)),
                 Arg::Ptr(out.ptr(0)),
                 Arg::Ptr(table.0.ptr(0)),
                 Arg::Ptr(table.1.ptr(0)),
@@ -111,5 +110,5 @@ pub(crate) fn rotate(
             ],
         )?;
     }
-    Ok(Tensor::from_device(out, x.shape()))
+    Ok(out)
 }
