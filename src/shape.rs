@@ -12,6 +12,25 @@ pub struct Layout {
 }
 
 impl Layout {
+    /// This layout broadcast to `shape` (new leading dims and expanded size-1 dims get stride 0).
+    pub fn broadcast_to(&self, shape: &[usize]) -> Layout {
+        let extra = shape.len() - self.shape.len();
+        let mut strides = vec![0; shape.len()];
+        for (d, s) in strides.iter_mut().enumerate().skip(extra) {
+            let src = d - extra;
+            *s = if self.shape[src] == shape[d] {
+                self.strides[src]
+            } else {
+                0
+            };
+        }
+        Layout {
+            shape: shape.to_vec(),
+            strides,
+            offset: self.offset,
+        }
+    }
+
     /// The row-major layout of `shape` at offset 0.
     pub fn contiguous(shape: &[usize]) -> Self {
         Layout {

@@ -10,6 +10,7 @@ mod cross_entropy;
 #[cfg(feature = "cuda-backend")]
 pub mod cuda;
 mod embedding;
+mod matmul;
 pub(crate) mod op_code;
 mod pointwise;
 pub mod pool;

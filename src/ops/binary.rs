@@ -6,7 +6,7 @@
 use super::{keep, with_compute_dtype};
 use crate::backend::Arith;
 use crate::error::Result;
-use crate::shape::{broadcast_shapes, Layout};
+use crate::shape::broadcast_shapes;
 use crate::tape::record_recomputable;
 use crate::tensor::Tensor;
 
@@ -17,25 +17,6 @@ fn name(op: Arith) -> &'static str {
         Arith::Sub => "sub",
         Arith::Mul => "mul",
         Arith::Div => "div",
-    }
-}
-
-/// The layout of `layout` broadcast to `shape` (new leading dims and expanded size-1 dims get stride 0).
-pub(crate) fn broadcast_layout(layout: &Layout, shape: &[usize]) -> Layout {
-    let extra = shape.len() - layout.shape.len();
-    let mut strides = vec![0; shape.len()];
-    for (d, s) in strides.iter_mut().enumerate().skip(extra) {
-        let src = d - extra;
-        *s = if layout.shape[src] == shape[d] {
-            layout.strides[src]
-        } else {
-            0
-        };
-    }
-    Layout {
-        shape: shape.to_vec(),
-        strides,
-        offset: layout.offset,
     }
 }
 
@@ -65,8 +46,8 @@ fn binary(op: Arith, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     with_compute_dtype(name(op), &[a, b], |xs| {
         let (a, b) = (&xs[0], &xs[1]);
         let shape = broadcast_shapes(name(op), a.shape(), b.shape())?;
-        let la = broadcast_layout(&a.layout, &shape);
-        let lb = broadcast_layout(&b.layout, &shape);
+        let la = a.layout.broadcast_to(&shape);
+        let lb = b.layout.broadcast_to(&shape);
         let out = Tensor::from_storage(a.storage.zip(&la, &b.storage, &lb, op)?, &shape);
         let saved = matches!(op, Arith::Mul | Arith::Div)
             .then(|| keep(&[a, b], [a, b]))

@@ -7,30 +7,13 @@
 //!
 //! Backward: `dA = dC · Bᵀ`, `dB = Aᵀ · dC`, each summed over the batch dims its operand was broadcast along.
 
-use super::{float_dispatch, keep, with_native_dtype};
-use crate::backend::cpu::gemm::{gemm, GemmFloat, MatRef};
-use crate::backend::cpu::recycle;
-use crate::backend::StorageElement;
+use super::{keep, with_native_dtype};
 #[cfg(feature = "cuda-backend")]
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::shape::broadcast_shapes;
 use crate::tape::record_recomputable;
 use crate::tensor::Tensor;
-
-/// Whether dims `0..=last` of `t` merge into one dim of stride `strides[last]`: every dim of size above 1 must
-/// step over all the dims after it (its stride is `strides[last]` times their sizes). Size-1 dims have no say,
-/// but their sizes still count, so a size-1 dim cannot hide a gap between the dims around it.
-fn mergeable(t: &Tensor, last: usize) -> bool {
-    let mut span = t.strides()[last];
-    for d in (0..last).rev() {
-        span *= t.shape()[d + 1];
-        if t.shape()[d] != 1 && t.strides()[d] != span {
-            return false;
-        }
-    }
-    true
-}
 
 fn check(op: &'static str, a: &Tensor, b: &Tensor) -> Result<Vec<usize>> {
     let incompatible = || {
@@ -54,62 +37,6 @@ fn check(op: &'static str, a: &Tensor, b: &Tensor) -> Result<Vec<usize>> {
     Ok(out)
 }
 
-/// The forward product of already-checked operands of compute dtype `T`.
-fn product<T: GemmFloat + StorageElement>(
-    a: &Tensor,
-    b: &Tensor,
-    out_shape: &[usize],
-) -> Result<Tensor> {
-    let (na, nb) = (a.ndim(), b.ndim());
-    let (m, k, n) = (a.shape()[na - 2], a.shape()[na - 1], b.shape()[nb - 1]);
-    let batch: usize = out_shape[..out_shape.len() - 2].iter().product();
-    let mut out = recycle::buffer::<T>(batch * m * n);
-    let (da, db) = (a.data::<T>(), b.data::<T>());
-    let view = |data, offset, t: &Tensor| MatRef {
-        data,
-        offset,
-        row_stride: t.strides()[t.ndim() - 2],
-        col_stride: t.strides()[t.ndim() - 1],
-    };
-    if nb == 2 && mergeable(a, na - 2) {
-        let rows = batch * m;
-        gemm(
-            rows,
-            n,
-            k,
-            T::ONE,
-            view(da, a.layout.offset, a),
-            view(db, b.layout.offset, b),
-            T::ZERO,
-            &mut out,
-            n,
-        );
-    } else {
-        let batch_shape = &out_shape[..out_shape.len() - 2];
-        let batch_layout = |t: &Tensor| {
-            let mut l = t.layout.clone();
-            l.shape.truncate(t.ndim() - 2);
-            l.strides.truncate(t.ndim() - 2);
-            super::binary::broadcast_layout(&l, batch_shape)
-        };
-        let (la, lb) = (batch_layout(a), batch_layout(b));
-        for ((oa, ob), c) in la.offsets().zip(lb.offsets()).zip(out.chunks_mut(m * n)) {
-            gemm(
-                m,
-                n,
-                k,
-                T::ONE,
-                view(da, oa, a),
-                view(db, ob, b),
-                T::ZERO,
-                c,
-                n,
-            );
-        }
-    }
-    Tensor::from_vec(out, out_shape)
-}
-
 impl Tensor {
     /// Batched matrix product `self · rhs` with broadcast batch dims.
     pub fn matmul(&self, rhs: &Tensor) -> Result<Tensor> {
@@ -121,11 +48,10 @@ impl Tensor {
         }
         with_native_dtype("matmul", &[self, rhs], |xs| {
             let (a, b) = (&xs[0], &xs[1]);
-            let out = match () {
-                #[cfg(feature = "cuda-backend")]
-                _ if a.is_cuda() => crate::backend::cuda::blas::matmul(a, b, &out_shape)?,
-                _ => float_dispatch!(a.dtype(), T, product::<T>(a, b, &out_shape)?),
-            };
+            let out = a
+                .storage
+                .matmul(&a.layout, &b.storage, &b.layout, &out_shape)?;
+            let out = Tensor::from_storage(out, &out_shape);
             let saved = keep(&[a, b], [a, b]);
             let forward = |xs: &[Tensor]| xs[0].matmul(&xs[1]);
             record_recomputable("matmul", &[a, b], out, forward, move |g, needs| {
@@ -181,12 +107,10 @@ impl Tensor {
             let mut shape = x.shape().to_vec();
             *shape.last_mut().unwrap() = w.shape()[0];
             let out_shape = [rows, w.shape()[0]];
-            let out = match () {
-                #[cfg(feature = "cuda-backend")]
-                _ if x.is_cuda() => crate::backend::cuda::blas::matmul(&x2, &wt, &out_shape)?,
-                _ => float_dispatch!(x.dtype(), T, product::<T>(&x2, &wt, &out_shape)?),
-            };
-            let out = out.reshape(&shape)?;
+            let out = x2
+                .storage
+                .matmul(&x2.layout, &wt.storage, &wt.layout, &out_shape)?;
+            let out = Tensor::from_storage(out, &shape);
             let saved = keep(&[x, w], [x, w]);
             let x_shape = x.shape().to_vec();
             let forward = |xs: &[Tensor]| xs[0].linear(&xs[1]);

@@ -2,7 +2,6 @@
 //! All but `contiguous` (and `reshape` of a non-contiguous tensor) share storage and copy nothing.
 //! Backward: the inverse layout change (narrow pads with zeros, broadcast sums).
 
-use super::binary::broadcast_layout;
 use crate::error::{Error, Result};
 use crate::shape::{contiguous_strides, normalize_axis, Layout};
 use crate::tape::record;
@@ -121,7 +120,7 @@ impl Tensor {
                 format!("{:?} cannot be broadcast to {shape:?}", self.shape()),
             ));
         }
-        let out = self.with_layout(broadcast_layout(&self.layout, shape));
+        let out = self.with_layout(self.layout.broadcast_to(shape));
         let original = self.shape().to_vec();
         record("broadcast_to", &[self], out, move |g, _| {
             Ok(vec![Some(g.sum_to_shape(&original)?)])

@@ -5,12 +5,11 @@
 //! Row-major `C = A·B` is computed as the column-major `Cᵀ = Bᵀ·Aᵀ`: a row-major matrix in memory is the
 //! column-major view of its transpose, so no operand moves.
 
-use super::fused::{buffer, ptr};
-use super::Arg;
+use super::copy::copy_into;
+use super::DeviceBuffer;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::shape::Layout;
-use crate::tensor::Tensor;
 use cudarc::cublas::sys::{cublasComputeType_t, cublasOperation_t, cudaDataType};
 use std::ffi::c_void;
 
@@ -44,30 +43,35 @@ fn single_batch_stride(shape: &[usize], strides: &[usize]) -> Option<usize> {
     Some(inner)
 }
 
-/// `t` broadcast to `batch` leading dims, as a cuBLAS operand (copied when its layout does not fit).
-fn operand(t: &Tensor, batch: &[usize]) -> Result<(Operand, Tensor)> {
-    let (r, c) = (t.shape()[t.ndim() - 2], t.shape()[t.ndim() - 1]);
-    let lead = t.ndim() - 2;
+/// `t` (a buffer read through its layout) broadcast to `batch` leading dims, as a cuBLAS operand; with the
+/// copy it reads when the layout does not fit cuBLAS (keep it alive until the product is done).
+fn operand(
+    (buffer, layout): (&DeviceBuffer, &Layout),
+    batch: &[usize],
+) -> Result<(Operand, Option<DeviceBuffer>)> {
+    let nd = layout.shape.len();
+    let (r, c) = (layout.shape[nd - 2], layout.shape[nd - 1]);
+    let lead = nd - 2;
     let mut shape = batch.to_vec();
     let mut strides = vec![0; batch.len()];
     for i in 0..lead {
         let d = batch.len() - lead + i;
-        if t.shape()[i] != 1 {
-            strides[d] = t.strides()[i];
+        if layout.shape[i] != 1 {
+            strides[d] = layout.strides[i];
         }
     }
     shape.extend([r, c]);
-    let (sr, sc) = (t.strides()[lead], t.strides()[lead + 1]);
+    let (sr, sc) = (layout.strides[lead], layout.strides[lead + 1]);
     strides.extend([sr, sc]);
-    let view = t.with_layout(Layout {
+    let view = Layout {
         shape,
         strides,
-        offset: t.layout.offset,
-    });
-    let fits = |v: &Tensor| -> Option<(bool, usize, usize)> {
-        let n = v.ndim();
-        let (sr, sc) = (v.strides()[n - 2], v.strides()[n - 1]);
-        let batch = single_batch_stride(&v.shape()[..n - 2], &v.strides()[..n - 2])?;
+        offset: layout.offset,
+    };
+    let fits = |v: &Layout| -> Option<(bool, usize, usize)> {
+        let n = v.shape.len();
+        let (sr, sc) = (v.strides[n - 2], v.strides[n - 1]);
+        let batch = single_batch_stride(&v.shape[..n - 2], &v.strides[..n - 2])?;
         // Rows (or columns) must not overlap: a broadcast (stride 0) matrix is copied instead.
         if (sc == 1 || c == 1) && (r == 1 || sr >= c) {
             Some((false, if r == 1 { c.max(1) } else { sr }, batch))
@@ -77,17 +81,23 @@ fn operand(t: &Tensor, batch: &[usize]) -> Result<(Operand, Tensor)> {
             None
         }
     };
-    let view = match fits(&view) {
-        Some(_) => view,
-        None => view.contiguous()?,
+    let (view, copy) = match fits(&view) {
+        Some(_) => (view, None),
+        None => {
+            let dense = Layout::contiguous(&view.shape);
+            let copy = buffer.gpu().alloc(buffer.dtype(), dense.numel())?;
+            copy_into(buffer, &view, &copy, &dense)?;
+            (dense, Some(copy))
+        }
     };
     let (transposed, ld, batch_stride) = fits(&view).ok_or_else(|| Error::Device {
         op: OP,
-        msg: format!("{:?} has no cuBLAS layout even when contiguous", t.shape()),
+        msg: format!(
+            "{:?} has no cuBLAS layout even when contiguous",
+            layout.shape
+        ),
     })?;
-    let Arg::Ptr(address) = ptr(OP, &view)? else {
-        unreachable!("ptr gives an address")
-    };
+    let address = copy.as_ref().unwrap_or(buffer).ptr(view.offset);
     let ld = i32::try_from(ld).map_err(|_| Error::Device {
         op: OP,
         msg: format!("leading dimension {ld} exceeds cuBLAS's 32-bit sizes"),
@@ -99,13 +109,24 @@ fn operand(t: &Tensor, batch: &[usize]) -> Result<(Operand, Tensor)> {
             ld,
             batch_stride: batch_stride as i64,
         },
-        view,
+        copy,
     ))
 }
 
-/// `a · b` for `a: [.., M, K]`, `b: [.., K, N]` (batch dims broadcast) into a fresh `out_shape` tensor.
-pub(crate) fn matmul(a: &Tensor, b: &Tensor, out_shape: &[usize]) -> Result<Tensor> {
-    let dtype = a.dtype();
+/// `a · b` for `a: [.., M, K]`, `b: [.., K, N]` (buffers read through their layouts, batch dims broadcast)
+/// into a fresh contiguous `out_shape` buffer.
+pub(crate) fn matmul(
+    a: (&DeviceBuffer, &Layout),
+    b: (&DeviceBuffer, &Layout),
+    out_shape: &[usize],
+) -> Result<DeviceBuffer> {
+    let dtype = a.0.dtype();
+    if b.0.dtype() != dtype {
+        return Err(Error::DType {
+            op: OP,
+            msg: format!("operands are {dtype} and {}", b.0.dtype()),
+        });
+    }
     let (data_type, compute) = match dtype {
         DType::F32 => (
             cudaDataType::CUDA_R_32F,
@@ -128,16 +149,13 @@ pub(crate) fn matmul(a: &Tensor, b: &Tensor, out_shape: &[usize]) -> Result<Tens
     };
     let n_out = out_shape.len();
     let (m, n) = (out_shape[n_out - 2], out_shape[n_out - 1]);
-    let k = a.shape()[a.ndim() - 1];
+    let k = a.1.shape[a.1.shape.len() - 1];
     let batch = &out_shape[..n_out - 2];
     let count: usize = batch.iter().product();
-    let gpu = buffer(OP, a)?.gpu().clone();
+    let gpu = a.0.gpu().clone();
     let numel: usize = out_shape.iter().product();
     if numel == 0 || k == 0 {
-        return Ok(Tensor::from_device(
-            gpu.alloc_zeroed(dtype, numel)?,
-            out_shape,
-        ));
+        return gpu.alloc_zeroed(dtype, numel);
     }
     let out = gpu.alloc(dtype, numel)?;
     let (oa, _keep_a) = operand(a, batch)?;
@@ -201,10 +219,10 @@ pub(crate) fn matmul(a: &Tensor, b: &Tensor, out_shape: &[usize]) -> Result<Tens
         }
         .map_err(|e| Error::Device {
             op: OP,
-            msg: format!("cuBLAS gemm {:?} · {:?}: {e}", a.shape(), b.shape()),
+            msg: format!("cuBLAS gemm {:?} · {:?}: {e}", a.1.shape, b.1.shape),
         })
     })?;
-    Ok(Tensor::from_device(out, out_shape))
+    Ok(out)
 }
 
 #[cfg(test)]
