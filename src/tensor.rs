@@ -188,6 +188,19 @@ impl Tensor {
         }
     }
 
+    /// The device buffer of a GPU tensor with its layout, or an error naming `op`.
+    #[cfg(feature = "cuda-backend")]
+    pub(crate) fn device_view(
+        &self,
+        op: &'static str,
+    ) -> Result<(&crate::backend::cuda::DeviceBuffer, &Layout)> {
+        let buffer = self.cuda_buffer().ok_or_else(|| Error::Device {
+            op,
+            msg: format!("expected a tensor on a GPU, got one on {}", self.device()),
+        })?;
+        Ok((buffer, &self.layout))
+    }
+
     /// Makes this tensor the only owner of its device buffer (copying it when shared), so a kernel may update
     /// it in place without changing a tensor saved elsewhere.
     #[cfg(feature = "cuda-backend")]
@@ -206,15 +219,6 @@ impl Tensor {
             self.storage = Arc::new(Counted::new(Storage::Cuda(copy)));
         }
         Ok(())
-    }
-
-    /// A contiguous tensor over a device buffer.
-    #[cfg(feature = "cuda-backend")]
-    pub(crate) fn from_device(
-        buffer: crate::backend::cuda::DeviceBuffer,
-        shape: &[usize],
-    ) -> Tensor {
-        Tensor::from_storage(Storage::Cuda(buffer), shape)
     }
 
     /// The layout (shape, strides, offset).

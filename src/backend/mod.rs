@@ -4,6 +4,7 @@
 //! Architecture invariant: this is the only module that matches on `Device`. The CPU backend is always built;
 //! a GPU backend plugs in as another `Storage` variant behind a cargo feature.
 
+mod attention;
 mod copy;
 pub mod cpu;
 mod cross_entropy;
@@ -15,16 +16,23 @@ pub(crate) mod op_code;
 mod pointwise;
 pub mod pool;
 mod reduce;
+mod rmsnorm;
 mod rope;
 mod softmax;
 mod storage;
+mod swiglu;
 pub mod twin;
 
+use crate::dtype::DType;
+pub use attention::Geometry;
 pub use cross_entropy::Labels;
 pub use pointwise::{Arith, Pointwise};
 pub use reduce::{Argmax, Reduce};
 pub use rope::RopeTables;
 pub use storage::{Storage, StorageElement};
+
+/// A storage read through a layout: one operand of a kernel.
+pub type View<'a> = (&'a Storage, &'a crate::shape::Layout);
 
 /// Runs `$body` with `$T` bound to the Rust type of a compute dtype (f32 or f64).
 macro_rules! float_dispatch {
@@ -53,6 +61,37 @@ pub enum Device {
     Cpu,
     /// A GPU by ordinal (builds with the `cuda` feature).
     Cuda(usize),
+}
+
+/// How an op's operands reach its kernels on each device: the mixed-precision rules (the op → rule table is
+/// `ops::PRECISION`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Precision {
+    /// f32 and f64 as they are; bf16 and f16 computed in f32, on every device (the kernels are written for f32
+    /// and f64).
+    Upcast,
+    /// On a GPU every dtype as it is (the kernels take bf16 and f32); on the CPU as `Upcast`.
+    NativeOnGpu,
+    /// `NativeOnGpu`, and on a GPU f32 computed in bf16 under mixed precision (`ops::with_gpu_bf16`).
+    AutocastOnGpu,
+    /// On a GPU every dtype computed in bf16 (the kernels' only one); on the CPU as `Upcast`.
+    Bf16OnGpu,
+}
+
+impl Device {
+    /// The dtype an op with rule `rule` computes `dtype` operands in here; `mixed` is whether mixed precision
+    /// is on (`ops::gpu_bf16`).
+    pub fn compute_dtype(self, dtype: DType, rule: Precision, mixed: bool) -> DType {
+        match (self, rule) {
+            (Device::Cpu, _) | (Device::Cuda(_), Precision::Upcast) => dtype.compute(),
+            (Device::Cuda(_), Precision::NativeOnGpu) => dtype,
+            (Device::Cuda(_), Precision::AutocastOnGpu) if mixed && dtype == DType::F32 => {
+                DType::BF16
+            }
+            (Device::Cuda(_), Precision::AutocastOnGpu) => dtype,
+            (Device::Cuda(_), Precision::Bf16OnGpu) => DType::BF16,
+        }
+    }
 }
 
 impl std::fmt::Display for Device {

@@ -3,7 +3,7 @@
 //! `a: [..]`, `b: [..]` → `[broadcast(a, b)]`. Backward: each gradient is summed over the dims its operand was
 //! broadcast along (`sum_to_shape`).
 
-use super::{keep, with_compute_dtype};
+use super::{keep, with_precision};
 use crate::backend::Arith;
 use crate::error::Result;
 use crate::shape::broadcast_shapes;
@@ -43,7 +43,7 @@ impl Tensor {
 }
 
 fn binary(op: Arith, a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    with_compute_dtype(name(op), &[a, b], |xs| {
+    with_precision(name(op), &[a, b], |xs| {
         let (a, b) = (&xs[0], &xs[1]);
         let shape = broadcast_shapes(name(op), a.shape(), b.shape())?;
         let la = a.layout.broadcast_to(&shape);

@@ -1,7 +1,7 @@
 //! cat and stack. `cat([.., n_i, ..], dim)` → `[.., Σ n_i, ..]`; `stack` adds a new dim first.
 //! Backward: each input's gradient is the matching slice (a view) of the output's gradient.
 
-use super::with_compute_dtype;
+use super::with_precision;
 use crate::backend::Storage;
 use crate::error::{Error, Result};
 use crate::shape::normalize_axis;
@@ -30,7 +30,7 @@ impl Tensor {
             }
         }
         let refs: Vec<&Tensor> = tensors.iter().collect();
-        with_compute_dtype("cat", &refs, |xs| {
+        with_precision("cat", &refs, |xs| {
             let mut shape = xs[0].shape().to_vec();
             shape[d] = xs.iter().map(|t| t.shape()[d]).sum();
             let mut starts = Vec::with_capacity(xs.len());

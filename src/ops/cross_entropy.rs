@@ -4,7 +4,7 @@
 //! over the kept positions (0 when none is kept). The kernel keeps only the row log-sum-exp; backward
 //! recomputes the probabilities: `dx = (softmax(x) − onehot(target)) · dy / kept`, zero on ignored rows.
 
-use super::{keep, with_compute_dtype};
+use super::{keep, with_precision};
 use crate::backend::Labels;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -48,7 +48,7 @@ impl Tensor {
         let (rows, _) = check(self, targets, ignore_index)?;
         let targets = targets.to_vec();
         let kept = targets.iter().filter(|&&t| Some(t) != ignore_index).count();
-        with_compute_dtype("cross_entropy", &[self], |xs| {
+        with_precision("cross_entropy", &[self], |xs| {
             let x = xs[0].contiguous()?;
             let labels = Labels {
                 targets: &targets,

@@ -1,7 +1,7 @@
 //! Embedding gather. `weight: [V, C]`, ids (u32) of shape `[..]` → `[.., C]`.
 //! Backward: scatter-add of the output gradient into `[V, C]` (repeated ids accumulate).
 
-use super::with_compute_dtype;
+use super::with_precision;
 use crate::error::{Error, Result};
 use crate::tape::record;
 use crate::tensor::Tensor;
@@ -29,7 +29,7 @@ impl Tensor {
         let ids = ids.to_vec();
         let mut shape = ids_shape.to_vec();
         shape.push(dim);
-        with_compute_dtype("embedding", &[self], |xs| {
+        with_precision("embedding", &[self], |xs| {
             let w = xs[0].contiguous()?;
             let out = Tensor::from_storage(w.storage.gather_rows(&w.layout, &ids)?, &shape);
             record("embedding", &[&w], out, move |g, _| {

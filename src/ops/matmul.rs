@@ -7,9 +7,7 @@
 //!
 //! Backward: `dA = dC · Bᵀ`, `dB = Aᵀ · dC`, each summed over the batch dims its operand was broadcast along.
 
-use super::{keep, with_native_dtype};
-#[cfg(feature = "cuda-backend")]
-use crate::dtype::DType;
+use super::{keep, with_precision};
 use crate::error::{Error, Result};
 use crate::shape::broadcast_shapes;
 use crate::tape::record_recomputable;
@@ -41,12 +39,7 @@ impl Tensor {
     /// Batched matrix product `self · rhs` with broadcast batch dims.
     pub fn matmul(&self, rhs: &Tensor) -> Result<Tensor> {
         let out_shape = check("matmul", self, rhs)?;
-        #[cfg(feature = "cuda-backend")]
-        if super::autocast(self) && rhs.dtype() == DType::F32 {
-            let bf = |t: &Tensor| t.to_dtype(DType::BF16);
-            return bf(self)?.matmul(&bf(rhs)?)?.to_dtype(DType::F32);
-        }
-        with_native_dtype("matmul", &[self, rhs], |xs| {
+        with_precision("matmul", &[self, rhs], |xs| {
             let (a, b) = (&xs[0], &xs[1]);
             let out = a
                 .storage
@@ -93,12 +86,7 @@ impl Tensor {
                 ),
             ));
         }
-        #[cfg(feature = "cuda-backend")]
-        if super::autocast(self) && weight.dtype() == DType::F32 {
-            let bf = |t: &Tensor| t.to_dtype(DType::BF16);
-            return bf(self)?.linear(&bf(weight)?)?.to_dtype(DType::F32);
-        }
-        with_native_dtype("linear", &[self, weight], |xs| {
+        with_precision("linear", &[self, weight], |xs| {
             let (x, w) = (&xs[0], &xs[1]);
             let c_in = w.shape()[1];
             let rows = x.numel() / c_in.max(1);

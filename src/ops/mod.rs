@@ -3,8 +3,9 @@
 //! that names the op and the shapes), runs its CPU kernel, and records one tape node whose closure is the
 //! op's backward. Fused ops keep their composed reference (built from primitive ops) beside them.
 //!
-//! Architecture invariant: every op has a backward; kernels are written for f32 and f64 (`Float`), and half
-//! types are upcast to f32 on entry (`with_compute_dtype`), so the dtype is matched once per kernel entry.
+//! Architecture invariant: every op has a backward; an op never picks a device: it hands storages and layouts
+//! to the backend (`backend::Storage`'s kernel methods), which dispatches on the storage. The dtype an op
+//! computes in on each device is one table here (`PRECISION`, applied by `with_precision`).
 
 mod attention;
 mod binary;
@@ -28,39 +29,37 @@ pub use rmsnorm::rms_norm_reference;
 pub use rope::{rope_interleaved_to_half, rope_reference, Rope};
 pub use swiglu::swiglu_reference;
 
-use crate::dtype::DType;
+use crate::backend::Precision;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
-pub(crate) use crate::backend::float_dispatch;
+/// The mixed-precision rule of the ops that do not simply upcast half types (`Precision::Upcast`): one row per
+/// op, read by `with_precision`. Where each rule lands per device is `Device::compute_dtype`.
+const PRECISION: &[(&str, Precision)] = &[
+    ("matmul", Precision::AutocastOnGpu),
+    ("linear", Precision::AutocastOnGpu),
+    ("rms_norm", Precision::NativeOnGpu),
+    ("swiglu", Precision::NativeOnGpu),
+    ("attention", Precision::Bf16OnGpu),
+];
 
-/// Checks that `inputs` share one device and one dtype, then runs `f` on them in the compute dtype: f32/f64 inputs pass as
-/// they are; bf16/f16 inputs are cast to f32 (recorded casts, so gradients flow) and the result cast back.
-pub(crate) fn with_compute_dtype(
-    op: &'static str,
-    inputs: &[&Tensor],
-    f: impl FnOnce(&[Tensor]) -> Result<Tensor>,
-) -> Result<Tensor> {
-    with_dtype(op, inputs, false, f)
+/// The rule of `op` (`Upcast` unless `PRECISION` names it).
+fn precision(op: &str) -> Precision {
+    PRECISION
+        .iter()
+        .find(|(name, _)| *name == op)
+        .map_or(Precision::Upcast, |&(_, rule)| rule)
 }
 
-/// Like `with_compute_dtype`, but GPU operands keep their dtype: for ops whose GPU kernels take bf16 (and
-/// f32) natively.
-pub(crate) fn with_native_dtype(
+/// Checks that `inputs` share one device and one dtype, then runs `f` on them in the dtype `op` computes in
+/// there (its `PRECISION` rule): inputs of another dtype are cast to it (recorded casts, so gradients flow) and
+/// the result cast back.
+pub(crate) fn with_precision(
     op: &'static str,
     inputs: &[&Tensor],
     f: impl FnOnce(&[Tensor]) -> Result<Tensor>,
 ) -> Result<Tensor> {
-    with_dtype(op, inputs, true, f)
-}
-
-fn with_dtype(
-    op: &'static str,
-    inputs: &[&Tensor],
-    native_on_gpu: bool,
-    f: impl FnOnce(&[Tensor]) -> Result<Tensor>,
-) -> Result<Tensor> {
-    device_of(op, inputs)?;
+    let device = device_of(op, inputs)?;
     let dtype = inputs[0].dtype();
     if let Some(other) = inputs.iter().find(|t| t.dtype() != dtype) {
         return Err(Error::DType {
@@ -68,15 +67,16 @@ fn with_dtype(
             msg: format!("operands are {dtype} and {}; cast one first", other.dtype()),
         });
     }
-    if dtype.compute() == dtype || (native_on_gpu && inputs[0].is_cuda()) {
+    let compute = device.compute_dtype(dtype, precision(op), gpu_bf16());
+    if compute == dtype {
         let owned: Vec<Tensor> = inputs.iter().map(|t| (*t).clone()).collect();
         return f(&owned);
     }
-    let upcast = inputs
+    let cast = inputs
         .iter()
-        .map(|t| t.to_dtype(DType::F32))
+        .map(|t| t.to_dtype(compute))
         .collect::<Result<Vec<_>>>()?;
-    f(&upcast)?.to_dtype(dtype)
+    f(&cast)?.to_dtype(dtype)
 }
 
 thread_local! {
@@ -94,12 +94,6 @@ pub fn with_gpu_bf16<R>(enabled: bool, f: impl FnOnce() -> R) -> R {
 /// Whether f32 matrix products on the GPU run in bf16 on this thread (see `with_gpu_bf16`).
 pub fn gpu_bf16() -> bool {
     GPU_BF16.with(|g| g.get())
-}
-
-/// Whether an op on `t` should run as bf16 and cast back (f32 on the GPU with mixed precision on).
-#[cfg(feature = "cuda-backend")]
-fn autocast(t: &Tensor) -> bool {
-    t.is_cuda() && t.dtype() == DType::F32 && gpu_bf16()
 }
 
 /// The one device all `inputs` live on, or an error naming the op and the devices.

@@ -3,7 +3,7 @@
 //! `x: [..]`, axes → the shape with those axes removed (or kept as 1). Backward: sum and mean broadcast the
 //! gradient back (mean divides by the count); max sends it to the first maximal element of each group.
 
-use super::with_compute_dtype;
+use super::with_precision;
 use crate::backend::Reduce;
 use crate::error::{Error, Result};
 use crate::shape::{normalize_axis, Layout};
@@ -56,7 +56,7 @@ impl Tensor {
     /// Sum over `axes` (negative axes count from the end).
     pub fn sum(&self, axes: &[isize], keepdim: bool) -> Result<Tensor> {
         let axes = normalize_axes("sum", axes, self.ndim())?;
-        with_compute_dtype("sum", &[self], |xs| {
+        with_precision("sum", &[self], |xs| {
             let x = &xs[0];
             let (kept, reduced) = split_layout(&x.layout, &axes);
             let shape = output_shape(x.shape(), &axes, keepdim);
@@ -97,7 +97,7 @@ impl Tensor {
                 ),
             ));
         }
-        with_compute_dtype("max", &[self], |xs| {
+        with_precision("max", &[self], |xs| {
             let x = &xs[0];
             let (kept, reduced) = split_layout(&x.layout, &axes);
             let shape = output_shape(x.shape(), &axes, keepdim);

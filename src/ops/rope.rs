@@ -6,7 +6,7 @@
 //! `rope_interleaved_to_half` converts q/k projection weights from the interleaved-pairs convention of Meta and
 //! GGUF checkpoints to this one.
 
-use super::with_compute_dtype;
+use super::with_precision;
 use crate::backend::RopeTables;
 use crate::error::{Error, Result};
 use crate::tape::record_recomputable;
@@ -90,7 +90,7 @@ impl Tensor {
     /// Applies rotary embeddings to `self: [B, T, H, D]`, positions starting at `start_pos`.
     pub fn rope(&self, rope: &Rope, start_pos: usize) -> Result<Tensor> {
         rope.check("rope", self, start_pos)?;
-        with_compute_dtype("rope", &[self], |xs| {
+        with_precision("rope", &[self], |xs| {
             let x = xs[0].contiguous()?;
             let y = rope.rotate_tensor(&x, start_pos, 1.0)?;
             let (table, rope) = (rope.clone(), rope.clone());

@@ -2,7 +2,7 @@
 //!
 //! `x: [.., N]` → `[.., N]`. Backward: softmax `dx = y ⊙ (dy − Σ dy ⊙ y)`; log_softmax `dx = dy − eʸ · Σ dy`.
 
-use super::{keep, with_compute_dtype};
+use super::{keep, with_precision};
 use crate::error::{Error, Result};
 use crate::tape::record_recomputable;
 use crate::tensor::Tensor;
@@ -15,7 +15,7 @@ fn softmax_op(x: &Tensor, log: bool) -> Result<Tensor> {
             format!("input {:?} has no last axis to normalize", x.shape()),
         ));
     }
-    with_compute_dtype(op, &[x], |xs| {
+    with_precision(op, &[x], |xs| {
         let x = xs[0].contiguous()?;
         let y = Tensor::from_storage(x.storage.softmax(&x.layout, log)?, x.shape());
         let saved = keep(&[&x], [&y]);

@@ -2,7 +2,7 @@
 //!
 //! `x: [..]` → `[..]`. Backward: `dx = dy · f'(x)`, with `f'` recomputed from the saved input.
 
-use super::{keep, with_compute_dtype};
+use super::{keep, with_precision};
 use crate::backend::{op_code::unary as code, Pointwise};
 use crate::dtype::Float;
 use crate::error::Result;
@@ -151,7 +151,7 @@ impl Tensor {
 }
 
 fn unary(op: Unary, x: &Tensor) -> Result<Tensor> {
-    with_compute_dtype(op.name(), &[x], |xs| {
+    with_precision(op.name(), &[x], |xs| {
         let x = &xs[0];
         let out = Tensor::from_storage(x.storage.map(&x.layout, op)?, x.shape());
         let saved = (!op.constant_derivative())

@@ -259,7 +259,7 @@ impl AdamW {
         )?;
         let mut sum = 0.0;
         for g in grads {
-            sum += sum_of_squares(g)?;
+            sum += sum_of_squares(g.device_view("adamw")?)?;
         }
         let grad_norm = sum.sqrt();
         if !grad_norm.is_finite() {
@@ -289,7 +289,8 @@ impl AdamW {
                 scale: k.clip_scale as f32,
                 decay,
             };
-            update(param, g, m, v, u)?;
+            let view = |t| Tensor::device_view(t, "adamw");
+            update(view(param)?, view(g)?, view(m)?, view(v)?, u)?;
         }
         Ok(StepInfo {
             grad_norm,

@@ -1,5 +1,6 @@
 //! The CPU backend: typed host buffers, the packed GEMM, and the strided loops the elementwise kernels share.
 
+pub mod attention;
 pub mod elementwise;
 pub mod gemm;
 #[cfg(target_arch = "x86_64")]

@@ -1,38 +1,41 @@
 //! Launchers of `kernels/adamw.cu`: the sum of squares behind the global gradient norm, and the fused update.
 
-use super::fused::{buffer, ptr};
-use super::{config, Arg};
+use super::launch::dense;
+use super::{config, Arg, DeviceBuffer};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::tensor::Tensor;
+use crate::shape::Layout;
+
+/// A device buffer read through its layout.
+pub(crate) type View<'a> = (&'a DeviceBuffer, &'a Layout);
 
 const OP: &str = "adamw";
 /// Elements per partial sum of the gradient norm.
 const CHUNK: usize = 1 << 16;
 
-fn f32_only(t: &Tensor) -> Result<()> {
-    if t.dtype() == DType::F32 && t.is_contiguous() {
+fn f32_only((buffer, layout): View) -> Result<()> {
+    if buffer.dtype() == DType::F32 && layout.is_contiguous() {
         Ok(())
     } else {
         Err(Error::DType {
             op: OP,
             msg: format!(
                 "GPU optimizer tensors must be contiguous f32, got {} {:?}",
-                t.dtype(),
-                t.shape()
+                buffer.dtype(),
+                layout.shape
             ),
         })
     }
 }
 
-/// `Σ x²` of a contiguous f32 device tensor: fixed per-block partials, added in order in f64.
-pub(crate) fn sum_of_squares(x: &Tensor) -> Result<f64> {
+/// `Σ x²` of a contiguous f32 view: fixed per-block partials, added in order in f64.
+pub(crate) fn sum_of_squares(x: View) -> Result<f64> {
     f32_only(x)?;
-    let n = x.numel();
+    let n = x.1.numel();
     if n == 0 {
         return Ok(0.0);
     }
-    let gpu = buffer(OP, x)?.gpu().clone();
+    let gpu = x.0.gpu().clone();
     let blocks = n.div_ceil(CHUNK);
     let partial = gpu.alloc(DType::F32, blocks)?;
     gpu.launch(
@@ -40,7 +43,7 @@ pub(crate) fn sum_of_squares(x: &Tensor) -> Result<f64> {
         "sumsq_f32",
         config((blocks as u32, 1, 1), 256, 0),
         &[
-            ptr(OP, x)?,
+            dense(OP, x)?,
             Arg::I64(n as i64),
             Arg::I64(CHUNK as i64),
             Arg::Ptr(partial.ptr(0)),
@@ -63,35 +66,35 @@ pub(crate) struct Update {
     pub decay: f32,
 }
 
-/// Updates `p`, `m` and `v` in place from `g`. The caller owns `p`, `m`, `v` uniquely.
-pub(crate) fn update(p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, u: Update) -> Result<()> {
+/// Updates `p`, `m` and `v` in place from `g` (contiguous f32 views). The caller owns `p`, `m`, `v` uniquely.
+pub(crate) fn update(p: View, g: View, m: View, v: View, u: Update) -> Result<()> {
     for t in [p, g, m, v] {
         f32_only(t)?;
     }
-    let n = p.numel();
-    if [g, m, v].iter().any(|t| t.numel() != n) {
+    let n = p.1.numel();
+    if [g, m, v].iter().any(|t| t.1.numel() != n) {
         return Err(Error::shape(
             OP,
             format!(
                 "parameter {:?} does not match its gradient or state",
-                p.shape()
+                p.1.shape
             ),
         ));
     }
     if n == 0 {
         return Ok(());
     }
-    let gpu = buffer(OP, p)?.gpu().clone();
+    let gpu = p.0.gpu().clone();
     let blocks = n.div_ceil(256 * 4).clamp(1, 65_535) as u32;
     gpu.launch(
         "adamw",
         "adamw_f32",
         config((blocks, 1, 1), 256, 0),
         &[
-            ptr(OP, p)?,
-            ptr(OP, g)?,
-            ptr(OP, m)?,
-            ptr(OP, v)?,
+            dense(OP, p)?,
+            dense(OP, g)?,
+            dense(OP, m)?,
+            dense(OP, v)?,
             Arg::I64(n as i64),
             Arg::F32(u.beta1),
             Arg::F32(u.beta2),

@@ -1,7 +1,7 @@
 //! What every op launcher shares: kernel name suffixes, strided views collapsed for the kernels, 1-D grids,
 //! and u32 index uploads.
 
-use super::{DeviceBuffer, Gpu, Strided};
+use super::{Arg, DeviceBuffer, Gpu, Strided};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::shape::Layout;
@@ -21,7 +21,7 @@ pub(crate) fn suffix(dtype: DType) -> &'static str {
 }
 
 /// The suffix of a compute dtype (f32, f64): the arithmetic kernels have no half variants, since
-/// `with_compute_dtype` upcasts half inputs before any of them runs.
+/// `ops::with_precision` upcasts half inputs before any of them runs.
 pub(crate) fn float_suffix(op: &'static str, dtype: DType) -> Result<&'static str> {
     match dtype {
         DType::F32 | DType::F64 => Ok(suffix(dtype)),
@@ -93,4 +93,43 @@ pub(crate) fn blocks(op: &'static str, what: &str, n: usize) -> Result<u32> {
         .ok()
         .filter(|&b| b <= i32::MAX as u32)
         .ok_or_else(|| Error::shape(op, format!("{n} {what} exceed the kernel's grid")))
+}
+
+/// The kernel-name suffix of the dtypes the fused and optimizer kernels take: f32 and bf16.
+pub(crate) fn half_suffix(op: &'static str, dtype: DType) -> Result<&'static str> {
+    match dtype {
+        DType::F32 => Ok("f32"),
+        DType::BF16 => Ok("bf16"),
+        other => Err(Error::DType {
+            op,
+            msg: format!("{other} is not supported on the GPU here (f32 or bf16)"),
+        }),
+    }
+}
+
+/// The address of the first element of `buffer` read through the contiguous `layout`, or an error naming `op`
+/// (the kernels taking a bare pointer read rows in order).
+pub(crate) fn dense(op: &'static str, (buffer, layout): (&DeviceBuffer, &Layout)) -> Result<Arg> {
+    if !layout.is_contiguous() {
+        return Err(Error::shape(
+            op,
+            format!("internal: {:?} is not contiguous", layout.shape),
+        ));
+    }
+    Ok(Arg::Ptr(buffer.ptr(layout.offset)))
+}
+
+/// `v` as a kernel's `int`, or an error naming `op`.
+pub(crate) fn int(op: &'static str, v: usize) -> Result<Arg> {
+    i32::try_from(v).map(Arg::I32).map_err(|_| Error::Device {
+        op,
+        msg: format!("size {v} exceeds the kernels' 32-bit indexing"),
+    })
+}
+
+/// Threads per row for the row kernels reading 16-byte vectors: enough vectors per thread, a multiple of 32,
+/// at most 1024.
+pub(crate) fn vector_row_threads(cols: usize, dtype: DType) -> u32 {
+    let per_vector = 16 / dtype.size_in_bytes();
+    (cols.div_ceil(per_vector).div_ceil(32) * 32).clamp(32, 1024) as u32
 }

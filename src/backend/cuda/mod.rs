@@ -6,17 +6,19 @@
 //! naming what is missing; nothing here panics for want of a library.
 
 pub mod adamw;
+pub mod attention;
 pub(crate) mod binary;
 pub mod blas;
 pub(crate) mod copy;
 pub(crate) mod cross_entropy;
 pub(crate) mod embedding;
-pub mod fused;
 pub(crate) mod launch;
 pub mod nvrtc;
 pub(crate) mod reduce;
+pub(crate) mod rmsnorm;
 pub(crate) mod rope;
 pub(crate) mod softmax;
+pub(crate) mod swiglu;
 pub(crate) mod unary;
 
 use super::pool::{Pool, PoolStats, RawAlloc};
