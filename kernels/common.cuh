@@ -17,7 +17,7 @@
 #endif
 
 // The ops of the pointwise kernels (unary.cu, binary.cu) by name, in code order. The host reads these two lines
-// when it is compiled (`backend::cuda::op_code`), so both sides take every code from here: an op renamed,
+// when it is compiled (`backend::op_code`), so both sides take every code from here: an op renamed,
 // removed or missing on either side fails to build.
 #define TG_UNARY_OPS(X) X(NEG) X(EXP) X(LOG) X(SQRT) X(RSQRT) X(POWF) X(SILU) X(SIGMOID) X(SCALE) X(ADD_SCALAR)
 #define TG_BINARY_OPS(X) X(ADD) X(SUB) X(MUL) X(DIV)

@@ -44,7 +44,7 @@ MUTATIONS = [
     ),
     (
         "a block size the kernel does not expect (attention forward launched with 64 threads)",
-        "src/backend/cuda/fused.rs",
+        "src/backend/cuda/attention.rs",
         "                (s.tq.div_ceil(64) as u32, s.heads as u32, s.batch as u32),\n                128,\n                smem,",
         "                (s.tq.div_ceil(64) as u32, s.heads as u32, s.batch as u32),\n                64,\n                smem,",
     ),

@@ -30,7 +30,6 @@ pub mod dtype;
 pub mod error;
 pub mod io;
 pub mod llama;
-pub mod memory;
 pub mod ops;
 pub mod optim;
 pub mod rng;
@@ -38,7 +37,7 @@ pub mod shape;
 pub mod tape;
 pub mod tensor;
 
-pub use backend::Device;
+pub use backend::{memory, Device};
 pub use dtype::DType;
 pub use error::{Error, Result};
 pub use rng::Rng;

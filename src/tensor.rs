@@ -5,11 +5,11 @@
 //! This file holds creation and inspection only. Every op adds its method to `Tensor` in its own file under
 //! `ops/`; the tape knows tensors only through the `Track` they carry.
 
+use crate::backend::memory::Counted;
 use crate::backend::StorageElement;
 use crate::backend::{Device, Storage};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::memory::Counted;
 use crate::rng::Rng;
 use crate::shape::Layout;
 use crate::tape::{Recipe, Track};

@@ -51,7 +51,8 @@ fn assert_close(what: &str, gpu: &Tensor, cpu: &Tensor, tol: f64) {
 }
 
 /// The output of `f` at `inputs` (watched on a fresh tape on `device`) and the gradients of
-/// `Σ f(inputs) ⊙ r` for fixed random `r`, all copied to the host.
+/// `Σ f(inputs) ⊙ r` for fixed random `r`, all copied to the host. Covers `ops/device.rs`: each input is moved
+/// to the device on the tape, so its gradient comes back through `to_device`'s backward.
 fn run_on(
     device: Device,
     inputs: &[Tensor],

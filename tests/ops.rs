@@ -22,6 +22,8 @@ const CASES: u32 = 24;
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(CASES))]
 
+    /// Covers `ops/binary.rs`.
+
     #[test]
     fn binary_ops_broadcast(shape in shape_strategy(3), mask in 0u8..8, drop in 0usize..2, op in 0u8..4, view in 0u8..3, seed: u64) {
         // The right operand: some dims set to 1 and possibly fewer leading dims, so both sides broadcast.
@@ -41,6 +43,8 @@ proptest! {
             }
         }, None);
     }
+
+    /// Covers `ops/unary.rs`.
 
     #[test]
     fn unary_ops(shape in shape_strategy(3), op in 0u8..10, view in 0u8..3, seed: u64) {
@@ -64,6 +68,8 @@ proptest! {
         }, None);
     }
 
+    /// Covers `ops/matmul.rs`.
+
     #[test]
     fn matmul_with_broadcast_batch(m in 1usize..5, k in 1usize..5, n in 1usize..5, batch in 1usize..3, broadcast_b in any::<bool>(), view in 0u8..3, seed: u64) {
         let view = View::from_index(view);
@@ -74,6 +80,8 @@ proptest! {
         check_op(&[a, b], |xs| view.apply(&xs[0], &a_shape)?.matmul(&xs[1]), None);
     }
 
+    /// Covers `ops/matmul.rs`.
+
     #[test]
     fn linear_layer(rows in 1usize..4, t in 1usize..4, c_in in 1usize..5, c_out in 1usize..5, view in 0u8..3, seed: u64) {
         let view = View::from_index(view);
@@ -83,6 +91,8 @@ proptest! {
         let reference = |xs: &[Tensor]| view.apply(&xs[0], &x_shape)?.matmul(&xs[1].transpose(0, 1)?);
         check_op(&[x, w], |xs| view.apply(&xs[0], &x_shape)?.linear(&xs[1]), Some(&reference));
     }
+
+    /// Covers `ops/reduce.rs`.
 
     #[test]
     fn reductions(shape in shape_strategy(3), axis_mask in 1u8..8, keepdim in any::<bool>(), op in 0u8..3, view in 0u8..3, seed: u64) {
@@ -100,6 +110,8 @@ proptest! {
         }, None);
     }
 
+    /// Covers `ops/softmax.rs`.
+
     #[test]
     fn softmax_and_log_softmax(shape in shape_strategy(3), log in any::<bool>(), view in 0u8..3, seed: u64) {
         let view = View::from_index(view);
@@ -115,6 +127,8 @@ proptest! {
             if log { x.log_softmax() } else { x.softmax() }
         }, Some(&reference));
     }
+
+    /// Covers `ops/view.rs`.
 
     #[test]
     fn layout_ops(shape in prop::collection::vec(1usize..4, 2..=3), op in 0u8..7, view in 0u8..3, seed: u64) {
@@ -135,6 +149,8 @@ proptest! {
         }, None);
     }
 
+    /// Covers `ops/cat.rs`.
+
     #[test]
     fn cat_and_stack(shape in prop::collection::vec(1usize..4, 1..=3), extra in 1usize..3, dim_pick in 0usize..3, stack in any::<bool>(), seed: u64) {
         let dim = dim_pick % shape.len();
@@ -147,12 +163,16 @@ proptest! {
         }, None);
     }
 
+    /// Covers `ops/embedding.rs`.
+
     #[test]
     fn embedding_gather(vocab in 1usize..6, dim in 1usize..4, ids in prop::collection::vec(0u32..6, 1..8), seed: u64) {
         let ids: Vec<u32> = ids.into_iter().map(|i| i % vocab as u32).collect();
         let w = values(&[vocab, dim], -1.0, 1.0, seed);
         check_op(&[w], |xs| xs[0].embedding(&ids, &[1, ids.len()]), None);
     }
+
+    /// Covers `ops/cross_entropy.rs`.
 
     #[test]
     fn cross_entropy_with_ignore(rows in 1usize..6, classes in 1usize..6, targets in prop::collection::vec(0u32..6, 6), ignore in any::<bool>(), seed: u64) {
@@ -162,6 +182,8 @@ proptest! {
         let reference = |xs: &[Tensor]| tapegrad::ops::cross_entropy_reference(&xs[0], &targets, ignore_index);
         check_op(&[x], |xs| xs[0].cross_entropy(&targets, ignore_index), Some(&reference));
     }
+
+    /// Covers `ops/rmsnorm.rs`.
 
     #[test]
     fn rms_norm(shape in shape_strategy(3), view in 0u8..3, seed: u64) {
@@ -176,6 +198,8 @@ proptest! {
         check_op(&[x, w], |xs| view.apply(&xs[0], &shape)?.rms_norm(&xs[1], eps), Some(&reference));
     }
 
+    /// Covers `ops/swiglu.rs`.
+
     #[test]
     fn swiglu(shape in shape_strategy(3), view in 0u8..3, seed: u64) {
         let view = View::from_index(view);
@@ -184,6 +208,8 @@ proptest! {
         let reference = |xs: &[Tensor]| tapegrad::ops::swiglu_reference(&view.apply(&xs[0], &shape)?, &xs[1]);
         check_op(&[a, b], |xs| view.apply(&xs[0], &shape)?.swiglu(&xs[1]), Some(&reference));
     }
+
+    /// Covers `ops/rope.rs`.
 
     #[test]
     fn rope(b in 1usize..3, t in 1usize..5, h in 1usize..3, half in 1usize..4, start in 0usize..3, seed: u64) {
@@ -194,6 +220,8 @@ proptest! {
         let reference = |xs: &[Tensor]| rope_reference(&xs[0].transpose(1, 2)?, &rope, start);
         check_op(&[x], |xs| xs[0].transpose(1, 2)?.rope(&rope, start), Some(&reference));
     }
+
+    /// Covers `ops/attention.rs`.
 
     #[test]
     fn causal_attention_with_grouped_heads(b in 1usize..3, kv_heads in 1usize..3, group in 1usize..3, tq in 1usize..6, past in 0usize..3, d in 1usize..5, seed: u64) {
@@ -239,6 +267,8 @@ fn attention_spanning_several_tiles_matches_reference() {
         );
     }
 }
+
+/// Covers `ops/cast.rs`.
 
 #[test]
 fn cast_round_trips_and_carries_gradients() {

@@ -1,7 +1,8 @@
 //! Keeps the code map in docs/ARCHITECTURE.md and the layering true, in the spirit of rust-analyzer's tidy:
 //! every test, bench and example is named in its row and every name there exists; `data` and `io` import
-//! nothing of `llama`; no source file is over 800 lines; the device branches under `src/ops` may only become
-//! fewer.
+//! nothing of `llama`; no source file is over 800 lines; no op picks a device (no `cfg(feature` and no
+//! `is_cuda()` under `src/ops`: the backend dispatches); the backend knows nothing of tensors, ops or the
+//! tape; every op file is covered by a finite-difference test that names it.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -11,8 +12,6 @@ const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 /// The longest a source file may be, inline tests included.
 const MAX_LINES: usize = 800;
 
-/// `is_cuda()` calls and `cfg(feature` lines under `src/ops` today; the redesign takes them to zero.
-const OPS_DEVICE_BRANCHES: usize = 53;
 
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -103,18 +102,48 @@ fn source_files_stay_under_the_line_limit() {
 }
 
 #[test]
-fn device_branches_under_ops_only_become_fewer() {
-    let count: usize = sources("src/ops")
-        .iter()
-        .map(|p| {
-            read(&Path::new(ROOT).join(p))
-                .lines()
-                .filter(|l| l.contains("is_cuda()") || l.contains("cfg(feature"))
-                .count()
-        })
-        .sum();
-    assert!(
-        count <= OPS_DEVICE_BRANCHES,
-        "src/ops has {count} device branches, more than the {OPS_DEVICE_BRANCHES} it had: dispatch in backend"
-    );
+fn no_op_picks_a_device() {
+    for path in sources("src/ops") {
+        let text = read(&Path::new(ROOT).join(&path));
+        for (i, line) in text.lines().enumerate() {
+            assert!(
+                !line.contains("is_cuda()") && !line.contains("cfg(feature"),
+                "{}:{}: a device branch in an op; dispatch on the storage in backend instead",
+                path.display(),
+                i + 1
+            );
+        }
+    }
+}
+
+#[test]
+fn the_backend_knows_nothing_of_tensors_ops_or_the_tape() {
+    for path in sources("src/backend") {
+        let text = read(&Path::new(ROOT).join(&path));
+        for above in ["crate::tensor", "crate::ops", "crate::tape", "crate::llama"] {
+            assert!(
+                !text.contains(above),
+                "{} uses {above}: backend kernels take storages and layouts",
+                path.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn every_op_file_is_named_by_its_finite_difference_test() {
+    let ops = read(&Path::new(ROOT).join("tests/ops.rs"));
+    let gpu = read(&Path::new(ROOT).join("tests/cuda_ops.rs"));
+    for path in sources("src/ops") {
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if name == "mod.rs" {
+            continue;
+        }
+        // Moving between devices is checked where there is a device to move to.
+        let tests = if name == "device.rs" { &gpu } else { &ops };
+        assert!(
+            tests.contains(&format!("`ops/{name}`")),
+            "no test in tests/ops.rs says it covers `ops/{name}`"
+        );
+    }
 }

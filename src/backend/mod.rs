@@ -12,6 +12,7 @@ mod cross_entropy;
 pub mod cuda;
 mod embedding;
 mod matmul;
+pub mod memory;
 pub(crate) mod op_code;
 mod pointwise;
 pub mod pool;

@@ -7,7 +7,7 @@ use super::{keep, with_precision};
 use crate::backend::Arith;
 use crate::error::Result;
 use crate::shape::broadcast_shapes;
-use crate::tape::record_recomputable;
+use crate::tape::{record_recomputable, Rerun};
 use crate::tensor::Tensor;
 
 /// The op's name (for errors and the tape).
@@ -54,41 +54,48 @@ fn binary(op: Arith, a: &Tensor, b: &Tensor) -> Result<Tensor> {
             .flatten();
         let (shape_a, shape_b) = (a.shape().to_vec(), b.shape().to_vec());
         let forward = move |xs: &[Tensor]| binary(op, &xs[0], &xs[1]);
-        record_recomputable(name(op), &[a, b], out, forward, move |g, needs| {
-            let (ga, gb) = match op {
-                Arith::Add => (Some(g.clone()), Some(g.clone())),
-                Arith::Sub => (Some(g.clone()), needs[1].then(|| g.neg()).transpose()?),
-                Arith::Mul => {
-                    let [a, b] = saved.expect("saved when recorded");
-                    let (a, b) = (a.get()?, b.get()?);
-                    (
-                        needs[0].then(|| g.mul(&b)).transpose()?,
-                        needs[1].then(|| g.mul(&a)).transpose()?,
-                    )
-                }
-                Arith::Div => {
-                    let [a, b] = saved.expect("saved when recorded");
-                    let (a, b) = (a.get()?, b.get()?);
-                    let ga = g.div(&b)?;
-                    let gb = if needs[1] {
-                        Some(ga.mul(&a)?.div(&b)?.neg()?)
-                    } else {
-                        None
-                    };
-                    (Some(ga), gb)
-                }
-            };
-            let ga = if needs[0] {
-                ga.map(|g| g.sum_to_shape(&shape_a)).transpose()?
-            } else {
-                None
-            };
-            let gb = if needs[1] {
-                gb.map(|g| g.sum_to_shape(&shape_b)).transpose()?
-            } else {
-                None
-            };
-            Ok(vec![ga, gb])
-        })
+        record_recomputable(
+            name(op),
+            Rerun::Cheap,
+            &[a, b],
+            out,
+            forward,
+            move |g, needs| {
+                let (ga, gb) = match op {
+                    Arith::Add => (Some(g.clone()), Some(g.clone())),
+                    Arith::Sub => (Some(g.clone()), needs[1].then(|| g.neg()).transpose()?),
+                    Arith::Mul => {
+                        let [a, b] = saved.expect("saved when recorded");
+                        let (a, b) = (a.get()?, b.get()?);
+                        (
+                            needs[0].then(|| g.mul(&b)).transpose()?,
+                            needs[1].then(|| g.mul(&a)).transpose()?,
+                        )
+                    }
+                    Arith::Div => {
+                        let [a, b] = saved.expect("saved when recorded");
+                        let (a, b) = (a.get()?, b.get()?);
+                        let ga = g.div(&b)?;
+                        let gb = if needs[1] {
+                            Some(ga.mul(&a)?.div(&b)?.neg()?)
+                        } else {
+                            None
+                        };
+                        (Some(ga), gb)
+                    }
+                };
+                let ga = if needs[0] {
+                    ga.map(|g| g.sum_to_shape(&shape_a)).transpose()?
+                } else {
+                    None
+                };
+                let gb = if needs[1] {
+                    gb.map(|g| g.sum_to_shape(&shape_b)).transpose()?
+                } else {
+                    None
+                };
+                Ok(vec![ga, gb])
+            },
+        )
     })
 }

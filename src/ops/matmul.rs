@@ -10,7 +10,7 @@
 use super::{keep, with_precision};
 use crate::error::{Error, Result};
 use crate::shape::broadcast_shapes;
-use crate::tape::record_recomputable;
+use crate::tape::{record_recomputable, Rerun};
 use crate::tensor::Tensor;
 
 fn check(op: &'static str, a: &Tensor, b: &Tensor) -> Result<Vec<usize>> {
@@ -47,27 +47,34 @@ impl Tensor {
             let out = Tensor::from_storage(out, &out_shape);
             let saved = keep(&[a, b], [a, b]);
             let forward = |xs: &[Tensor]| xs[0].matmul(&xs[1]);
-            record_recomputable("matmul", &[a, b], out, forward, move |g, needs| {
-                let [a, b] = saved.expect("saved when recorded");
-                let (a, b) = (a.get()?, b.get()?);
-                let ga = if needs[0] {
-                    Some(g.matmul(&b.transpose(-1, -2)?)?.sum_to_shape(a.shape())?)
-                } else {
-                    None
-                };
-                let gb = if !needs[1] {
-                    None
-                } else if b.ndim() == 2 {
-                    // Fold every batch dim into the depth: one GEMM of Aᵀ [K, batch·M] · dC [batch·M, N].
-                    let k = a.shape()[a.ndim() - 1];
-                    let a2 = a.reshape(&[a.numel() / k.max(1), k])?;
-                    let g2 = g.reshape(&[g.numel() / b.shape()[1].max(1), b.shape()[1]])?;
-                    Some(a2.transpose(0, 1)?.matmul(&g2)?)
-                } else {
-                    Some(a.transpose(-1, -2)?.matmul(g)?.sum_to_shape(b.shape())?)
-                };
-                Ok(vec![ga, gb])
-            })
+            record_recomputable(
+                "matmul",
+                Rerun::Costly,
+                &[a, b],
+                out,
+                forward,
+                move |g, needs| {
+                    let [a, b] = saved.expect("saved when recorded");
+                    let (a, b) = (a.get()?, b.get()?);
+                    let ga = if needs[0] {
+                        Some(g.matmul(&b.transpose(-1, -2)?)?.sum_to_shape(a.shape())?)
+                    } else {
+                        None
+                    };
+                    let gb = if !needs[1] {
+                        None
+                    } else if b.ndim() == 2 {
+                        // Fold every batch dim into the depth: one GEMM of Aᵀ [K, batch·M] · dC [batch·M, N].
+                        let k = a.shape()[a.ndim() - 1];
+                        let a2 = a.reshape(&[a.numel() / k.max(1), k])?;
+                        let g2 = g.reshape(&[g.numel() / b.shape()[1].max(1), b.shape()[1]])?;
+                        Some(a2.transpose(0, 1)?.matmul(&g2)?)
+                    } else {
+                        Some(a.transpose(-1, -2)?.matmul(g)?.sum_to_shape(b.shape())?)
+                    };
+                    Ok(vec![ga, gb])
+                },
+            )
         })
     }
 
@@ -102,19 +109,26 @@ impl Tensor {
             let saved = keep(&[x, w], [x, w]);
             let x_shape = x.shape().to_vec();
             let forward = |xs: &[Tensor]| xs[0].linear(&xs[1]);
-            record_recomputable("linear", &[x, w], out, forward, move |g, needs| {
-                let [x, w] = saved.expect("saved when recorded");
-                let (x, w) = (x.get()?, w.get()?);
-                let x2 = x.reshape(&[rows, c_in])?;
-                let g2 = g.reshape(&[x2.shape()[0], w.shape()[0]])?;
-                let gx = needs[0]
-                    .then(|| g2.matmul(&w)?.reshape(&x_shape))
-                    .transpose()?;
-                let gw = needs[1]
-                    .then(|| g2.transpose(0, 1)?.matmul(&x2))
-                    .transpose()?;
-                Ok(vec![gx, gw])
-            })
+            record_recomputable(
+                "linear",
+                Rerun::Costly,
+                &[x, w],
+                out,
+                forward,
+                move |g, needs| {
+                    let [x, w] = saved.expect("saved when recorded");
+                    let (x, w) = (x.get()?, w.get()?);
+                    let x2 = x.reshape(&[rows, c_in])?;
+                    let g2 = g.reshape(&[x2.shape()[0], w.shape()[0]])?;
+                    let gx = needs[0]
+                        .then(|| g2.matmul(&w)?.reshape(&x_shape))
+                        .transpose()?;
+                    let gw = needs[1]
+                        .then(|| g2.transpose(0, 1)?.matmul(&x2))
+                        .transpose()?;
+                    Ok(vec![gx, gw])
+                },
+            )
         })
     }
 }

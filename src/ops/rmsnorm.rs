@@ -6,7 +6,7 @@
 
 use super::{keep, with_precision};
 use crate::error::{Error, Result};
-use crate::tape::record_recomputable;
+use crate::tape::{record_recomputable, Rerun};
 use crate::tensor::Tensor;
 
 impl Tensor {
@@ -35,22 +35,29 @@ impl Tensor {
             );
             let saved = keep(&[&x, &w], [&x, &w, &rstd]);
             let forward = move |xs: &[Tensor]| xs[0].rms_norm(&xs[1], eps);
-            record_recomputable("rms_norm", &[&x, &w], y, forward, move |g, _| {
-                let [x, w, rstd] = saved.expect("saved when recorded");
-                let (x, w, rstd) = (x.get()?, w.get()?, rstd.get()?);
-                let g = g.contiguous()?;
-                let (dx, dw) = x.storage.rms_norm_backward(
-                    &x.layout,
-                    (&w.storage, &w.layout),
-                    (&rstd.storage, &rstd.layout),
-                    (&g.storage, &g.layout),
-                )?;
-                let (dx, dw) = (
-                    Tensor::from_storage(dx, x.shape()),
-                    Tensor::from_storage(dw, w.shape()),
-                );
-                Ok(vec![Some(dx), Some(dw)])
-            })
+            record_recomputable(
+                "rms_norm",
+                Rerun::Cheap,
+                &[&x, &w],
+                y,
+                forward,
+                move |g, _| {
+                    let [x, w, rstd] = saved.expect("saved when recorded");
+                    let (x, w, rstd) = (x.get()?, w.get()?, rstd.get()?);
+                    let g = g.contiguous()?;
+                    let (dx, dw) = x.storage.rms_norm_backward(
+                        &x.layout,
+                        (&w.storage, &w.layout),
+                        (&rstd.storage, &rstd.layout),
+                        (&g.storage, &g.layout),
+                    )?;
+                    let (dx, dw) = (
+                        Tensor::from_storage(dx, x.shape()),
+                        Tensor::from_storage(dw, w.shape()),
+                    );
+                    Ok(vec![Some(dx), Some(dw)])
+                },
+            )
         })
     }
 }

@@ -9,7 +9,7 @@
 use super::with_precision;
 use crate::backend::RopeTables;
 use crate::error::{Error, Result};
-use crate::tape::record_recomputable;
+use crate::tape::{record_recomputable, Rerun};
 use crate::tensor::Tensor;
 use std::sync::Arc;
 
@@ -95,7 +95,7 @@ impl Tensor {
             let y = rope.rotate_tensor(&x, start_pos, 1.0)?;
             let (table, rope) = (rope.clone(), rope.clone());
             let forward = move |xs: &[Tensor]| xs[0].rope(&table, start_pos);
-            record_recomputable("rope", &[&x], y, forward, move |g, _| {
+            record_recomputable("rope", Rerun::Cheap, &[&x], y, forward, move |g, _| {
                 let g = g.contiguous()?;
                 let dx = rope.rotate_tensor(&g, start_pos, -1.0)?;
                 Ok(vec![Some(dx)])

@@ -4,7 +4,7 @@
 
 use super::{keep, with_precision};
 use crate::error::{Error, Result};
-use crate::tape::record_recomputable;
+use crate::tape::{record_recomputable, Rerun};
 use crate::tensor::Tensor;
 
 fn softmax_op(x: &Tensor, log: bool) -> Result<Tensor> {
@@ -20,7 +20,7 @@ fn softmax_op(x: &Tensor, log: bool) -> Result<Tensor> {
         let y = Tensor::from_storage(x.storage.softmax(&x.layout, log)?, x.shape());
         let saved = keep(&[&x], [&y]);
         let forward = move |xs: &[Tensor]| softmax_op(&xs[0], log);
-        record_recomputable(op, &[&x], y, forward, move |g, _| {
+        record_recomputable(op, Rerun::Cheap, &[&x], y, forward, move |g, _| {
             let [saved] = saved.expect("saved when recorded");
             let saved = saved.get()?;
             let sum_axis = [-1isize];

@@ -5,7 +5,7 @@
 
 use super::{keep, with_precision};
 use crate::error::{Error, Result};
-use crate::tape::record_recomputable;
+use crate::tape::{record_recomputable, Rerun};
 use crate::tensor::Tensor;
 
 impl Tensor {
@@ -24,21 +24,28 @@ impl Tensor {
             let y = Tensor::from_storage(y, &shape);
             let saved = keep(&[&a, &b], [&a, &b]);
             let forward = |xs: &[Tensor]| xs[0].swiglu(&xs[1]);
-            record_recomputable("swiglu", &[&a, &b], y, forward, move |g, _| {
-                let [a, b] = saved.expect("saved when recorded");
-                let (a, b) = (a.get()?, b.get()?);
-                let g = g.contiguous()?;
-                let (da, db) = a.storage.swiglu_backward(
-                    &a.layout,
-                    (&b.storage, &b.layout),
-                    (&g.storage, &g.layout),
-                )?;
-                let (da, db) = (
-                    Tensor::from_storage(da, &shape),
-                    Tensor::from_storage(db, &shape),
-                );
-                Ok(vec![Some(da), Some(db)])
-            })
+            record_recomputable(
+                "swiglu",
+                Rerun::Cheap,
+                &[&a, &b],
+                y,
+                forward,
+                move |g, _| {
+                    let [a, b] = saved.expect("saved when recorded");
+                    let (a, b) = (a.get()?, b.get()?);
+                    let g = g.contiguous()?;
+                    let (da, db) = a.storage.swiglu_backward(
+                        &a.layout,
+                        (&b.storage, &b.layout),
+                        (&g.storage, &g.layout),
+                    )?;
+                    let (da, db) = (
+                        Tensor::from_storage(da, &shape),
+                        Tensor::from_storage(db, &shape),
+                    );
+                    Ok(vec![Some(da), Some(db)])
+                },
+            )
         })
     }
 }

@@ -6,7 +6,7 @@ use super::{keep, with_precision};
 use crate::backend::{op_code::unary as code, Pointwise};
 use crate::dtype::Float;
 use crate::error::Result;
-use crate::tape::record_recomputable;
+use crate::tape::{record_recomputable, Rerun};
 use crate::tensor::Tensor;
 
 #[derive(Clone, Copy, Debug)]
@@ -158,7 +158,7 @@ fn unary(op: Unary, x: &Tensor) -> Result<Tensor> {
             .then(|| keep(&[x], [x]))
             .flatten();
         let forward = move |xs: &[Tensor]| unary(op, &xs[0]);
-        record_recomputable(op.name(), &[x], out, forward, move |g, _| {
+        record_recomputable(op.name(), Rerun::Cheap, &[x], out, forward, move |g, _| {
             let saved = match saved {
                 Some([x]) => Some(x.get()?),
                 None => None,

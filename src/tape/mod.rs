@@ -16,8 +16,8 @@ mod region;
 mod saved;
 
 pub use region::checkpoint;
-pub(crate) use saved::Saved;
 pub use saved::{save_policy, with_save_policy, SavePolicy, SavedBytes};
+pub(crate) use saved::{Rerun, Saved};
 
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -395,12 +395,13 @@ pub(crate) fn record(
 /// recomputes this op, the output carries a recipe, so ops that save it keep the recipe instead of the data.
 pub(crate) fn record_recomputable(
     op: &'static str,
+    rerun: Rerun,
     inputs: &[&Tensor],
     output: Tensor,
     forward: impl Fn(&[Tensor]) -> Result<Tensor> + Send + Sync + 'static,
     backward: impl FnOnce(&Tensor, &[bool]) -> Result<Vec<Option<Tensor>>> + Send + 'static,
 ) -> Result<Tensor> {
-    let tape = recording_tape(inputs).filter(|_| saved::recomputes(op));
+    let tape = recording_tape(inputs).filter(|_| saved::recomputes(rerun));
     let numel = output.storage.len();
     let contiguous = output.is_contiguous() && output.layout.offset == 0;
     let mut out = record(op, inputs, output, backward)?;

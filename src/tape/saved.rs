@@ -44,11 +44,21 @@ pub fn save_policy() -> SavePolicy {
     POLICY.with(|p| p.get())
 }
 
-/// Whether an op named `op` should leave its output to be recomputed under the current policy.
-pub(crate) fn recomputes(op: &str) -> bool {
+/// What rerunning an op costs, declared by the op where it records (`record_recomputable`):
+/// `SavePolicy::Selective` recomputes the cheap ones and keeps the outputs of the costly ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rerun {
+    /// Linear in its inputs (norms, activations, RoPE, softmax, elementwise).
+    Cheap,
+    /// A matrix product's worth of work.
+    Costly,
+}
+
+/// Whether an op whose rerun costs `rerun` should leave its output to be recomputed under the current policy.
+pub(crate) fn recomputes(rerun: Rerun) -> bool {
     match save_policy() {
         SavePolicy::All => false,
-        SavePolicy::Selective => !matches!(op, "matmul" | "linear"),
+        SavePolicy::Selective => rerun == Rerun::Cheap,
         SavePolicy::Recompute => true,
     }
 }

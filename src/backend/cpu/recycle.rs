@@ -14,16 +14,16 @@
 //! Bounds: a length is kept only as many times as requests for it found the shelf empty, so buffers of a
 //! length no kernel asks for are freed at once and the shelf stops growing once a step has run. As a backstop
 //! against work of ever new lengths, the shelf holds at most twice the bytes live tensors ever held at once
-//! (`memory::most_live_bytes`), freeing its oldest buffers beyond that. Kept buffers are not live tensors:
+//! (`backend::memory::most_live_bytes`), freeing its oldest buffers beyond that. Kept buffers are not live tensors:
 //! `memory_stats` does not count them, [`stats`] does.
 //!
 //! Every element type is plain old data, so a reused buffer's old values are valid values: [`buffer`] is for
 //! outputs the kernel writes in full. [`poison_buffers`] makes it hand out NaN instead, so a kernel that leaves
 //! part of its output unwritten shows in its results.
 
+use crate::backend::memory::most_live_bytes;
 use crate::backend::{Storage, StorageElement};
 use crate::dtype::DType;
-use crate::memory::most_live_bytes;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{LazyLock, Mutex, MutexGuard};
@@ -178,18 +178,18 @@ pub fn poison_buffers(on: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tensor::Tensor;
+    use crate::backend::memory::Counted;
 
     /// The buffers of a length no other test uses, so tests running alongside cannot take them.
     const LEN: usize = MIN_BYTES / 4 + 11;
 
     #[test]
-    fn a_dropped_tensor_buffer_is_handed_out_again() {
+    fn a_dropped_storage_buffer_is_handed_out_again() {
         // A request that finds nothing makes the length wanted.
         let mut first = buffer::<f32>(LEN);
         first.fill(3.5);
-        let t = Tensor::from_vec(first, &[LEN]).unwrap();
-        let address = t.data::<f32>().as_ptr();
+        let t = Counted::new(Storage::F32(first));
+        let address = t.host::<f32>().as_ptr();
         let before = stats();
         drop(t);
         let v = buffer::<f32>(LEN);
@@ -201,8 +201,7 @@ mod tests {
             "old values (or poison)"
         );
         // A buffer of another length or dtype is not a match.
-        let w = Tensor::from_vec(v, &[LEN]).unwrap();
-        drop(w);
+        drop(Counted::new(Storage::F32(v)));
         let (longer, wider) = (buffer::<f32>(LEN + 1), buffer::<f64>(LEN));
         assert_ne!(longer.as_ptr(), address);
         assert_ne!(wider.as_ptr() as *const f32, address);
@@ -212,7 +211,7 @@ mod tests {
     #[test]
     fn small_buffers_go_back_to_the_allocator() {
         let n = MIN_BYTES / 4 - 3;
-        drop(Tensor::from_vec(vec![1.0f32; n], &[n]).unwrap());
+        drop(Counted::new(Storage::F32(vec![1.0f32; n])));
         let kept = with_shelf(|shelf| {
             let kept = shelf.by_key.get(&(DType::F32, n));
             kept.map_or(0, |k| k.buffers.len())

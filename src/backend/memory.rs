@@ -4,10 +4,10 @@
 //!
 //! A dropped buffer may be kept for reuse (`backend::cpu::recycle`); it stops counting here when dropped.
 //!
-//! The counters are process-wide and count host memory; GPU memory is reported by each device's pool
+//! The counters are process-wide and count host memory (re-exported as `tapegrad::memory`); GPU memory is reported by each device's pool
 //! (`backend::cuda::Gpu::memory`). `reset_peak` starts a new measurement window.
 
-use crate::backend::Storage;
+use super::Storage;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -73,10 +73,7 @@ impl Clone for Counted {
 impl Drop for Counted {
     fn drop(&mut self) {
         LIVE.fetch_sub(host_bytes(&self.0), Ordering::Relaxed);
-        crate::backend::cpu::recycle::shelve(std::mem::replace(
-            &mut self.0,
-            Storage::F32(Vec::new()),
-        ));
+        super::cpu::recycle::shelve(std::mem::replace(&mut self.0, Storage::F32(Vec::new())));
     }
 }
 
