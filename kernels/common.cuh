@@ -16,18 +16,7 @@
 #define TG_DYNAMIC_SHARED(name) extern __shared__ __align__(16) unsigned char name[]
 #endif
 
-// The ops of the pointwise kernels (unary.cu, binary.cu) by name, in code order. The host reads these two lines
-// when it is compiled (`backend::op_code`), so both sides take every code from here: an op renamed,
-// removed or missing on either side fails to build.
-#define TG_UNARY_OPS(X) X(NEG) X(EXP) X(LOG) X(SQRT) X(RSQRT) X(POWF) X(SILU) X(SIGMOID) X(SCALE) X(ADD_SCALAR)
-#define TG_BINARY_OPS(X) X(ADD) X(SUB) X(MUL) X(DIV)
-
 namespace tg {
-
-#define TG_OP_NAME(name) name,
-enum class UnaryOp : int { TG_UNARY_OPS(TG_OP_NAME) };
-enum class BinaryOp : int { TG_BINARY_OPS(TG_OP_NAME) };
-#undef TG_OP_NAME
 
 __device__ __forceinline__ float to_f32(float x) { return x; }
 __device__ __forceinline__ float to_f32(__nv_bfloat16 x) { return __bfloat162float(x); }

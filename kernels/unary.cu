@@ -1,9 +1,9 @@
 // Pointwise math (`ops::unary`): y = f(x) forward, dx = g * f'(x) backward, in the arithmetic type T (float or
 // double; half inputs are upcast on the host first).
 //
-// The op is a `tg::UnaryOp` (its code from `TG_UNARY_OPS` in common.cuh, as the host sends it), with one f64
-// parameter p (rounded to T as the CPU does with `T::from_f64`): NEG, EXP, LOG, SQRT, RSQRT, POWF (x^p), SILU,
-// SIGMOID, SCALE (x*p), ADD_SCALAR (x+p).
+// The op is the code of an entry of `TG_UNARY_OPS` below (as the host sends it), with one f64 parameter p
+// (rounded to T as the CPU does with `T::from_f64`): NEG, EXP, LOG, SQRT, RSQRT, POWF (x^p), SILU, SIGMOID,
+// SCALE (x*p), ADD_SCALAR (x+p).
 //
 // Entry points (t = f32, f64; T = float, double):
 //
@@ -15,6 +15,21 @@
 //
 // An unknown op code writes NaN (the host passes only the codes above).
 #include "common.cuh"
+
+// The ops by name, in code order, each with f(x) and f'(x) in the arithmetic type T, from x and the parameter
+// p. The host reads this list when it is compiled (`backend::op_code`), so both sides take every code from
+// here: an op renamed, removed or missing on either side fails to build. A new op is one line here.
+#define TG_UNARY_OPS(X) \
+    X(NEG, -x, T(-1)) \
+    X(EXP, m_exp(x), m_exp(x)) \
+    X(LOG, m_log(x), T(1) / x) \
+    X(SQRT, m_sqrt(x), T(0.5) / m_sqrt(x)) \
+    X(RSQRT, T(1) / m_sqrt(x), T(-0.5) / (x * m_sqrt(x))) \
+    X(POWF, m_pow(x, static_cast<T>(p)), static_cast<T>(p) * m_pow(x, static_cast<T>(p - 1.0))) \
+    X(SILU, x * sigmoid(x), sigmoid(x) * (T(1) + x * (T(1) - sigmoid(x)))) \
+    X(SIGMOID, sigmoid(x), sigmoid(x) * (T(1) - sigmoid(x))) \
+    X(SCALE, x * static_cast<T>(p), static_cast<T>(p)) \
+    X(ADD_SCALAR, x + static_cast<T>(p), T(1))
 
 namespace tg_unary {
 
@@ -32,43 +47,26 @@ template <> __device__ __forceinline__ double m_nan<double>() { return __longlon
 
 template <typename T> __device__ __forceinline__ T sigmoid(T x) { return T(1) / (T(1) + m_exp(-x)); }
 
+#define TG_UNARY_NAME(name, f, df) name,
+enum class Op : int { TG_UNARY_OPS(TG_UNARY_NAME) };
+#undef TG_UNARY_NAME
+
 template <typename T> __device__ __forceinline__ T apply(int op, T x, double p) {
-    using tg::UnaryOp;
-    switch (static_cast<UnaryOp>(op)) {
-        case UnaryOp::NEG: return -x;
-        case UnaryOp::EXP: return m_exp(x);
-        case UnaryOp::LOG: return m_log(x);
-        case UnaryOp::SQRT: return m_sqrt(x);
-        case UnaryOp::RSQRT: return T(1) / m_sqrt(x);
-        case UnaryOp::POWF: return m_pow(x, static_cast<T>(p));
-        case UnaryOp::SILU: return x * sigmoid(x);
-        case UnaryOp::SIGMOID: return sigmoid(x);
-        case UnaryOp::SCALE: return x * static_cast<T>(p);
-        case UnaryOp::ADD_SCALAR: return x + static_cast<T>(p);
+    switch (static_cast<Op>(op)) {
+#define TG_UNARY_APPLY(name, f, df) \
+    case Op::name: return f;
+        TG_UNARY_OPS(TG_UNARY_APPLY)
+#undef TG_UNARY_APPLY
         default: return m_nan<T>();
     }
 }
 
 template <typename T> __device__ __forceinline__ T derivative(int op, T x, double p) {
-    const T half = T(0.5);
-    using tg::UnaryOp;
-    switch (static_cast<UnaryOp>(op)) {
-        case UnaryOp::NEG: return T(-1);
-        case UnaryOp::EXP: return m_exp(x);
-        case UnaryOp::LOG: return T(1) / x;
-        case UnaryOp::SQRT: return half / m_sqrt(x);
-        case UnaryOp::RSQRT: return -half / (x * m_sqrt(x));
-        case UnaryOp::POWF: return static_cast<T>(p) * m_pow(x, static_cast<T>(p - 1.0));
-        case UnaryOp::SILU: {
-            const T s = sigmoid(x);
-            return s * (T(1) + x * (T(1) - s));
-        }
-        case UnaryOp::SIGMOID: {
-            const T s = sigmoid(x);
-            return s * (T(1) - s);
-        }
-        case UnaryOp::SCALE: return static_cast<T>(p);
-        case UnaryOp::ADD_SCALAR: return T(1);
+    switch (static_cast<Op>(op)) {
+#define TG_UNARY_DERIVATIVE(name, f, df) \
+    case Op::name: return df;
+        TG_UNARY_OPS(TG_UNARY_DERIVATIVE)
+#undef TG_UNARY_DERIVATIVE
         default: return m_nan<T>();
     }
 }

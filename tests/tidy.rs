@@ -12,7 +12,6 @@ const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 /// The longest a source file may be, inline tests included.
 const MAX_LINES: usize = 800;
 
-
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }

@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::shape::Layout;
 
 /// A pointwise function as the kernels take it: its math, for the host loops, and its code in
-/// `kernels/common.cuh`'s `TG_UNARY_OPS` with one parameter, for `kernels/unary.cu`.
+/// `TG_UNARY_OPS` in `kernels/unary.cu` with one parameter.
 pub trait Pointwise: Copy + Send + Sync {
     /// `f(x)`.
     fn apply<T: Float>(self, x: T) -> T;
@@ -33,7 +33,7 @@ pub enum Arith {
 }
 
 impl Arith {
-    /// The kernel's op code, by name from `kernels/common.cuh`'s `TG_BINARY_OPS`.
+    /// The kernel's op code, by name from `TG_BINARY_OPS` in `kernels/binary.cu`.
     pub fn code(self) -> i32 {
         match self {
             Arith::Add => const { op_code::binary("ADD") },

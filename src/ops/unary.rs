@@ -90,7 +90,7 @@ impl Pointwise for Unary {
         }
     }
 
-    /// Codes by name from `kernels/common.cuh`.
+    /// Codes by name from `TG_UNARY_OPS` in `kernels/unary.cu`.
     fn code(self) -> (i32, f64) {
         match self {
             Unary::Neg => (const { code("NEG") }, 0.0),

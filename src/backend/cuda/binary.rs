@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::shape::Layout;
 
 /// `a (op) b` over `la`'s shape, reading `a` through `la` and `b` through `lb` (layouts broadcast to one
-/// shape), contiguous; `op` is the code of `TG_BINARY_OPS` in `kernels/common.cuh`.
+/// shape), contiguous; `op` is the code of an entry of `TG_BINARY_OPS` in `kernels/binary.cu`.
 pub(crate) fn forward(
     a: &DeviceBuffer,
     la: &Layout,
