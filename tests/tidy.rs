@@ -116,6 +116,26 @@ fn no_op_picks_a_device() {
 }
 
 #[test]
+fn the_dispatch_has_no_feature_gates() {
+    // The kernel families of `src/backend/*.rs` dispatch on `Storage::Cuda` in every build: without the `cuda`
+    // feature the launchers are `cuda_off.rs`'s uninhabited stand-ins. Only `mod.rs` picks which module is
+    // `cuda`, and `cuda_off.rs` is the stand-in.
+    for path in sources("src/backend") {
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let top_level = path.parent() == Some(Path::new("src/backend"));
+        if !top_level || name == "mod.rs" || name == "cuda_off.rs" {
+            continue;
+        }
+        let text = read(&Path::new(ROOT).join(&path));
+        assert!(
+            !text.contains("cfg(feature"),
+            "{} gates code on a feature; dispatch on Storage::Cuda (cuda_off.rs stands in without the GPU)",
+            path.display()
+        );
+    }
+}
+
+#[test]
 fn the_backend_knows_nothing_of_tensors_ops_or_the_tape() {
     for path in sources("src/backend") {
         let text = read(&Path::new(ROOT).join(&path));

@@ -9,11 +9,9 @@
 pub use super::cpu::attention::Geometry;
 use super::{float_dispatch, Storage, StorageElement, View};
 use crate::error::Result;
-#[cfg(feature = "cuda-backend")]
 use crate::shape::Layout;
 
 /// The host copy of a GPU operand in f32, contiguous, with its layout.
-#[cfg(feature = "cuda-backend")]
 fn host_f32(v: View) -> Result<(Storage, Layout)> {
     let host = super::copy_to(v.0, super::Device::Cpu)?;
     let copy = host.cast(v.1, crate::DType::F32)?;
@@ -21,27 +19,12 @@ fn host_f32(v: View) -> Result<(Storage, Layout)> {
 }
 
 /// `s` (a host result) on `like`'s device, in `dtype`.
-#[cfg(feature = "cuda-backend")]
 fn back_to(s: Storage, like: &Storage, dtype: crate::DType) -> Result<Storage> {
     let moved = s.cast(&Layout::contiguous(&[s.len()]), dtype)?;
     super::copy_to(&moved, like.device())
 }
 
-#[cfg(feature = "cuda-backend")]
-fn kernel_shape(g: &Geometry) -> super::cuda::attention::AttentionShape {
-    super::cuda::attention::AttentionShape {
-        batch: g.batch,
-        heads: g.heads,
-        kv_heads: g.kv_heads,
-        tq: g.tq,
-        tk: g.tk,
-        d: g.d,
-        scale: g.scale as f32,
-    }
-}
-
 /// The flash kernels take bf16 only; an error naming the dtype otherwise.
-#[cfg(feature = "cuda-backend")]
 fn bf16_only(op: &'static str, s: &Storage) -> Result<()> {
     if s.dtype() == crate::DType::BF16 {
         return Ok(());
@@ -58,7 +41,6 @@ fn host<T: StorageElement>((s, layout): View<'_>) -> (&[T], &crate::shape::Layou
 }
 
 /// A GPU operand as its buffer with its layout, or an error naming the device it is on.
-#[cfg(feature = "cuda-backend")]
 fn cuda((s, layout): View<'_>) -> Result<(&super::cuda::DeviceBuffer, &Layout)> {
     match s {
         Storage::Cuda(b) => Ok((b, layout)),
@@ -72,7 +54,6 @@ fn cuda((s, layout): View<'_>) -> Result<(&super::cuda::DeviceBuffer, &Layout)> 
 impl Storage {
     /// The output (`[B, Tq, H, D]`) and row log-sum-exp (`[B·H·Tq]`) of causal attention.
     pub fn attention(q: View, k: View, v: View, geo: &Geometry) -> Result<(Storage, Storage)> {
-        #[cfg(feature = "cuda-backend")]
         if let (Storage::Cuda(qb), Storage::Cuda(kb), Storage::Cuda(vb)) = (q.0, k.0, v.0) {
             if !super::cuda::attention::has_kernel(geo.d) {
                 let (hq, hk, hv) = (host_f32(q)?, host_f32(k)?, host_f32(v)?);
@@ -83,12 +64,7 @@ impl Storage {
                 return Ok((back_to(o, q.0, q.0.dtype())?, back_to(lse, q.0, f32)?));
             }
             bf16_only("attention", q.0)?;
-            let (o, lse) = super::cuda::attention::forward(
-                (qb, q.1),
-                (kb, k.1),
-                (vb, v.1),
-                kernel_shape(geo),
-            )?;
+            let (o, lse) = super::cuda::attention::forward((qb, q.1), (kb, k.1), (vb, v.1), geo)?;
             return Ok((Storage::Cuda(o), Storage::Cuda(lse)));
         }
         float_dispatch!(q.0.dtype(), T, {
@@ -111,7 +87,6 @@ impl Storage {
         dout: View,
         geo: &Geometry,
     ) -> Result<(Storage, Storage, Storage)> {
-        #[cfg(feature = "cuda-backend")]
         if let (Storage::Cuda(qb), Storage::Cuda(kb), Storage::Cuda(vb)) = (q.0, k.0, v.0) {
             if !super::cuda::attention::has_kernel(geo.d) {
                 let h: Vec<(Storage, Layout)> = [q, k, v, o, lse, dout]
@@ -143,7 +118,7 @@ impl Storage {
                 cuda(o)?,
                 cuda(lse)?,
                 cuda(dout)?,
-                kernel_shape(geo),
+                geo,
             )?;
             return Ok((Storage::Cuda(dq), Storage::Cuda(dk), Storage::Cuda(dv)));
         }

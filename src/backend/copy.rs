@@ -55,7 +55,6 @@ impl Storage {
     /// The elements of `self` read through `layout`, contiguous, converted to `dtype` (through f64: exact for
     /// every pair of stored dtypes), on `self`'s device.
     pub fn cast(&self, layout: &Layout, dtype: DType) -> Result<Storage> {
-        #[cfg(feature = "cuda-backend")]
         if let Storage::Cuda(x) = self {
             let out = x.gpu().alloc(dtype, layout.numel())?;
             super::cuda::copy::copy_into(x, layout, &out, &Layout::contiguous(&layout.shape))?;
@@ -81,7 +80,6 @@ impl Storage {
             .ok_or_else(|| Error::shape("cat", "no tensors given"))?;
         let base = Layout::contiguous(shape);
         let numel = base.numel();
-        #[cfg(feature = "cuda-backend")]
         if let Storage::Cuda(f) = first {
             let out = f.gpu().alloc(f.dtype(), numel)?;
             let mut start = 0;
@@ -121,7 +119,6 @@ impl Storage {
     ) -> Result<Storage> {
         let base = Layout::contiguous(shape);
         let at = region(&base, dim, start, layout.shape[dim]);
-        #[cfg(feature = "cuda-backend")]
         if let Storage::Cuda(g) = self {
             let out = super::cuda::copy::fill(g.gpu(), g.dtype(), base.numel(), 0.0)?;
             super::cuda::copy::copy_into(g, layout, &out, &at)?;

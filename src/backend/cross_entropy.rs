@@ -76,7 +76,6 @@ impl Storage {
     /// of the logits `self` (contiguous view `layout`), on `self`'s device.
     pub fn cross_entropy(&self, layout: &Layout, labels: &Labels) -> Result<(Storage, Storage)> {
         let (rows, vocab) = rows_of("cross_entropy", layout, labels)?;
-        #[cfg(feature = "cuda-backend")]
         if let Storage::Cuda(x) = self {
             let (loss, lse) = super::cuda::cross_entropy::forward(x, layout, labels)?;
             return Ok((Storage::Cuda(loss), Storage::Cuda(lse)));
@@ -120,7 +119,6 @@ impl Storage {
                 ),
             ));
         }
-        #[cfg(feature = "cuda-backend")]
         if let (Storage::Cuda(x), Storage::Cuda(l), Storage::Cuda(gb)) = (self, lse.0, g.0) {
             let dx = super::cuda::cross_entropy::backward(
                 (x, layout),

@@ -13,7 +13,6 @@ use crate::shape::Layout;
 impl Storage {
     /// Rows `ids` of the `[V, C]` table `self` (contiguous view `layout`): `[ids.len(), C]`.
     pub fn gather_rows(&self, layout: &Layout, ids: &[u32]) -> Result<Storage> {
-        #[cfg(feature = "cuda-backend")]
         if let Storage::Cuda(w) = self {
             return Ok(Storage::Cuda(super::cuda::embedding::forward(
                 w, layout, ids,
@@ -39,7 +38,6 @@ impl Storage {
         vocab: usize,
         dim: usize,
     ) -> Result<Storage> {
-        #[cfg(feature = "cuda-backend")]
         if let Storage::Cuda(g) = self {
             return Ok(Storage::Cuda(super::cuda::embedding::backward(
                 g, layout, ids, vocab, dim,

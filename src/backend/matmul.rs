@@ -90,7 +90,6 @@ impl Storage {
         lb: &Layout,
         out_shape: &[usize],
     ) -> Result<Storage> {
-        #[cfg(feature = "cuda-backend")]
         if let (Storage::Cuda(a), Storage::Cuda(b)) = (self, b) {
             let out = super::cuda::blas::matmul((a, la), (b, lb), out_shape)?;
             return Ok(Storage::Cuda(out));

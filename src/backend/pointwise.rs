@@ -62,7 +62,6 @@ fn same_device(op: &'static str, a: &Storage, b: &Storage) -> Result<()> {
 impl Storage {
     /// `f(x)` over the elements of `self` read through `layout`, contiguous, on `self`'s device.
     pub fn map<F: Pointwise>(&self, layout: &Layout, f: F) -> Result<Storage> {
-        #[cfg(feature = "cuda-backend")]
         if let Storage::Cuda(x) = self {
             let (code, param) = f.code();
             return Ok(Storage::Cuda(super::cuda::unary::forward(
@@ -84,7 +83,6 @@ impl Storage {
         f: F,
     ) -> Result<Storage> {
         same_device("unary backward", self, x)?;
-        #[cfg(feature = "cuda-backend")]
         if let (Storage::Cuda(g), Storage::Cuda(x)) = (self, x) {
             let (code, param) = f.code();
             return Ok(Storage::Cuda(super::cuda::unary::backward(
@@ -102,7 +100,6 @@ impl Storage {
     /// broadcast to one shape), contiguous, on their device.
     pub fn zip(&self, la: &Layout, b: &Storage, lb: &Layout, op: Arith) -> Result<Storage> {
         same_device("binary", self, b)?;
-        #[cfg(feature = "cuda-backend")]
         if let (Storage::Cuda(a), Storage::Cuda(b)) = (self, b) {
             return Ok(Storage::Cuda(super::cuda::binary::forward(
                 a,

@@ -21,7 +21,6 @@ pub enum Reduce {
 /// host, or as i32 on the GPU. Empty for a sum.
 pub enum Argmax {
     Host(Vec<usize>),
-    #[cfg(feature = "cuda-backend")]
     Device(super::cuda::DeviceBuffer),
 }
 
@@ -70,7 +69,6 @@ impl Storage {
         reduced: &Layout,
         how: Reduce,
     ) -> Result<(Storage, Argmax)> {
-        #[cfg(feature = "cuda-backend")]
         if let Storage::Cuda(x) = self {
             let max = how == Reduce::Max;
             let (out, argmax) = super::cuda::reduce::reduce(x, kept, reduced, max)?;
@@ -95,7 +93,6 @@ impl Storage {
     ) -> Result<Storage> {
         let n_out = kept.numel();
         match argmax {
-            #[cfg(feature = "cuda-backend")]
             Argmax::Device(a) => {
                 let Storage::Cuda(g) = self else {
                     return Err(Error::Device {

@@ -94,7 +94,6 @@ fn backward<T: Float + StorageElement>(
 impl Storage {
     /// `(y, rstd)` of RMSNorm over the last axis of `self` (contiguous view `layout`) with gain `w`.
     pub fn rms_norm(&self, layout: &Layout, w: View, eps: f64) -> Result<(Storage, Storage)> {
-        #[cfg(feature = "cuda-backend")]
         if let (Storage::Cuda(x), Storage::Cuda(wb)) = (self, w.0) {
             let (y, rstd) = super::cuda::rmsnorm::forward((x, layout), (wb, w.1), eps)?;
             return Ok((Storage::Cuda(y), Storage::Cuda(rstd)));
@@ -118,7 +117,6 @@ impl Storage {
         rstd: View,
         dy: View,
     ) -> Result<(Storage, Storage)> {
-        #[cfg(feature = "cuda-backend")]
         if let (Storage::Cuda(x), Storage::Cuda(wb), Storage::Cuda(r), Storage::Cuda(g)) =
             (self, w.0, rstd.0, dy.0)
         {

@@ -75,7 +75,6 @@ impl Storage {
                 ),
             });
         }
-        #[cfg(feature = "cuda-backend")]
         if let Storage::Cuda(x) = self {
             let out =
                 super::cuda::rope::rotate(x, layout, tables.cos, tables.sin, start_pos, sign)?;

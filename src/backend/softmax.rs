@@ -37,7 +37,6 @@ fn rows<T: Float + StorageElement>(x: &[T], shape: &[usize], log: bool) -> Vec<T
 impl Storage {
     /// softmax (or log_softmax) over the last axis of the contiguous view `layout`, on `self`'s device.
     pub fn softmax(&self, layout: &Layout, log: bool) -> Result<Storage> {
-        #[cfg(feature = "cuda-backend")]
         if let Storage::Cuda(x) = self {
             return Ok(Storage::Cuda(super::cuda::softmax::forward(
                 x, layout, log,

@@ -15,7 +15,6 @@ pub enum Storage {
     BF16(Vec<bf16>),
     F16(Vec<f16>),
     /// Elements on a GPU.
-    #[cfg(feature = "cuda-backend")]
     Cuda(crate::backend::cuda::DeviceBuffer),
 }
 
@@ -27,7 +26,6 @@ impl Storage {
             Storage::F64(_) => DType::F64,
             Storage::BF16(_) => DType::BF16,
             Storage::F16(_) => DType::F16,
-            #[cfg(feature = "cuda-backend")]
             Storage::Cuda(b) => b.dtype(),
         }
     }
@@ -35,8 +33,7 @@ impl Storage {
     /// Where the elements live.
     pub fn device(&self) -> crate::backend::Device {
         match self {
-            #[cfg(feature = "cuda-backend")]
-            Storage::Cuda(b) => crate::backend::Device::Cuda(b.gpu().ordinal),
+            Storage::Cuda(b) => crate::backend::Device::Cuda(b.ordinal()),
             _ => crate::backend::Device::Cpu,
         }
     }
@@ -53,7 +50,6 @@ impl Storage {
             Storage::F64(v) => v.len(),
             Storage::BF16(v) => v.len(),
             Storage::F16(v) => v.len(),
-            #[cfg(feature = "cuda-backend")]
             Storage::Cuda(b) => b.len(),
         }
     }
@@ -113,7 +109,6 @@ impl Storage {
     /// The raw bytes, zero-copy; empty for a device buffer (copy it to the host first).
     pub fn as_bytes(&self) -> &[u8] {
         match self {
-            #[cfg(feature = "cuda-backend")]
             Storage::Cuda(_) => &[],
             Storage::F32(v) => bytemuck::cast_slice(v),
             Storage::F64(v) => bytemuck::cast_slice(v),

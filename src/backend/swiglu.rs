@@ -20,7 +20,6 @@ fn sigmoid<T: Float>(x: T) -> T {
 impl Storage {
     /// `silu(self) ⊙ b`, `self` read through the contiguous `layout` and `b` of the same shape.
     pub fn swiglu(&self, layout: &Layout, b: View) -> Result<Storage> {
-        #[cfg(feature = "cuda-backend")]
         if let (Storage::Cuda(a), Storage::Cuda(bb)) = (self, b.0) {
             return Ok(Storage::Cuda(super::cuda::swiglu::forward(
                 (a, layout),
@@ -58,7 +57,6 @@ impl Storage {
         b: View,
         dy: View,
     ) -> Result<(Storage, Storage)> {
-        #[cfg(feature = "cuda-backend")]
         if let (Storage::Cuda(a), Storage::Cuda(bb), Storage::Cuda(g)) = (self, b.0, dy.0) {
             let (da, db) = super::cuda::swiglu::backward((a, layout), (bb, b.1), (g, dy.1))?;
             return Ok((Storage::Cuda(da), Storage::Cuda(db)));

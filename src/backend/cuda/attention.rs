@@ -6,21 +6,10 @@
 use super::copy::copy_into;
 use super::launch::int;
 use super::{config, Arg, DeviceBuffer};
+use crate::backend::Geometry;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::shape::Layout;
-
-/// Shapes of one attention call: `q [B, H, Tq, D]`, `k`, `v [B, Hkv, Tk, D]`.
-#[derive(Clone, Copy, Debug)]
-pub struct AttentionShape {
-    pub batch: usize,
-    pub heads: usize,
-    pub kv_heads: usize,
-    pub tq: usize,
-    pub tk: usize,
-    pub d: usize,
-    pub scale: f32,
-}
 
 /// A `[B, H, T, D]` operand as the kernels read it: bf16, D contiguous, 16-byte aligned base and strides
 /// (copied into that form when it is not; the copy lives as long as this).
@@ -130,7 +119,7 @@ pub(crate) fn forward(
     q: View,
     k: View,
     v: View,
-    s: AttentionShape,
+    s: &Geometry,
 ) -> Result<(DeviceBuffer, DeviceBuffer)> {
     const OP: &str = "attention";
     let dim = head_dim_name(OP, s.d)?;
@@ -157,7 +146,7 @@ pub(crate) fn forward(
     for t in [&q, &k, &v, &o] {
         args.extend(t.bth_strides(OP)?);
     }
-    args.push(Arg::F32(s.scale));
+    args.push(Arg::F32(s.scale as f32));
     if s.tq > 0 && s.batch > 0 && s.heads > 0 {
         let smem = (5 * 64 * (s.d + 8) * 2) as u32;
         gpu.launch(
@@ -185,7 +174,7 @@ pub(crate) fn backward(
     o: View,
     lse: View,
     dout: View,
-    s: AttentionShape,
+    s: &Geometry,
 ) -> Result<(DeviceBuffer, DeviceBuffer, DeviceBuffer)> {
     const OP: &str = "attention backward";
     let dim = head_dim_name(OP, s.d)?;
@@ -268,7 +257,7 @@ pub(crate) fn backward(
     for t in [&q, &k, &v, &dout] {
         main.extend(t.bth_strides(OP)?);
     }
-    main.push(Arg::F32(s.scale));
+    main.push(Arg::F32(s.scale as f32));
     let smem = (6 * 64 * (s.d + 8) * 2 + 64 * 72 * 2 + 4 * 64 * 4) as u32;
     gpu.launch(
         "attention",
@@ -289,7 +278,7 @@ pub(crate) fn backward(
         int(OP, s.d)?,
     ];
     convert.extend(dq_view.bth_strides(OP)?);
-    convert.push(Arg::F32(s.scale));
+    convert.push(Arg::F32(s.scale as f32));
     gpu.launch(
         "attention",
         "attention_bwd_dq_convert_bf16",

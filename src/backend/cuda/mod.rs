@@ -431,6 +431,11 @@ impl DeviceBuffer {
         &self.gpu
     }
 
+    /// The ordinal of the GPU holding it.
+    pub fn ordinal(&self) -> usize {
+        self.gpu.ordinal
+    }
+
     /// The device address of element `offset`.
     pub fn ptr(&self, offset: usize) -> u64 {
         let block = self.block.as_ref().expect("a live buffer has its block");
