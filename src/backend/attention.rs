@@ -36,7 +36,7 @@ fn bf16_only(op: &'static str, s: &Storage) -> Result<()> {
 }
 
 /// A host operand as a typed slice with its layout.
-fn host<T: StorageElement>((s, layout): View<'_>) -> (&[T], &crate::shape::Layout) {
+fn host<T: StorageElement>((s, layout): View<'_>) -> (&[T], &Layout) {
     (s.host::<T>(), layout)
 }
 
