@@ -249,6 +249,10 @@ mod tests {
             // Rank 1 then stops answering.
         });
         let mut g = Group::new(Box::new(r0), Duration::from_millis(300));
+        assert_eq!(
+            (g.rank(), g.size(), g.engine(), g.timeout()),
+            (0, 2, "threads", Duration::from_millis(300))
+        );
         assert_eq!(g.sum_host(&[10.0, 20.0]).unwrap(), [11.0, 22.0]);
         g.barrier().unwrap();
         assert_eq!(other.join().unwrap(), [11.0, 22.0]);
@@ -266,5 +270,64 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("already failed"));
+    }
+
+    /// A rank that records the thread it is dropped on.
+    struct Watched {
+        rank: ThreadGroup,
+        dropped_on: Arc<std::sync::Mutex<Option<std::thread::ThreadId>>>,
+    }
+
+    impl Drop for Watched {
+        fn drop(&mut self) {
+            *self.dropped_on.lock().unwrap() = Some(std::thread::current().id());
+        }
+    }
+
+    impl Communicator for Watched {
+        fn rank(&self) -> usize {
+            self.rank.rank()
+        }
+        fn size(&self) -> usize {
+            self.rank.size()
+        }
+        fn engine(&self) -> &'static str {
+            self.rank.engine()
+        }
+        fn all_reduce(&self, buf: &mut Tensor) -> Result<()> {
+            self.rank.all_reduce(buf)
+        }
+        fn reduce_scatter(&self, send: &Tensor, recv: &mut Tensor) -> Result<()> {
+            self.rank.reduce_scatter(send, recv)
+        }
+        fn all_gather(&self, send: &Tensor, recv: &mut Tensor) -> Result<()> {
+            self.rank.all_gather(send, recv)
+        }
+        fn broadcast(&self, buf: &mut Tensor, root: usize) -> Result<()> {
+            self.rank.broadcast(buf, root)
+        }
+        fn barrier(&self) -> Result<()> {
+            self.rank.barrier()
+        }
+        fn all_reduce_host(&self, values: &mut [f64]) -> Result<()> {
+            self.rank.all_reduce_host(values)
+        }
+    }
+
+    #[test]
+    fn a_dropped_group_stops_its_worker_and_drops_the_communicator_on_its_own_thread() {
+        // MPI must be finalized on the thread that initialized it: the worker's handle goes first.
+        let rank = ThreadGroup::new(2, Duration::from_secs(30)).remove(0);
+        let dropped_on = Arc::new(std::sync::Mutex::new(None));
+        let watched = Watched {
+            rank,
+            dropped_on: dropped_on.clone(),
+        };
+        let group = Group::new(Box::new(watched), Duration::from_secs(30));
+        drop(group);
+        assert_eq!(
+            *dropped_on.lock().unwrap(),
+            Some(std::thread::current().id())
+        );
     }
 }

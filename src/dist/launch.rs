@@ -38,16 +38,21 @@ pub struct Launched {
     pub keep: Option<Box<dyn std::any::Any>>,
 }
 
-/// Starts the communicator `engine` asks for, for tensors on `device`.
-pub fn launch(engine: Engine, device: Device) -> Result<Launched> {
-    let (_, size) = launcher_rank_and_size();
-    let engine = match engine {
+/// The engine `engine` means for `size` launched ranks with tensors on `device`: `Auto` is a single rank when
+/// alone, NCCL for GPU tensors, MPI otherwise.
+fn resolve(engine: Engine, device: Device, size: usize) -> Engine {
+    match engine {
         Engine::Auto if size == 1 => Engine::Single,
         Engine::Auto if matches!(device, Device::Cuda(_)) => Engine::Nccl,
         Engine::Auto => Engine::Mpi,
         e => e,
-    };
-    match engine {
+    }
+}
+
+/// Starts the communicator `engine` asks for, for tensors on `device`.
+pub fn launch(engine: Engine, device: Device) -> Result<Launched> {
+    let (_, size) = launcher_rank_and_size();
+    match resolve(engine, device, size) {
         Engine::Single | Engine::Auto => Ok(Launched {
             comm: Box::new(Single),
             keep: None,
@@ -127,4 +132,48 @@ fn start_nccl(_: Device, _: usize) -> Result<Launched> {
         "--comm",
         "NCCL needs a GPU build: --features cuda",
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_is_one_rank_alone_nccl_for_gpu_tensors_and_mpi_otherwise() {
+        let gpu = Device::Cuda(0);
+        assert_eq!(resolve(Engine::Auto, gpu, 1), Engine::Single);
+        assert_eq!(resolve(Engine::Auto, Device::Cpu, 1), Engine::Single);
+        assert_eq!(resolve(Engine::Auto, gpu, 2), Engine::Nccl);
+        assert_eq!(resolve(Engine::Auto, Device::Cpu, 2), Engine::Mpi);
+        for e in [Engine::Single, Engine::Mpi, Engine::Nccl] {
+            assert_eq!(resolve(e, Device::Cpu, 2), e, "asked for {e:?}");
+        }
+        assert_eq!("none".parse::<Engine>().unwrap(), Engine::Single);
+        assert!("gloo".parse::<Engine>().is_err());
+    }
+
+    #[test]
+    fn a_process_started_alone_is_one_rank() {
+        let launched = launch(Engine::Auto, Device::Cpu).unwrap();
+        let c = &launched.comm;
+        assert_eq!((c.rank(), c.size(), c.engine()), (0, 1, "single"));
+        assert!(launched.keep.is_none());
+    }
+
+    #[test]
+    fn an_engine_this_build_lacks_is_an_error_saying_how_to_build_it() {
+        let mpi = launch(Engine::Mpi, Device::Cpu)
+            .err()
+            .map(|e| e.to_string());
+        if !cfg!(feature = "mpi") {
+            assert!(mpi.unwrap().contains("--features mpi"));
+        }
+        let nccl = launch(Engine::Nccl, Device::Cpu).err().unwrap().to_string();
+        let expected = if cfg!(feature = "cuda-backend") {
+            "NCCL needs --device cuda"
+        } else {
+            "NCCL needs a GPU build"
+        };
+        assert!(nccl.contains(expected), "{nccl}");
+    }
 }

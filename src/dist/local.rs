@@ -264,6 +264,28 @@ mod tests {
     }
 
     #[test]
+    fn one_rank_collectives_are_copies_and_still_check_their_arguments() {
+        let f32 = crate::DType::F32;
+        let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0], &[3]).unwrap();
+        let mut gathered = Tensor::zeros(&[3], f32);
+        Single.all_gather(&x, &mut gathered).unwrap();
+        assert_eq!(gathered.to_vec::<f32>().unwrap(), [1.0, 2.0, 3.0]);
+        let mut scattered = Tensor::zeros(&[3], f32);
+        Single.reduce_scatter(&x, &mut scattered).unwrap();
+        assert_eq!(scattered.to_vec::<f32>().unwrap(), [1.0, 2.0, 3.0]);
+        assert!(Single
+            .all_gather(&x, &mut Tensor::zeros(&[2], f32))
+            .is_err());
+        let mut b = x.clone();
+        Single.broadcast(&mut b, 0).unwrap();
+        assert!(Single.broadcast(&mut b, 1).is_err());
+        let mut summed = x.clone();
+        Single.all_reduce(&mut summed).unwrap();
+        assert_eq!(summed.to_vec::<f32>().unwrap(), [1.0, 2.0, 3.0]);
+        Single.barrier().unwrap();
+    }
+
+    #[test]
     fn chunk_lengths_are_checked() {
         let error = Single
             .reduce_scatter(
