@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 use tapegrad::llama::checkpoint::latest_dir;
 use tapegrad::llama::generate::{generate, Sampling};
-use tapegrad::llama::pretrained::load_pretrained;
+use tapegrad::llama::pretrained::{load_pretrained_with, Quantization};
 use tapegrad::{Error, Result, Rng};
 
 #[derive(Parser, Debug)]
@@ -29,6 +29,11 @@ struct Args {
     top_p: f64,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// How the matrices are held: `keep` (a GGUF file's quantized blocks stay as they are, read by the
+    /// quantized kernels), `dense` (everything dequantized to f32), or a format to quantize the projections to
+    /// (`q8_0`, `q4_0`, `q4_1`).
+    #[arg(long, default_value = "keep")]
+    weights: String,
 }
 
 fn main() {
@@ -45,6 +50,7 @@ fn run(args: Args) -> Result<()> {
             format!("{} is not in (0, 1]", args.top_p),
         ));
     }
+    let quantization = Quantization::parse("--weights", &args.weights)?;
     tapegrad::backend::cpu::keep_freed_memory();
     let path = if args.checkpoint.is_dir() {
         latest_dir(&args.checkpoint)?
@@ -52,11 +58,17 @@ fn run(args: Args) -> Result<()> {
         args.checkpoint.clone()
     };
     let started = Instant::now();
-    let (model, tokenizer) = load_pretrained(&path)?;
+    let (model, tokenizer) = load_pretrained_with(&path, quantization)?;
+    let quantized = model.quantized_weights();
     eprintln!(
-        "loaded {} in {:.2} s",
+        "loaded {} in {:.2} s ({})",
         path.display(),
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        if quantized.is_empty() {
+            "dense f32".to_string()
+        } else {
+            format!("quantized matrices: {quantized:?}")
+        }
     );
     let tokenizer = tokenizer.ok_or_else(|| {
         Error::invalid(
@@ -81,12 +93,25 @@ fn run(args: Args) -> Result<()> {
     let secs = start.elapsed().as_secs_f64();
     println!("{}{}", args.prompt, tokenizer.decode(&out));
     eprintln!(
-        "{} prompt + {} new tokens in {:.2} s: {:.0} tokens/s (KV cache, {} threads)",
+        "{} prompt + {} new tokens in {:.2} s: {:.0} tokens/s (KV cache, {} threads); peak RSS {}",
         prompt.len(),
         out.len(),
         secs,
         out.len() as f64 / secs,
-        rayon::current_num_threads()
+        rayon::current_num_threads(),
+        peak_rss()
     );
     Ok(())
+}
+
+/// The process's peak resident set (`VmHWM` of /proc/self/status), where the system reports it.
+fn peak_rss() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(|l| l["VmHWM:".len()..].trim().to_string())
+        })
+        .unwrap_or_else(|| "not reported".into())
 }

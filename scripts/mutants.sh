@@ -41,9 +41,13 @@ if [ -n "${MUTANTS_GPU:-}" ]; then
   tests="--lib --test cuda_ops --test cuda_fused --test cuda_nccl"
   timeout=${MUTANTS_TIMEOUT:-600}
 fi
+# The test targets go to every cargo call (-C), so each mutant builds only them, not every test and example.
+target_args=()
 # shellcheck disable=SC2086
-"${run[@]}" --output "$out" "${file_args[@]}" --exclude '**/tests.rs' --timeout "$timeout" --build-timeout 900 ${MUTANTS_ARGS:-} -- \
-  ${MUTANTS_TESTS:-$tests}
+for t in $(echo ${MUTANTS_TESTS:-$tests} | sed 's/--test /--test=/g'); do target_args+=(-C "$t"); done
+# shellcheck disable=SC2086
+"${run[@]}" --output "$out" "${file_args[@]}" --exclude '**/tests.rs' --timeout "$timeout" --build-timeout 900 \
+  "${target_args[@]}" ${MUTANTS_ARGS:-}
 echo
 echo "per file: caught / missed / unviable / timeout"
 for kind in caught missed unviable timeout; do

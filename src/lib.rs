@@ -37,7 +37,7 @@ pub mod shape;
 pub mod tape;
 pub mod tensor;
 
-pub use backend::{memory, Device};
+pub use backend::{memory, Device, QuantMatrix};
 pub use dtype::DType;
 pub use error::{Error, Result};
 pub use rng::Rng;

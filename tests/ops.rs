@@ -92,6 +92,20 @@ proptest! {
         check_op(&[x, w], |xs| view.apply(&xs[0], &x_shape)?.linear(&xs[1]), Some(&reference));
     }
 
+    /// Covers `ops/quant_linear.rs`.
+
+    #[test]
+    fn linear_over_a_quantized_weight(format in 0usize..8, rows in 1usize..3, t in 1usize..3, c_out in 1usize..4, view in 0u8..3, seed: u64) {
+        let (ty, _) = common::QUANT_FORMATS[format];
+        let c_in = ty.block_layout().unwrap().0;
+        let view = View::from_index(view);
+        let x_shape = [rows, t, c_in];
+        let x = base(&x_shape, view, -1.0, 1.0, seed);
+        let w = common::random_quant(ty, c_out, c_in, seed);
+        let reference = |xs: &[Tensor]| tapegrad::ops::linear_quantized_reference(&view.apply(&xs[0], &x_shape)?, &w);
+        check_op(&[x], |xs| view.apply(&xs[0], &x_shape)?.linear_quantized(&w), Some(&reference));
+    }
+
     /// Covers `ops/reduce.rs`.
 
     #[test]

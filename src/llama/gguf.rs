@@ -8,8 +8,14 @@ use std::path::Path;
 use crate::error::{Error, Result};
 use rayon::prelude::*;
 
-use crate::io::gguf::Gguf;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::backend::{is_block_format, QuantMatrix};
+use crate::io::gguf::{Gguf, TensorInfo};
 use crate::llama::config::Config;
+use crate::llama::weight::Weight;
+use crate::tensor::Tensor;
 
 /// A LLaMA checkpoint read from GGUF: hyper-parameters and every tensor as `f32` under its Hugging Face name,
 /// with q/k projections un-permuted (see [`load_llama`]).
@@ -95,26 +101,38 @@ fn hf_name_and_permutation(gguf_name: &str) -> (String, Permuted) {
 /// `h·D + j·D/2 + i` (i < D/2, j ∈ {0, 1}); this function moves every row back. `cols` is the product of the
 /// remaining dims (1 for a bias). Returns `None` when `rows` is not `n_head` heads of even size.
 pub fn unpermute_qk(data: &[f32], rows: usize, cols: usize, n_head: usize) -> Option<Vec<f32>> {
-    if n_head == 0
-        || !rows.is_multiple_of(n_head)
-        || !(rows / n_head).is_multiple_of(2)
-        || data.len() != rows * cols
-    {
+    if data.len() != rows * cols {
+        return None;
+    }
+    Some(reorder_rows(data, &unpermute_order(rows, n_head)?))
+}
+
+/// Rows of `data` (row-major, `order.len()` rows) in `order`: row `i` of the result is row `order[i]`.
+fn reorder_rows(data: &[f32], order: &[usize]) -> Vec<f32> {
+    let cols = data.len() / order.len().max(1);
+    order
+        .iter()
+        .flat_map(|&r| data[r * cols..(r + 1) * cols].iter().copied())
+        .collect()
+}
+
+/// The row order that undoes the permutation: original row `h·D + j·D/2 + i` is stored row `h·D + 2i + j`
+/// (see [`unpermute_qk`]); `None` when `rows` is not `n_head` heads of even size.
+pub fn unpermute_order(rows: usize, n_head: usize) -> Option<Vec<usize>> {
+    if n_head == 0 || !rows.is_multiple_of(n_head) || !(rows / n_head).is_multiple_of(2) {
         return None;
     }
     let head_dim = rows / n_head;
     let half = head_dim / 2;
-    let mut out = vec![0f32; data.len()];
+    let mut order = vec![0; rows];
     for h in 0..n_head {
         for i in 0..half {
             for j in 0..2 {
-                let src = (h * head_dim + 2 * i + j) * cols;
-                let dst = (h * head_dim + j * half + i) * cols;
-                out[dst..dst + cols].copy_from_slice(&data[src..src + cols]);
+                order[h * head_dim + j * half + i] = h * head_dim + 2 * i + j;
             }
         }
     }
-    Some(out)
+    Some(order)
 }
 
 /// Opens the GGUF LLaMA checkpoint at `path` and reads it fully: see [`llama_from_gguf`].
@@ -128,6 +146,88 @@ pub fn load_llama(path: impl AsRef<Path>) -> Result<GgufLlama> {
 /// it to its Hugging Face name ([`hf_name`]) and un-permutes the q and k projections ([`unpermute_qk`], with
 /// `n_heads` for q and `n_kv_heads` for k). Tensors with unknown names are kept under their GGUF names.
 pub fn llama_from_gguf(gguf: &Gguf) -> Result<GgufLlama> {
+    let config = config_from_gguf(gguf)?;
+    let tensors = gguf
+        .tensor_infos()
+        .par_iter()
+        .map(|info| {
+            let (shape, data) = gguf.tensor_f32(&info.name)?;
+            let (name, rows) = hf_name_and_rows(gguf, &config, info)?;
+            let data = match rows {
+                None => data,
+                Some(order) => reorder_rows(&data, &order),
+            };
+            Ok((name, shape, data))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(GgufLlama { config, tensors })
+}
+
+/// Every tensor of an opened GGUF LLaMA file as a model weight under its Hugging Face name: the matrices
+/// stored in a block format ([`is_block_format`]) stay in it as [`QuantMatrix`]es when `keep_quantized`
+/// (reading the file's own pages; the q/k projections get their rows reordered in a copy), everything else is
+/// dequantized to f32.
+pub fn weights_from_gguf(
+    gguf: &Arc<Gguf>,
+    config: &Config,
+    keep_quantized: bool,
+) -> Result<HashMap<String, Weight>> {
+    gguf.tensor_infos()
+        .par_iter()
+        .map(|info| {
+            let (name, rows) = hf_name_and_rows(gguf, config, info)?;
+            let shape = info.shape();
+            if keep_quantized && is_block_format(info.ggml_type) && shape.len() == 2 {
+                let owner: Arc<dyn AsRef<[u8]> + Send + Sync> = gguf.clone();
+                let range = gguf.tensor_range(&info.name)?;
+                let q =
+                    QuantMatrix::from_shared(info.ggml_type, [shape[0], shape[1]], owner, range)
+                        .map_err(|e| Error::format(gguf.path(), format!("{}: {e}", info.name)))?;
+                let q = match rows {
+                    None => q,
+                    Some(order) => q.select_rows(&order)?,
+                };
+                return Ok((name, Weight::Quantized(q)));
+            }
+            let (shape, data) = gguf.tensor_f32(&info.name)?;
+            let data = match rows {
+                None => data,
+                Some(order) => reorder_rows(&data, &order),
+            };
+            Ok((name, Weight::Dense(Tensor::from_vec(data, &shape)?)))
+        })
+        .collect()
+}
+
+/// The Hugging Face name of a tensor and, for the q and k projections, the stored row each original row is
+/// ([`unpermute_order`], with `n_heads` for q and `n_kv_heads` for k).
+fn hf_name_and_rows(
+    gguf: &Gguf,
+    config: &Config,
+    info: &TensorInfo,
+) -> Result<(String, Option<Vec<usize>>)> {
+    let (name, permuted) = hf_name_and_permutation(&info.name);
+    let heads = match permuted {
+        Permuted::No => return Ok((name, None)),
+        Permuted::Query => config.n_heads,
+        Permuted::Key => config.n_kv_heads,
+    };
+    let shape = info.shape();
+    let rows = shape.first().copied().unwrap_or(1);
+    let order = unpermute_order(rows, heads).ok_or_else(|| {
+        Error::format(
+            gguf.path(),
+            format!(
+                "tensor {}: shape {shape:?} does not split into {heads} heads of even size",
+                info.name
+            ),
+        )
+    })?;
+    Ok((name, Some(order)))
+}
+
+/// The hyper-parameters of an opened GGUF LLaMA file (see [`llama_from_gguf`]).
+pub fn config_from_gguf(gguf: &Gguf) -> Result<Config> {
     let path = gguf.path();
     let fail = |msg: String| Error::format(path, msg);
     let arch = gguf.require_str("general.architecture")?;
@@ -178,29 +278,6 @@ pub fn llama_from_gguf(gguf: &Gguf) -> Result<GgufLlama> {
     let vocab_size = embd_shape[0];
     let tie_embeddings = gguf.tensor_info("output.weight").is_none();
 
-    let tensors = gguf
-        .tensor_infos()
-        .par_iter()
-        .map(|info| {
-            let (shape, data) = gguf.tensor_f32(&info.name)?;
-            let (name, permuted) = hf_name_and_permutation(&info.name);
-            let heads = match permuted {
-                Permuted::No => return Ok((name, shape, data)),
-                Permuted::Query => n_heads,
-                Permuted::Key => n_kv_heads,
-            };
-            let rows = shape.first().copied().unwrap_or(1);
-            let cols = shape.iter().skip(1).product::<usize>();
-            let data = unpermute_qk(&data, rows, cols, heads).ok_or_else(|| {
-                fail(format!(
-                    "tensor {}: shape {shape:?} does not split into {heads} heads of even size",
-                    info.name
-                ))
-            })?;
-            Ok((name, shape, data))
-        })
-        .collect::<Result<Vec<_>>>()?;
-
     let config = Config {
         vocab_size,
         dim,
@@ -213,7 +290,7 @@ pub fn llama_from_gguf(gguf: &Gguf) -> Result<GgufLlama> {
         rope_theta,
         tie_embeddings,
     };
-    Ok(GgufLlama { config, tensors })
+    Ok(config)
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 use super::config::Config;
 use super::model::{Block, Llama};
+use super::weight::Weight;
 use crate::error::{Error, Result};
 use crate::io::quant::{dequant_bf16, dequant_f16, dequant_f32, dequant_f64};
 use crate::tensor::Tensor;
@@ -181,7 +182,11 @@ pub fn load_hf(dir: &Path) -> Result<Llama> {
     let config = config_from_json(&json, &config_path)?;
     let mut tensors = HashMap::new();
     for file in safetensors_files(dir)? {
-        tensors.extend(read_tensors(&file)?);
+        tensors.extend(
+            read_tensors(&file)?
+                .into_iter()
+                .map(|(n, t)| (n, Weight::Dense(t))),
+        );
     }
     if config.tie_embeddings {
         tensors.remove("lm_head.weight");
@@ -189,35 +194,47 @@ pub fn load_hf(dir: &Path) -> Result<Llama> {
     model_from_tensors(config, &mut tensors, dir)
 }
 
-/// Builds a model from named tensors, checking every name and shape.
+/// Builds a model from named weights (dense, or quantized where the model reads them as matrices: the
+/// projections, the embedding and the head), checking every name and shape.
 pub fn model_from_tensors(
     config: Config,
-    tensors: &mut HashMap<String, Tensor>,
+    tensors: &mut HashMap<String, Weight>,
     path: &Path,
 ) -> Result<Llama> {
-    let mut take = |name: &str| -> Result<Tensor> {
+    let mut take = |name: &str| -> Result<Weight> {
         tensors
             .remove(name)
             .ok_or_else(|| Error::format(path, format!("missing tensor {name}")))
+    };
+    let gain = |name: &str, w: Weight| -> Result<Tensor> {
+        w.dense().cloned().ok_or_else(|| {
+            Error::format(
+                path,
+                format!("{name} is quantized; a norm's gain must be dense"),
+            )
+        })
     };
     let embed = take("model.embed_tokens.weight")?;
     let blocks = (0..config.n_layers)
         .map(|i| {
             let mut p = |s: &str| take(&format!("model.layers.{i}.{s}"));
             Ok(Block {
-                attn_norm: p("input_layernorm.weight")?,
+                attn_norm: gain("input_layernorm.weight", p("input_layernorm.weight")?)?,
                 wq: p("self_attn.q_proj.weight")?,
                 wk: p("self_attn.k_proj.weight")?,
                 wv: p("self_attn.v_proj.weight")?,
                 wo: p("self_attn.o_proj.weight")?,
-                mlp_norm: p("post_attention_layernorm.weight")?,
+                mlp_norm: gain(
+                    "post_attention_layernorm.weight",
+                    p("post_attention_layernorm.weight")?,
+                )?,
                 w_gate: p("mlp.gate_proj.weight")?,
                 w_up: p("mlp.up_proj.weight")?,
                 w_down: p("mlp.down_proj.weight")?,
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    let norm = take("model.norm.weight")?;
+    let norm = gain("model.norm.weight", take("model.norm.weight")?)?;
     let lm_head = if config.tie_embeddings {
         None
     } else {

@@ -15,9 +15,11 @@ pub mod plot;
 pub mod pretrained;
 pub mod recompute;
 pub mod train;
+pub mod weight;
 
 pub use config::{Config, Preset};
 pub use generate::{generate, Sampling};
 pub use kv_cache::KvCache;
 pub use model::Llama;
 pub use recompute::Recompute;
+pub use weight::Weight;

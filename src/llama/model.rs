@@ -8,6 +8,7 @@
 use super::config::Config;
 use super::kv_cache::KvCache;
 use super::recompute::Recompute;
+use super::weight::Weight;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::ops::Rope;
@@ -15,29 +16,29 @@ use crate::rng::Rng;
 use crate::tape::{checkpoint, with_save_policy, SavePolicy, Tape};
 use crate::tensor::Tensor;
 
-/// One transformer block's parameters.
+/// One transformer block's weights: the norms' gains, and the seven projections (dense or quantized).
 #[derive(Clone)]
 pub struct Block {
     pub attn_norm: Tensor,
-    pub wq: Tensor,
-    pub wk: Tensor,
-    pub wv: Tensor,
-    pub wo: Tensor,
+    pub wq: Weight,
+    pub wk: Weight,
+    pub wv: Weight,
+    pub wo: Weight,
     pub mlp_norm: Tensor,
-    pub w_gate: Tensor,
-    pub w_up: Tensor,
-    pub w_down: Tensor,
+    pub w_gate: Weight,
+    pub w_up: Weight,
+    pub w_down: Weight,
 }
 
 /// A LLaMA model: configuration, parameters and rotary tables.
 #[derive(Clone)]
 pub struct Llama {
     pub config: Config,
-    pub embed: Tensor,
+    pub embed: Weight,
     pub blocks: Vec<Block>,
     pub norm: Tensor,
     /// The output head `[V, C]`; `None` when tied to the embedding.
-    pub lm_head: Option<Tensor>,
+    pub lm_head: Option<Weight>,
     /// What the blocks keep for backward when training (not saved with the model).
     pub recompute: Recompute,
     /// The dtype of the activations between ops, when it differs from the parameters' (not saved with the
@@ -60,20 +61,20 @@ struct BlockInput {
 }
 
 impl Block {
-    /// The same parameters cast to `dtype` (each a recorded cast; the tensor itself when already `dtype`).
-    fn in_dtype(&self, dtype: DType) -> Result<Block> {
-        let c = |t: &Tensor| t.to_dtype(dtype);
-        Ok(Block {
-            attn_norm: c(&self.attn_norm)?,
-            wq: c(&self.wq)?,
-            wk: c(&self.wk)?,
-            wv: c(&self.wv)?,
-            wo: c(&self.wo)?,
-            mlp_norm: c(&self.mlp_norm)?,
-            w_gate: c(&self.w_gate)?,
-            w_up: c(&self.w_up)?,
-            w_down: c(&self.w_down)?,
-        })
+    /// The two norms' gains and the seven projections (q, k, v, o, gate, up, down), each mutably.
+    fn split_mut(&mut self) -> (&mut Tensor, &mut Tensor, [&mut Weight; 7]) {
+        let Block {
+            attn_norm,
+            wq,
+            wk,
+            wv,
+            wo,
+            mlp_norm,
+            w_gate,
+            w_up,
+            w_down,
+        } = self;
+        (attn_norm, mlp_norm, [wq, wk, wv, wo, w_gate, w_up, w_down])
     }
 
     /// One pre-norm block over `x: [B, T, C]` → `[B, T, C]`, appending to `cache` (with this block's layer
@@ -84,20 +85,25 @@ impl Block {
         a: &BlockInput,
         cache: Option<(&mut KvCache, usize, usize)>,
     ) -> Result<Tensor> {
-        // The parameters in the activations' dtype (recorded casts: gradients arrive in the parameters' dtype).
-        let p = self.in_dtype(x.dtype())?;
+        // Dense parameters are cast to the activations' dtype where they are used (recorded casts: gradients
+        // arrive in the parameters' dtype).
+        let p = self;
+        let (attn_norm, mlp_norm) = (
+            p.attn_norm.to_dtype(x.dtype())?,
+            p.mlp_norm.to_dtype(x.dtype())?,
+        );
         let (batch, seq_len, c) = (x.shape()[0], x.shape()[1], x.shape()[2]);
         let (h, hkv, d) = (a.heads, a.kv_heads, a.head_dim);
-        let hn = x.rms_norm(&p.attn_norm, a.eps)?;
-        let q = hn
-            .linear(&p.wq)?
-            .reshape(&[batch, seq_len, h, d])?
-            .rope(&a.rope, a.start)?;
-        let k = hn
-            .linear(&p.wk)?
-            .reshape(&[batch, seq_len, hkv, d])?
-            .rope(&a.rope, a.start)?;
-        let v = hn.linear(&p.wv)?.reshape(&[batch, seq_len, hkv, d])?;
+        let hn = x.rms_norm(&attn_norm, a.eps)?;
+        let q =
+            p.wq.linear(&hn)?
+                .reshape(&[batch, seq_len, h, d])?
+                .rope(&a.rope, a.start)?;
+        let k =
+            p.wk.linear(&hn)?
+                .reshape(&[batch, seq_len, hkv, d])?
+                .rope(&a.rope, a.start)?;
+        let v = p.wv.linear(&hn)?.reshape(&[batch, seq_len, hkv, d])?;
         let heads = [0, 2, 1, 3];
         let (q, mut k, mut v) = (q.permute(&heads)?, k.permute(&heads)?, v.permute(&heads)?);
         if let Some((cache, layer, max_len)) = cache {
@@ -107,12 +113,12 @@ impl Block {
             .attention(&k, &v)?
             .permute(&heads)?
             .reshape(&[batch, seq_len, c])?;
-        let o = attn.linear(&p.wo)?;
+        let o = p.wo.linear(&attn)?;
         // The residual stream is kept under every policy (see `Recompute`).
         let x = with_save_policy(SavePolicy::All, || x.add(&o))?;
-        let hn = x.rms_norm(&p.mlp_norm, a.eps)?;
-        let gated = hn.linear(&p.w_gate)?.swiglu(&hn.linear(&p.w_up)?)?;
-        let down = gated.linear(&p.w_down)?;
+        let hn = x.rms_norm(&mlp_norm, a.eps)?;
+        let gated = p.w_gate.linear(&hn)?.swiglu(&p.w_up.linear(&hn)?)?;
+        let down = p.w_down.linear(&gated)?;
         with_save_policy(SavePolicy::All, || x.add(&down))
     }
 }
@@ -126,7 +132,8 @@ impl Llama {
         let kv = config.n_kv_heads * config.head_dim();
         let std = 0.02;
         let out_std = std / (2.0 * config.n_layers as f64).sqrt();
-        let mut normal = |shape: &[usize], s: f64| Tensor::randn(shape, s, dtype, &mut rng);
+        let mut normal =
+            |shape: &[usize], s: f64| Weight::Dense(Tensor::randn(shape, s, dtype, &mut rng));
         let embed = normal(&[v, c], std);
         let blocks = (0..config.n_layers)
             .map(|_| Block {
@@ -145,13 +152,13 @@ impl Llama {
         Llama::from_parts(config, embed, blocks, Tensor::ones(&[c], dtype), lm_head)
     }
 
-    /// A model from given parameters (shapes are checked against the config).
+    /// A model from given weights (shapes are checked against the config).
     pub fn from_parts(
         config: Config,
-        embed: Tensor,
+        embed: Weight,
         blocks: Vec<Block>,
         norm: Tensor,
-        lm_head: Option<Tensor>,
+        lm_head: Option<Weight>,
     ) -> Result<Llama> {
         config.validate()?;
         let rope = Rope::new(config.head_dim(), config.max_seq_len, config.rope_theta)?;
@@ -173,12 +180,12 @@ impl Llama {
         let expected = parameter_shapes(&self.config);
         let mut problems = Vec::new();
         let mut seen = 0;
-        self.visit(&mut |name, t| {
+        self.visit_weights(&mut |name, w| {
             seen += 1;
             match expected.iter().find(|(n, _)| n == name) {
-                Some((_, shape)) if shape.as_slice() == t.shape() => {}
+                Some((_, shape)) if *shape == w.shape() => {}
                 Some((_, shape)) => {
-                    problems.push(format!("{name} is {:?}, expected {shape:?}", t.shape()))
+                    problems.push(format!("{name} is {:?}, expected {shape:?}", w.shape()))
                 }
                 None => problems.push(format!("{name} is not a parameter of this config")),
             }
@@ -197,41 +204,72 @@ impl Llama {
         }
     }
 
-    /// Visits every parameter with its Hugging Face name, in a fixed order.
-    pub fn visit(&self, f: &mut dyn FnMut(&str, &Tensor)) {
+    /// Visits every weight, dense or quantized, with its Hugging Face name, in a fixed order (the order of
+    /// `parameter_shapes`); the norms' gains come as dense weights.
+    pub fn visit_weights(&self, f: &mut dyn FnMut(&str, &Weight)) {
         f("model.embed_tokens.weight", &self.embed);
         for (i, b) in self.blocks.iter().enumerate() {
-            for (suffix, t) in block_params(b) {
-                f(&format!("model.layers.{i}.{suffix}"), t);
+            for (suffix, w) in block_weights(b) {
+                f(&format!("model.layers.{i}.{suffix}"), &w);
             }
         }
-        f("model.norm.weight", &self.norm);
+        f("model.norm.weight", &Weight::Dense(self.norm.clone()));
         if let Some(head) = &self.lm_head {
             f("lm_head.weight", head);
         }
     }
 
+    /// Visits every parameter — every dense weight; quantized weights are frozen — with its Hugging Face name,
+    /// in the order of `visit_weights`.
+    pub fn visit(&self, f: &mut dyn FnMut(&str, &Tensor)) {
+        self.visit_weights(&mut |name, w| {
+            if let Some(t) = w.dense() {
+                f(name, t)
+            }
+        });
+    }
+
     /// Every parameter, mutably, in the order of `visit`.
     pub fn params_mut(&mut self) -> Vec<&mut Tensor> {
-        let mut out = vec![&mut self.embed];
+        let mut out: Vec<&mut Tensor> = self.embed.dense_mut().into_iter().collect();
         for b in &mut self.blocks {
-            out.extend([
-                &mut b.attn_norm,
-                &mut b.wq,
-                &mut b.wk,
-                &mut b.wv,
-                &mut b.wo,
-                &mut b.mlp_norm,
-                &mut b.w_gate,
-                &mut b.w_up,
-                &mut b.w_down,
-            ]);
+            let (attn_norm, mlp_norm, projections) = b.split_mut();
+            let [q, k, v, o, gate, up, down] = projections.map(|w| w.dense_mut());
+            out.push(attn_norm);
+            out.extend([q, k, v, o].into_iter().flatten());
+            out.push(mlp_norm);
+            out.extend([gate, up, down].into_iter().flatten());
         }
         out.push(&mut self.norm);
-        if let Some(head) = &mut self.lm_head {
-            out.push(head);
-        }
+        out.extend(self.lm_head.as_mut().and_then(|h| h.dense_mut()));
         out
+    }
+
+    /// The block formats of the quantized weights, with how many of each (empty for a dense model).
+    pub fn quantized_weights(&self) -> Vec<(crate::io::gguf::GgmlType, usize)> {
+        let mut out: Vec<(crate::io::gguf::GgmlType, usize)> = Vec::new();
+        self.visit_weights(&mut |_, w| {
+            if let Some(ty) = w.quant_type() {
+                match out.iter_mut().find(|(t, _)| *t == ty) {
+                    Some((_, n)) => *n += 1,
+                    None => out.push((ty, 1)),
+                }
+            }
+        });
+        out
+    }
+
+    /// Quantizes the seven projections of every block to `ty` (those already in `ty` are kept as they are);
+    /// they are frozen from then on. The embedding, the head and the norms stay as they are.
+    pub fn quantize_projections(&mut self, ty: crate::io::gguf::GgmlType) -> Result<()> {
+        for b in &mut self.blocks {
+            for w in b.split_mut().2 {
+                if w.quant_type() != Some(ty) {
+                    *w = w.quantized(ty)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Visits every parameter mutably, in the order of `visit`.
@@ -253,8 +291,18 @@ impl Llama {
         leaves
     }
 
-    /// Moves every parameter to `device` (the rotary tables follow on first use there).
+    /// Moves every parameter to `device` (the rotary tables follow on first use there). Quantized weights
+    /// stay in host memory, so a model holding them cannot move to a GPU.
     pub fn to_device(&mut self, device: crate::backend::Device) -> Result<()> {
+        let quantized = self.quantized_weights();
+        if device != crate::backend::Device::Cpu && !quantized.is_empty() {
+            return Err(Error::Device {
+                op: "to_device",
+                msg: format!(
+                    "a model with quantized weights ({quantized:?}) runs on the CPU only; dequantize it to move it to {device}"
+                ),
+            });
+        }
         for p in self.params_mut() {
             *p = p.to_device(device)?;
         }
@@ -263,7 +311,7 @@ impl Llama {
 
     /// Where the parameters live.
     pub fn device(&self) -> crate::backend::Device {
-        self.embed.device()
+        self.norm.device()
     }
 
     /// Detaches every parameter from any tape.
@@ -300,11 +348,10 @@ impl Llama {
             rope: self.rope.clone(),
             start,
         };
-        let dtype = self.embed.dtype();
-        let mut x = self
-            .embed
-            .embedding(ids, &[batch, seq_len])?
-            .to_dtype(self.activations.unwrap_or(dtype))?;
+        let dtype = self.norm.dtype();
+        let mut x =
+            self.embed
+                .embedding(ids, &[batch, seq_len], self.activations.unwrap_or(dtype))?;
         for (layer, b) in self.blocks.iter().enumerate() {
             let with_cache = cache.as_deref_mut().map(|c| (c, layer, cfg.max_seq_len));
             x = match (self.recompute, with_cache) {
@@ -324,8 +371,8 @@ impl Llama {
         }
         let act = x.dtype();
         let x = x.rms_norm(&self.norm.to_dtype(act)?, cfg.norm_eps)?;
-        let head = self.lm_head.as_ref().unwrap_or(&self.embed).to_dtype(act)?;
-        x.linear(&head)?.to_dtype(dtype)
+        let head = self.lm_head.as_ref().unwrap_or(&self.embed);
+        head.linear(&x)?.to_dtype(dtype)
     }
 
     /// Mean next-token cross-entropy (nats) of `inputs` against `targets`, both `[B, T]`.
@@ -431,22 +478,23 @@ const BLOCK_NAMES: [&str; 9] = [
     "mlp.down_proj.weight",
 ];
 
-fn block_params(b: &Block) -> [(&'static str, &Tensor); 9] {
-    let t = [
-        &b.attn_norm,
-        &b.wq,
-        &b.wk,
-        &b.wv,
-        &b.wo,
-        &b.mlp_norm,
-        &b.w_gate,
-        &b.w_up,
-        &b.w_down,
+fn block_weights(b: &Block) -> [(&'static str, Weight); 9] {
+    let w = [
+        Weight::Dense(b.attn_norm.clone()),
+        b.wq.clone(),
+        b.wk.clone(),
+        b.wv.clone(),
+        b.wo.clone(),
+        Weight::Dense(b.mlp_norm.clone()),
+        b.w_gate.clone(),
+        b.w_up.clone(),
+        b.w_down.clone(),
     ];
-    std::array::from_fn(|i| (BLOCK_NAMES[i], t[i]))
+    let mut w = w.map(Some);
+    std::array::from_fn(|i| (BLOCK_NAMES[i], w[i].take().expect("taken once")))
 }
 
-/// Every parameter's Hugging Face name and shape for `config`, in `visit` order.
+/// Every weight's Hugging Face name and shape for `config`, in `visit_weights` order.
 pub fn parameter_shapes(config: &Config) -> Vec<(String, Vec<usize>)> {
     let (c, f, v) = (config.dim, config.ffn_dim, config.vocab_size);
     let kv = config.n_kv_heads * config.head_dim();

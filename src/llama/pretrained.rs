@@ -1,17 +1,16 @@
 //! Pretrained models from either world: a Hugging Face folder (`config.json` + safetensors, with our
-//! `tokenizer.json` when it was trained here) or a GGUF file (weights dequantized to f32, llama.cpp's q/k row
-//! permutation undone, the tokenizer read from its metadata).
+//! `tokenizer.json` when it was trained here) or a GGUF file (weights dequantized to f32 or kept in their
+//! blocks, llama.cpp's q/k row permutation undone, the tokenizer read from its metadata); either may have its
+//! projections quantized on load (`Quantization`).
 
 use super::model::Llama;
 use crate::data::bpe_vocab::VocabTokenizer;
 use crate::data::Encoder;
 use crate::data::Tokenizer;
 use crate::error::{Error, Result};
-use crate::io::gguf::{Gguf, Value};
+use crate::io::gguf::{GgmlType, Gguf, Value};
 use crate::llama::gguf;
-use crate::tensor::Tensor;
 use std::collections::BTreeMap;
-use std::collections::HashMap;
 use std::path::Path;
 
 /// A model's own tokenizer: ours (byte-level BPE trained here) or one read from GGUF metadata (kept with the
@@ -89,8 +88,62 @@ impl TextTokenizer {
     }
 }
 
-/// Loads a Hugging Face folder or a `.gguf` file, with its tokenizer when it has one.
+/// How a loaded model holds its matrices.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Quantization {
+    /// Every weight dense in f32 (a GGUF file's blocks dequantized): the model can train all of them.
+    #[default]
+    Dense,
+    /// A GGUF file's block-format matrices stay in their blocks (frozen); a Hugging Face folder loads dense.
+    Keep,
+    /// The seven projections of every block quantized to this format (from f32, or requantized from a GGUF
+    /// file's blocks); the embedding and the head as with `Keep`.
+    To(GgmlType),
+}
+
+impl Quantization {
+    /// From a flag's value: `dense`, `keep`, or a block format to quantize to (`q8_0`, `q4_0`, `q4_1`).
+    pub fn parse(flag: &str, value: &str) -> Result<Quantization> {
+        match value {
+            "dense" => return Ok(Quantization::Dense),
+            "keep" => return Ok(Quantization::Keep),
+            _ => {}
+        }
+        crate::io::quantize::QUANTIZABLE
+            .iter()
+            .find(|t| t.to_string().eq_ignore_ascii_case(value))
+            .map(|&t| Quantization::To(t))
+            .ok_or_else(|| {
+                Error::invalid(
+                    flag,
+                    format!(
+                        "{value:?} is not dense, keep or one of {}",
+                        crate::io::quantize::names(&crate::io::quantize::QUANTIZABLE)
+                    ),
+                )
+            })
+    }
+}
+
+/// Loads a Hugging Face folder or a `.gguf` file, every weight dense, with its tokenizer when it has one.
 pub fn load_pretrained(path: &Path) -> Result<(Llama, Option<TextTokenizer>)> {
+    load_pretrained_with(path, Quantization::Dense)
+}
+
+/// Loads a Hugging Face folder or a `.gguf` file with its matrices held as `quantization` says, with its
+/// tokenizer when it has one.
+pub fn load_pretrained_with(
+    path: &Path,
+    quantization: Quantization,
+) -> Result<(Llama, Option<TextTokenizer>)> {
+    let (mut model, tokenizer) = load_weights(path, quantization != Quantization::Dense)?;
+    if let Quantization::To(ty) = quantization {
+        model.quantize_projections(ty)?;
+    }
+    Ok((model, tokenizer))
+}
+
+fn load_weights(path: &Path, keep_quantized: bool) -> Result<(Llama, Option<TextTokenizer>)> {
     if path.is_dir() {
         let model = super::hf::load_hf(path)?;
         return Ok((model, TextTokenizer::load(path)?));
@@ -109,14 +162,9 @@ pub fn load_pretrained(path: &Path) -> Result<(Llama, Option<TextTokenizer>)> {
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     let tokenizer = VocabTokenizer::from_metadata(&metadata, path)?;
-    drop(file);
-    let loaded = gguf::load_llama(path)?;
-    let config = loaded.config;
-    let mut tensors: HashMap<String, Tensor> = HashMap::new();
-    for (name, shape, values) in loaded.tensors {
-        tensors.insert(name, Tensor::from_vec(values, &shape)?);
-    }
-    let model = super::hf::model_from_tensors(config, &mut tensors, path)?;
+    let config = gguf::config_from_gguf(&file)?;
+    let mut weights = gguf::weights_from_gguf(&std::sync::Arc::new(file), &config, keep_quantized)?;
+    let model = super::hf::model_from_tensors(config, &mut weights, path)?;
     Ok((
         model,
         Some(TextTokenizer::Vocab(Box::new(tokenizer), metadata)),

@@ -15,6 +15,7 @@ mod cross_entropy;
 mod device;
 mod embedding;
 mod matmul;
+mod quant_linear;
 mod reduce;
 mod rmsnorm;
 mod rope;
@@ -25,6 +26,7 @@ mod view;
 
 pub use attention::attention_reference;
 pub use cross_entropy::cross_entropy_reference;
+pub use quant_linear::linear_quantized_reference;
 pub use rmsnorm::rms_norm_reference;
 pub use rope::{rope_interleaved_to_half, rope_reference, Rope};
 pub use swiglu::swiglu_reference;

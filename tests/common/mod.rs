@@ -2,7 +2,8 @@
 //! differences in f64.
 #![allow(dead_code)]
 
-use tapegrad::{DType, Rng, Tape, Tensor};
+use tapegrad::io::gguf::GgmlType;
+use tapegrad::{DType, QuantMatrix, Rng, Tape, Tensor};
 
 /// How a test input is presented to an op: as is, or as a non-contiguous view of a larger base tensor.
 #[derive(Clone, Copy, Debug)]
@@ -159,4 +160,39 @@ pub fn gpu_or_skip_quiet() -> Option<tapegrad::Device> {
     gpu_unavailable()
         .is_none()
         .then_some(tapegrad::Device::Cuda(0))
+}
+
+/// The block formats a quantized weight may hold, with the byte offsets of each block's f16 scale fields.
+pub const QUANT_FORMATS: [(GgmlType, &[usize]); 8] = [
+    (GgmlType::Q8_0, &[0]),
+    (GgmlType::Q4_0, &[0]),
+    (GgmlType::Q4_1, &[0, 2]),
+    (GgmlType::Q5_0, &[0]),
+    (GgmlType::Q5_1, &[0, 2]),
+    (GgmlType::Q4_K, &[0, 2]),
+    (GgmlType::Q5_K, &[0, 2]),
+    (GgmlType::Q6_K, &[208]),
+];
+
+/// A `[rows, cols]` weight of random blocks of `ty`: random quants and sub-block scales, each f16 scale field
+/// set to ±[0.01, 0.1) so the values stay near those of a trained weight.
+pub fn random_quant(ty: GgmlType, rows: usize, cols: usize, seed: u64) -> QuantMatrix {
+    let scales = QUANT_FORMATS
+        .iter()
+        .find(|(t, _)| *t == ty)
+        .expect("a block format")
+        .1;
+    let (block, bytes) = ty.block_layout().unwrap();
+    let mut rng = Rng::new(seed);
+    let mut data: Vec<u8> = (0..rows * cols / block * bytes)
+        .map(|_| rng.below(256) as u8)
+        .collect();
+    for b in data.chunks_exact_mut(bytes) {
+        for &at in scales {
+            let sign = if rng.below(2) == 0 { 1.0 } else { -1.0 };
+            let v = half::f16::from_f64(sign * (0.01 + 0.09 * rng.uniform()));
+            b[at..at + 2].copy_from_slice(&v.to_le_bytes());
+        }
+    }
+    QuantMatrix::from_blocks(ty, rows, cols, data).expect("a whole number of blocks")
 }

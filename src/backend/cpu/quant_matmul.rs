@@ -1,0 +1,122 @@
+//! Products with a quantized weight `W: [N, K]` (a `QuantMatrix`), straight from its blocks: panels of rows of
+//! W are dequantized into one reused buffer (about a megabyte, so it stays in cache) and multiplied by the
+//! packed GEMM, so no full f32 copy of W ever exists and the multiply-adds run in the GEMM's FMA micro-kernels.
+//! The dequantization is `N · K` work against the product's `M · N · K`.
+//!
+//! - `forward`: `y[M, N] = x[M, K] · Wᵀ`, each panel writing its columns of `y`.
+//! - `backward`: `dx[M, K] = dy[M, N] · W`, the panels accumulating in depth order (the first overwrites).
+//!
+//! Both are generic over the GEMM's element types (f32, and f64 for the finite-difference tests: the blocks'
+//! values are exact in either).
+
+use super::gemm::{gemm, GemmFloat, MatRef};
+use crate::backend::QuantMatrix;
+use crate::dtype::{DType, Float};
+
+/// Elements of W dequantized per panel (1 MiB of f32).
+const PANEL_ELEMENTS: usize = 1 << 18;
+
+/// Rows of W per panel: a multiple of the GEMM's 16-column micro-panel, at least one micro-panel.
+fn panel_rows(n: usize, k: usize) -> usize {
+    (PANEL_ELEMENTS / k.max(1) / 16 * 16).max(16).min(n.max(1))
+}
+
+/// Rows `rows` of `w` dequantized into `out` as `T`.
+fn dequantize_panel<T: Float>(
+    w: &QuantMatrix,
+    rows: std::ops::Range<usize>,
+    out: &mut [T],
+    f32s: &mut Vec<f32>,
+) {
+    if T::DTYPE == DType::F32 {
+        w.dequantize_rows(rows, bytemuck::cast_slice_mut(out));
+    } else {
+        f32s.resize(out.len(), 0.0);
+        w.dequantize_rows(rows, f32s);
+        for (o, &v) in out.iter_mut().zip(f32s.iter()) {
+            *o = T::from_f64(f64::from(v));
+        }
+    }
+}
+
+/// Calls `f(n0, panel)` for each panel of rows `n0..n0 + panel.len() / K` of `w`, dequantized to `T`, in row
+/// order; one buffer serves every panel.
+fn for_each_panel<T: Float>(w: &QuantMatrix, mut f: impl FnMut(usize, &[T])) {
+    let [n, k] = w.shape();
+    let rows = panel_rows(n, k);
+    let (mut panel, mut f32s) = (vec![T::ZERO; rows * k], Vec::new());
+    for n0 in (0..n).step_by(rows) {
+        let nb = rows.min(n - n0);
+        let panel = &mut panel[..nb * k];
+        dequantize_panel(w, n0..n0 + nb, panel, &mut f32s);
+        f(n0, panel);
+    }
+}
+
+/// `y = x · Wᵀ` with `x: [m, K]` and `y: [m, N]`, both row-major.
+pub fn forward<T: GemmFloat>(x: &[T], m: usize, w: &QuantMatrix, y: &mut [T]) {
+    let [n, k] = w.shape();
+    assert!(
+        x.len() == m * k && y.len() == m * n,
+        "internal: quantized linear of [{m}, {k}] ({} elements) into [{m}, {n}] ({} elements)",
+        x.len(),
+        y.len()
+    );
+    let a = MatRef {
+        data: x,
+        offset: 0,
+        row_stride: k,
+        col_stride: 1,
+    };
+    for_each_panel(w, |n0, panel: &[T]| {
+        // The panel read as its transpose: B[p, j] = W[n0 + j, p].
+        let b = MatRef {
+            data: panel,
+            offset: 0,
+            row_stride: 1,
+            col_stride: k,
+        };
+        gemm(
+            m,
+            panel.len() / k,
+            k,
+            T::ONE,
+            a,
+            b,
+            T::ZERO,
+            &mut y[n0..],
+            n,
+        );
+    });
+}
+
+/// `dx = dy · W` with `dy: [m, N]` and `dx: [m, K]`, both row-major.
+pub fn backward<T: GemmFloat>(dy: &[T], m: usize, w: &QuantMatrix, dx: &mut [T]) {
+    let [n, k] = w.shape();
+    assert!(
+        dy.len() == m * n && dx.len() == m * k,
+        "internal: quantized linear backward of [{m}, {n}] ({} elements) into [{m}, {k}] ({} elements)",
+        dy.len(),
+        dx.len()
+    );
+    if n == 0 {
+        dx.fill(T::ZERO);
+        return;
+    }
+    for_each_panel(w, |n0, panel: &[T]| {
+        let a = MatRef {
+            data: dy,
+            offset: n0,
+            row_stride: n,
+            col_stride: 1,
+        };
+        let b = MatRef {
+            data: panel,
+            offset: 0,
+            row_stride: k,
+            col_stride: 1,
+        };
+        let beta = if n0 == 0 { T::ZERO } else { T::ONE };
+        gemm(m, k, panel.len() / k, T::ONE, a, b, beta, dx, k);
+    });
+}

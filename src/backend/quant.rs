@@ -1,0 +1,195 @@
+//! `QuantMatrix`: a frozen weight `[rows, cols]` kept in a ggml block format (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1,
+//! Q4_K, Q5_K, Q6_K), each row a whole number of blocks, as a GGUF file stores it. It is never expanded to a
+//! full f32 copy: the kernels dequantize a panel of rows at a time (`backend::quant_linear`).
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::io::gguf::GgmlType;
+use crate::io::quant::Kernel;
+
+/// Rows dequantized in parallel once a request holds this many elements.
+const PARALLEL_ELEMENTS: usize = 1 << 15;
+
+/// A weight `[rows, cols]` in a ggml block format. Cloning shares the blocks.
+#[derive(Clone)]
+pub struct QuantMatrix {
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    kernel: Kernel,
+    /// Bytes of one row: `cols / block · block_bytes`.
+    row_bytes: usize,
+    blocks: Blocks,
+}
+
+/// Where the blocks are: a buffer of their own, or a range of bytes someone else holds (a memory-mapped
+/// file: the matrix then costs no memory beyond the file's pages).
+#[derive(Clone)]
+enum Blocks {
+    Owned(Arc<[u8]>),
+    Shared(Arc<dyn AsRef<[u8]> + Send + Sync>, Range<usize>),
+}
+
+impl Blocks {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Blocks::Owned(b) => b,
+            Blocks::Shared(owner, range) => &(**owner).as_ref()[range.clone()],
+        }
+    }
+}
+
+impl std::fmt::Debug for QuantMatrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "QuantMatrix({} [{}, {}])", self.ty, self.rows, self.cols)
+    }
+}
+
+impl QuantMatrix {
+    /// A matrix over `blocks` of `ty`, row after row; the length must be exactly that of `[rows, cols]`.
+    pub fn from_blocks(
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        blocks: Vec<u8>,
+    ) -> Result<QuantMatrix> {
+        QuantMatrix::new(ty, rows, cols, Blocks::Owned(blocks.into()))
+    }
+
+    /// A matrix over bytes `range` of `owner` (a memory-mapped GGUF file, say), shared rather than copied.
+    pub fn from_shared(
+        ty: GgmlType,
+        [rows, cols]: [usize; 2],
+        owner: Arc<dyn AsRef<[u8]> + Send + Sync>,
+        range: Range<usize>,
+    ) -> Result<QuantMatrix> {
+        let len = (*owner).as_ref().len();
+        if range.start > range.end || range.end > len {
+            return Err(Error::Index {
+                op: "quantized weight",
+                msg: format!("bytes {range:?} of a buffer of {len}"),
+            });
+        }
+        QuantMatrix::new(ty, rows, cols, Blocks::Shared(owner, range))
+    }
+
+    fn new(ty: GgmlType, rows: usize, cols: usize, blocks: Blocks) -> Result<QuantMatrix> {
+        let n_bytes = blocks.bytes().len();
+        let kernel = ty.kernel().filter(|_| is_block_format(ty)).ok_or_else(|| {
+            Error::invalid(
+                "quantized weight",
+                format!("{ty} is not a block format with a kernel here"),
+            )
+        })?;
+        let (block, block_bytes) = ty.block_layout().expect("a kernel implies a layout");
+        if cols == 0 || !cols.is_multiple_of(block) {
+            return Err(Error::shape(
+                "quantized weight",
+                format!("[{rows}, {cols}]: rows of {cols} are not whole {ty} blocks of {block}"),
+            ));
+        }
+        let row_bytes = cols / block * block_bytes;
+        if rows.checked_mul(row_bytes) != Some(n_bytes) {
+            return Err(Error::shape(
+                "quantized weight",
+                format!("[{rows}, {cols}] in {ty} takes {rows} × {row_bytes} bytes, got {n_bytes}"),
+            ));
+        }
+        Ok(QuantMatrix {
+            ty,
+            rows,
+            cols,
+            kernel,
+            row_bytes,
+            blocks,
+        })
+    }
+
+    /// `values` (`[rows, cols]`, row-major) quantized to `ty` (see `io::quantize` for the formats written).
+    pub fn quantize(values: &[f32], rows: usize, cols: usize, ty: GgmlType) -> Result<QuantMatrix> {
+        crate::io::quantize::check_format(ty)?;
+        if rows.checked_mul(cols) != Some(values.len()) {
+            return Err(Error::shape(
+                "quantize",
+                format!("{} values are not [{rows}, {cols}]", values.len()),
+            ));
+        }
+        let block = ty.block_layout().map_or(1, |l| l.0);
+        if !cols.is_multiple_of(block) {
+            return Err(Error::shape(
+                "quantize",
+                format!("rows of {cols} are not whole {ty} blocks of {block}"),
+            ));
+        }
+        QuantMatrix::from_blocks(ty, rows, cols, crate::io::quantize::quantize(values, ty)?)
+    }
+
+    /// The block format.
+    pub fn ggml_type(&self) -> GgmlType {
+        self.ty
+    }
+
+    /// `[rows, cols]`.
+    pub fn shape(&self) -> [usize; 2] {
+        [self.rows, self.cols]
+    }
+
+    /// The blocks, row after row, as a GGUF file stores them.
+    pub fn blocks(&self) -> &[u8] {
+        self.blocks.bytes()
+    }
+
+    /// Bytes of the blocks.
+    pub fn byte_len(&self) -> usize {
+        self.blocks().len()
+    }
+
+    /// The same matrix with its rows reordered: row `i` of the result is row `order[i]` of this one.
+    pub fn select_rows(&self, order: &[usize]) -> Result<QuantMatrix> {
+        let mut blocks = Vec::with_capacity(order.len() * self.row_bytes);
+        for &r in order {
+            if r >= self.rows {
+                return Err(Error::Index {
+                    op: "quantized weight",
+                    msg: format!("row {r} of a matrix of {} rows", self.rows),
+                });
+            }
+            blocks.extend_from_slice(&self.blocks()[r * self.row_bytes..(r + 1) * self.row_bytes]);
+        }
+        QuantMatrix::from_blocks(self.ty, order.len(), self.cols, blocks)
+    }
+
+    /// Rows `rows` dequantized into `out` (`rows.len() · cols` elements), in parallel for large requests.
+    pub fn dequantize_rows(&self, rows: Range<usize>, out: &mut [f32]) {
+        assert!(
+            rows.end <= self.rows && out.len() == rows.len() * self.cols,
+            "internal: rows {rows:?} of {self:?} into {} elements",
+            out.len()
+        );
+        let src = &self.blocks()[rows.start * self.row_bytes..rows.end * self.row_bytes];
+        if out.len() >= PARALLEL_ELEMENTS {
+            let per_task = (PARALLEL_ELEMENTS / self.cols).max(1);
+            out.par_chunks_mut(per_task * self.cols)
+                .zip(src.par_chunks(per_task * self.row_bytes))
+                .for_each(|(o, s)| (self.kernel)(s, o));
+        } else {
+            (self.kernel)(src, out);
+        }
+    }
+
+    /// Every element, `[rows, cols]` row-major, in f32 (a full copy: for references, merging and export).
+    pub fn dequantize(&self) -> Vec<f32> {
+        let mut out = vec![0f32; self.rows * self.cols];
+        self.dequantize_rows(0..self.rows, &mut out);
+        out
+    }
+}
+
+/// Whether `ty` is a block quantization (more than one element per block) that [`QuantMatrix`] holds.
+pub fn is_block_format(ty: GgmlType) -> bool {
+    ty.kernel().is_some() && ty.block_layout().is_some_and(|(block, _)| block > 1)
+}
