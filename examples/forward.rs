@@ -1,7 +1,7 @@
 //! Runs a model on token ids and writes what the parity tests compare: logits, the next-token loss and,
 //! with `--grads`, every parameter's gradient.
 //!
-//! `cargo run --release --example forward -- --model <hf-dir | file.gguf> --input ids.json --out out.safetensors [--grads]`
+//! `cargo run --release --example forward -- --model <hf-dir | file.gguf> --input ids.json --out out.safetensors [--grads] [--adapter DIR]`
 //! where `ids.json` is `[[id, ...], ...]` (rows of equal length). With `--text STRING` instead of `--input`, the
 //! string is tokenized with the model's own tokenizer (no special tokens) and `input_ids` is written too.
 //! Output tensors: `logits` f32 `[B, T, V]`, `loss` f32 `[1]`, `grad.<name>` f32, `input_ids` i64 `[1, T]`.
@@ -27,9 +27,12 @@ struct Args {
     /// The safetensors file to write.
     #[arg(long)]
     out: PathBuf,
-    /// Also write every parameter's gradient.
+    /// Also write every parameter's gradient (with --adapter: every adapter's).
     #[arg(long)]
     grads: bool,
+    /// LoRA adapters to add to the model (a folder in PEFT's layout: ours or PEFT's).
+    #[arg(long)]
+    adapter: Option<PathBuf>,
 }
 
 fn main() {
@@ -56,6 +59,9 @@ fn read_rows(path: &PathBuf) -> Result<(Vec<u32>, usize, usize)> {
 fn run(args: Args) -> Result<()> {
     tapegrad::backend::cpu::keep_freed_memory();
     let (mut model, tokenizer) = load_pretrained(&args.model)?;
+    if let Some(dir) = &args.adapter {
+        tapegrad::llama::peft::load_adapter(&mut model, dir)?;
+    }
     let (ids, batch, seq_len) = match (&args.input, &args.text) {
         (Some(path), None) => read_rows(path)?,
         (None, Some(text)) => {

@@ -34,6 +34,9 @@ struct Args {
     /// (`q8_0`, `q4_0`, `q4_1`).
     #[arg(long, default_value = "keep")]
     weights: String,
+    /// LoRA adapters to add to the model (a folder in PEFT's layout: ours or PEFT's).
+    #[arg(long)]
+    adapter: Option<PathBuf>,
 }
 
 fn main() {
@@ -58,7 +61,10 @@ fn run(args: Args) -> Result<()> {
         args.checkpoint.clone()
     };
     let started = Instant::now();
-    let (model, tokenizer) = load_pretrained_with(&path, quantization)?;
+    let (mut model, tokenizer) = load_pretrained_with(&path, quantization)?;
+    if let Some(dir) = &args.adapter {
+        tapegrad::llama::peft::load_adapter(&mut model, dir)?;
+    }
     let quantized = model.quantized_weights();
     eprintln!(
         "loaded {} in {:.2} s ({})",

@@ -14,8 +14,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tapegrad::llama::generate::{generate, Sampling};
 use tapegrad::llama::parallel::ParallelOptions;
+use tapegrad::llama::pretrained::Quantization;
 use tapegrad::llama::train::{TrainOptions, Trainer};
-use tapegrad::llama::{Config, Recompute};
+use tapegrad::llama::{Config, LoraConfig, Recompute, Target};
 use tapegrad::memory::{memory_stats, reset_peak};
 use tapegrad::optim::AdamWConfig;
 use tapegrad::{DType, Device, Error, Result, Rng};
@@ -103,6 +104,32 @@ struct Args {
     /// Seconds to wait for the other ranks in a collective before stopping with an error.
     #[arg(long, default_value_t = 120)]
     comm_timeout: u64,
+    /// Micro-batches per optimizer step: each step averages the gradients of N batches of --batch-size rows
+    /// (the update of one batch N times larger, in the memory of one).
+    #[arg(long, default_value_t = 1)]
+    grad_accum: usize,
+    /// Train LoRA adapters of this rank over the frozen --init model instead of the whole model; they are
+    /// written to OUT/adapter (PEFT's layout) at the end, and checkpoints hold them, their AdamW moments and a
+    /// reference to the base file.
+    #[arg(long, requires = "init")]
+    lora: Option<usize>,
+    /// LoRA's α (the update is scaled by α / rank); default twice the rank.
+    #[arg(long, requires = "lora")]
+    lora_alpha: Option<f64>,
+    /// Dropout on the adapters' input.
+    #[arg(long, default_value_t = 0.0, requires = "lora")]
+    lora_dropout: f64,
+    /// The projections that get adapters: q, k, v, o, gate, up, down (or q_proj, ...).
+    #[arg(long, default_value = "q,k,v,o,gate,up,down", requires = "lora")]
+    lora_targets: String,
+    /// Quantize the base's projections to q8_0, q4_0 or q4_1 (QLoRA; with --lora). Without it a GGUF base
+    /// keeps its own blocks and a Hugging Face base stays f32.
+    #[arg(long, requires = "lora")]
+    quantize: Option<String>,
+    /// With --lora: also write the base with the adapters merged in as a plain Hugging Face folder to
+    /// OUT/merged at the end.
+    #[arg(long, requires = "lora")]
+    merge: bool,
 }
 
 fn parse_data(specs: &[String]) -> Result<Vec<(PathBuf, f64)>> {
@@ -159,6 +186,21 @@ fn run(args: Args) -> Result<()> {
         cache_dir: args.out.join("cache"),
         seed: args.seed,
         optimizer: AdamWConfig::default(),
+        grad_accum: args.grad_accum,
+        lora: match args.lora {
+            None => None,
+            Some(rank) => Some(LoraConfig {
+                alpha: args.lora_alpha.unwrap_or(2.0 * rank as f64),
+                dropout: args.lora_dropout,
+                targets: Target::parse_list(&args.lora_targets)?,
+                ..LoraConfig::new(rank)
+            }),
+        },
+        weights: match (&args.quantize, args.lora) {
+            (Some(q), _) => Quantization::parse("--quantize", q)?,
+            (None, Some(_)) => Quantization::Keep,
+            (None, None) => Quantization::Dense,
+        },
     };
     std::fs::create_dir_all(&args.out).map_err(|e| Error::io(&args.out, e))?;
     let ckpt_root = args.out.join("checkpoints");
@@ -412,6 +454,23 @@ fn run(args: Args) -> Result<()> {
     }
     tapegrad::llama::plot::loss_curve(&args.out.join("loss.png"), &history, &val_history)?;
     trainer.model.to_device(Device::Cpu)?;
+    if let Some(base) = trainer.model.base.clone() {
+        let dir = args.out.join("adapter");
+        tapegrad::llama::peft::save_adapter(
+            &trainer.model,
+            &dir,
+            &base.path.display().to_string(),
+        )?;
+        eprintln!("adapters written to {} (PEFT's layout)", dir.display());
+        if args.merge {
+            let mut merged = trainer.model.clone();
+            merged.merge_lora()?;
+            let dir = args.out.join("merged");
+            tapegrad::llama::checkpoint::save_model(&merged, &dir)?;
+            trainer.tokenizer.save(&dir)?;
+            eprintln!("merged model written to {}", dir.display());
+        }
+    }
     if args.sample_tokens > 0 {
         let mut samples = String::new();
         let mut rng = Rng::new(args.seed);

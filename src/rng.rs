@@ -25,6 +25,12 @@ impl Rng {
         }
     }
 
+    /// A seed derived from `seed` and `salt`: distinct salts give unrelated seeds (a stream per layer, step or
+    /// micro-batch without drawing through the ones before it).
+    pub fn derive(seed: u64, salt: u64) -> u64 {
+        Rng::new(seed ^ salt.wrapping_mul(0x9E37_79B9_7F4A_7C15)).next_u64()
+    }
+
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         let s = &mut self.state;

@@ -172,6 +172,7 @@ mod gpus {
                 clip_norm: 0.0,
                 ..AdamWConfig::default()
             },
+            ..Default::default()
         }
     }
 

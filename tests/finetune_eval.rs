@@ -52,6 +52,7 @@ fn finetuning_a_pretrained_folder_keeps_its_tokenizer_and_config() {
         cache_dir: dir.join("cache"),
         seed: 1,
         optimizer: AdamWConfig::default(),
+        ..Default::default()
     };
     let mut trainer = Trainer::from_pretrained(&dir.join("base"), options).unwrap();
     assert_eq!(

@@ -143,6 +143,7 @@ fn training_on_the_bundled_corpus_resumes_exactly() {
         cache_dir: dir.join("cache"),
         seed: 5,
         optimizer: AdamWConfig::default(),
+        ..Default::default()
     };
     let mut straight = Trainer::new(options.clone()).unwrap();
     let losses: Vec<f64> = (0..6)
@@ -236,6 +237,7 @@ fn a_non_finite_loss_skips_the_update_and_is_counted() {
         cache_dir: dir.join("cache"),
         seed: 2,
         optimizer: AdamWConfig::default(),
+        ..Default::default()
     };
     let mut trainer = Trainer::new(options).unwrap();
     assert!(!trainer.train_step().unwrap().skipped);

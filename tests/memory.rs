@@ -39,6 +39,7 @@ fn two_thousand_steps_of_tiny_keep_flat_memory() {
         cache_dir: dir.join("cache"),
         seed: 3,
         optimizer: AdamWConfig::default(),
+        ..Default::default()
     };
     let mut trainer = Trainer::new(options).unwrap();
     let mut samples = Vec::new();

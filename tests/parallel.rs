@@ -1,5 +1,6 @@
 //! Data-parallel training with ranks as threads (`ThreadGroup`), the same code path MPI and NCCL take:
-//! 2 ranks with half the batch each follow 1 rank with the whole batch, with and without ZeRO-1; replicas
+//! 2 ranks with half the batch each (at once, or in two accumulated micro-batches) follow 1 rank with the whole
+//! batch, with and without ZeRO-1; replicas
 //! stay identical; a ZeRO-1 checkpoint holds the whole optimizer state and resumes exactly; gradients are
 //! reported to the buckets as soon as they are final.
 
@@ -38,6 +39,7 @@ fn options(dir: &Path, batch_size: usize) -> TrainOptions {
         cache_dir: dir.join("cache"),
         seed: 11,
         optimizer: AdamWConfig::default(),
+        ..Default::default()
     }
 }
 
@@ -95,11 +97,20 @@ fn two_ranks_with_half_the_batch_follow_one_rank_with_all_of_it() {
     let expected: Vec<f64> = (0..20).map(|_| single.train_step().unwrap().loss).collect();
     let expected_eval = single.evaluate(3).unwrap().nats_per_token;
     let expected_params = parameters(&single);
-    for zero1 in [false, true] {
+    // Two ranks with half the batch each, or a quarter of it in each of two accumulated micro-batches.
+    for (zero1, batch_size, grad_accum) in
+        [(false, 2, 1), (true, 2, 1), (false, 1, 2), (true, 1, 2)]
+    {
         let runs = on_ranks(
             2,
             zero1,
-            || Trainer::new(options(&dir, 2)).unwrap(),
+            || {
+                let options = TrainOptions {
+                    grad_accum,
+                    ..options(&dir, batch_size)
+                };
+                Trainer::new(options).unwrap()
+            },
             |t| {
                 let losses: Vec<f64> = (0..20).map(|_| t.train_step().unwrap().loss).collect();
                 let eval = t.evaluate(3).unwrap().nats_per_token;
@@ -110,7 +121,7 @@ fn two_ranks_with_half_the_batch_follow_one_rank_with_all_of_it() {
         let gap = relative_gap(losses, &expected);
         assert!(
             gap <= 1e-5,
-            "zero1 {zero1}: losses differ by {gap:e} relative"
+            "zero1 {zero1}, accumulating {grad_accum}: losses differ by {gap:e} relative"
         );
         assert!(((eval - expected_eval) / expected_eval).abs() <= 1e-5);
         assert_eq!(runs[1].0, *losses, "both ranks report the global loss");
@@ -120,7 +131,10 @@ fn two_ranks_with_half_the_batch_follow_one_rank_with_all_of_it() {
             .zip(&expected_params)
             .map(|(a, b)| (a - b).abs())
             .fold(0.0f32, f32::max);
-        assert!(drift < 1e-4, "zero1 {zero1}: parameters drift by {drift}");
+        assert!(
+            drift < 1e-4,
+            "zero1 {zero1}, accumulating {grad_accum}: parameters drift by {drift}"
+        );
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -8,6 +8,7 @@
 
 use super::config::Config;
 use super::model::Llama;
+use super::peft::save_adapter;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::io::{fnv1a_64, write_file_atomically};
@@ -98,6 +99,9 @@ pub fn load_model(dir: &Path) -> Result<Llama> {
     super::hf::load_hf(dir)
 }
 
+/// The base reference of a checkpoint holding adapters over a model file.
+pub const BASE_FILE: &str = "base.json";
+
 /// Writes a training checkpoint for `step` under `root` and points `root/latest` at it; keeps the newest
 /// `keep` checkpoints. `state` is the caller's resumable state (data position, RNG, schedule...);
 /// `write_extra` may add files (a tokenizer) to the folder before it is renamed into place.
@@ -111,10 +115,13 @@ pub fn save_checkpoint(
     write_extra: &dyn Fn(&Path) -> Result<()>,
 ) -> Result<PathBuf> {
     let quantized = model.quantized_weights();
-    if !quantized.is_empty() {
+    if !quantized.is_empty() && (model.lora.is_none() || model.base.is_none()) {
         return Err(Error::invalid(
             "checkpoint",
-            format!("a model with frozen quantized weights ({quantized:?}) has no training checkpoint of its own"),
+            format!(
+                "a model with frozen quantized weights ({quantized:?}) is checkpointed as adapters over the \
+                 file it was loaded from; this one has no adapters or no base reference"
+            ),
         ));
     }
     let name = format!("step-{step:08}");
@@ -123,7 +130,18 @@ pub fn save_checkpoint(
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
     }
-    save_model(model, &tmp)?;
+    match (&model.lora, &model.base) {
+        (Some(_), Some(base)) => {
+            save_adapter(model, &tmp, &base.path.display().to_string())?;
+            let json = serde_json::to_vec_pretty(base).expect("json");
+            write_bytes(&tmp.join(BASE_FILE), &json)?;
+        }
+        (Some(_), None) => {
+            save_model(model, &tmp)?;
+            save_adapter(model, &tmp, "model.safetensors")?;
+        }
+        (None, _) => save_model(model, &tmp)?,
+    }
     let params = named_parameters(model);
     let mut moments = Vec::with_capacity(2 * params.len());
     for (i, (n, t)) in params.iter().enumerate() {
@@ -295,7 +313,7 @@ pub fn verify_checksums(dir: &Path) -> Result<()> {
 pub fn load_checkpoint_dir(dir: &Path) -> Result<Checkpoint> {
     let dir = dir.to_path_buf();
     verify_checksums(&dir)?;
-    let model = load_model(&dir)?;
+    let model = super::pretrained::load_pretrained(&dir)?.0;
     let state_path = dir.join("state.json");
     let text = std::fs::read(&state_path).map_err(|e| Error::io(&state_path, e))?;
     let full: serde_json::Value = serde_json::from_slice(&text)

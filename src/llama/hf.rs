@@ -231,6 +231,7 @@ pub fn model_from_tensors(
                 w_gate: p("mlp.gate_proj.weight")?,
                 w_up: p("mlp.up_proj.weight")?,
                 w_down: p("mlp.down_proj.weight")?,
+                lora: Default::default(),
             })
         })
         .collect::<Result<Vec<_>>>()?;

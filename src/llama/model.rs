@@ -7,6 +7,7 @@
 
 use super::config::Config;
 use super::kv_cache::KvCache;
+use super::lora::{Lora, LoraConfig, Target};
 use super::recompute::Recompute;
 use super::weight::Weight;
 use crate::dtype::DType;
@@ -28,6 +29,8 @@ pub struct Block {
     pub w_gate: Weight,
     pub w_up: Weight,
     pub w_down: Weight,
+    /// The LoRA adapter of each projection, in `Target::ALL` order.
+    pub lora: [Option<Lora>; 7],
 }
 
 /// A LLaMA model: configuration, parameters and rotary tables.
@@ -45,6 +48,14 @@ pub struct Llama {
     /// model). `Some(BF16)` is mixed precision: parameters, gradients and optimizer state stay f32, each
     /// parameter is cast where it is used (a recorded cast), and the logits are cast back to f32 for the loss.
     pub activations: Option<DType>,
+    /// The adapters' configuration once `add_lora` has added them; the base weights are then frozen.
+    pub lora: Option<LoraConfig>,
+    /// Where the frozen base came from, when the model was loaded for adapters (checkpoints then hold the
+    /// adapters and this reference instead of the base).
+    pub base: Option<super::base::BaseRef>,
+    /// The seed of this forward pass's adapter dropout masks (set by the trainer for each step; `None`, the
+    /// default, applies no dropout). Not saved with the model.
+    pub dropout_seed: Option<u64>,
     rope: Rope,
 }
 
@@ -58,6 +69,8 @@ struct BlockInput {
     rope: Rope,
     /// Position of the first token (the KV cache's length).
     start: usize,
+    /// The block's adapter dropout seed (`Llama::dropout_seed` mixed with the layer index).
+    dropout_seed: Option<u64>,
 }
 
 impl Block {
@@ -73,8 +86,34 @@ impl Block {
             w_gate,
             w_up,
             w_down,
+            lora: _,
         } = self;
         (attn_norm, mlp_norm, [wq, wk, wv, wo, w_gate, w_up, w_down])
+    }
+
+    /// The base weight of projection `t`.
+    pub fn weight(&self, t: Target) -> &Weight {
+        match t {
+            Target::Q => &self.wq,
+            Target::K => &self.wk,
+            Target::V => &self.wv,
+            Target::O => &self.wo,
+            Target::Gate => &self.w_gate,
+            Target::Up => &self.w_up,
+            Target::Down => &self.w_down,
+        }
+    }
+
+    /// Projection `t` of `x`: `x · Wᵀ`, plus its adapter's update when it has one.
+    fn project(&self, t: Target, x: &Tensor, dropout_seed: Option<u64>) -> Result<Tensor> {
+        let y = self.weight(t).linear(x)?;
+        match &self.lora[t.index()] {
+            None => Ok(y),
+            Some(lora) => {
+                let seed = dropout_seed.map(|s| Rng::derive(s, t.index() as u64));
+                y.add(&lora.apply(x, seed)?)
+            }
+        }
     }
 
     /// One pre-norm block over `x: [B, T, C]` → `[B, T, C]`, appending to `cache` (with this block's layer
@@ -95,15 +134,18 @@ impl Block {
         let (batch, seq_len, c) = (x.shape()[0], x.shape()[1], x.shape()[2]);
         let (h, hkv, d) = (a.heads, a.kv_heads, a.head_dim);
         let hn = x.rms_norm(&attn_norm, a.eps)?;
-        let q =
-            p.wq.linear(&hn)?
-                .reshape(&[batch, seq_len, h, d])?
-                .rope(&a.rope, a.start)?;
-        let k =
-            p.wk.linear(&hn)?
-                .reshape(&[batch, seq_len, hkv, d])?
-                .rope(&a.rope, a.start)?;
-        let v = p.wv.linear(&hn)?.reshape(&[batch, seq_len, hkv, d])?;
+        let seed = a.dropout_seed;
+        let q = p
+            .project(Target::Q, &hn, seed)?
+            .reshape(&[batch, seq_len, h, d])?
+            .rope(&a.rope, a.start)?;
+        let k = p
+            .project(Target::K, &hn, seed)?
+            .reshape(&[batch, seq_len, hkv, d])?
+            .rope(&a.rope, a.start)?;
+        let v = p
+            .project(Target::V, &hn, seed)?
+            .reshape(&[batch, seq_len, hkv, d])?;
         let heads = [0, 2, 1, 3];
         let (q, mut k, mut v) = (q.permute(&heads)?, k.permute(&heads)?, v.permute(&heads)?);
         if let Some((cache, layer, max_len)) = cache {
@@ -113,12 +155,14 @@ impl Block {
             .attention(&k, &v)?
             .permute(&heads)?
             .reshape(&[batch, seq_len, c])?;
-        let o = p.wo.linear(&attn)?;
+        let o = p.project(Target::O, &attn, seed)?;
         // The residual stream is kept under every policy (see `Recompute`).
         let x = with_save_policy(SavePolicy::All, || x.add(&o))?;
         let hn = x.rms_norm(&mlp_norm, a.eps)?;
-        let gated = p.w_gate.linear(&hn)?.swiglu(&p.w_up.linear(&hn)?)?;
-        let down = p.w_down.linear(&gated)?;
+        let gated =
+            p.project(Target::Gate, &hn, seed)?
+                .swiglu(&p.project(Target::Up, &hn, seed)?)?;
+        let down = p.project(Target::Down, &gated, seed)?;
         with_save_policy(SavePolicy::All, || x.add(&down))
     }
 }
@@ -146,6 +190,7 @@ impl Llama {
                 w_gate: normal(&[f, c], std),
                 w_up: normal(&[f, c], std),
                 w_down: normal(&[c, f], out_std),
+                lora: Default::default(),
             })
             .collect();
         let lm_head = (!config.tie_embeddings).then(|| normal(&[v, c], std));
@@ -170,6 +215,9 @@ impl Llama {
             lm_head,
             recompute: Recompute::default(),
             activations: None,
+            lora: None,
+            base: None,
+            dropout_seed: None,
             rope,
         };
         model.check_shapes()?;
@@ -219,9 +267,22 @@ impl Llama {
         }
     }
 
-    /// Visits every parameter — every dense weight; quantized weights are frozen — with its Hugging Face name,
-    /// in the order of `visit_weights`.
+    /// Visits every parameter with its name: with adapters (`add_lora`), each adapter's `A` and `B`
+    /// (`model.layers.N.self_attn.q_proj.lora_A.weight`, ...), in block and `Target::ALL` order; without, every
+    /// dense weight (quantized ones are frozen) in the order of `visit_weights`.
     pub fn visit(&self, f: &mut dyn FnMut(&str, &Tensor)) {
+        if self.lora.is_some() {
+            for (i, b) in self.blocks.iter().enumerate() {
+                for t in Target::ALL {
+                    if let Some(l) = &b.lora[t.index()] {
+                        let name = format!("model.layers.{i}.{}", t.module());
+                        f(&format!("{name}.lora_A.weight"), &l.a);
+                        f(&format!("{name}.lora_B.weight"), &l.b);
+                    }
+                }
+            }
+            return;
+        }
         self.visit_weights(&mut |name, w| {
             if let Some(t) = w.dense() {
                 f(name, t)
@@ -231,6 +292,14 @@ impl Llama {
 
     /// Every parameter, mutably, in the order of `visit`.
     pub fn params_mut(&mut self) -> Vec<&mut Tensor> {
+        if self.lora.is_some() {
+            return self
+                .blocks
+                .iter_mut()
+                .flat_map(|b| b.lora.iter_mut().flatten())
+                .flat_map(|l| [&mut l.a, &mut l.b])
+                .collect();
+        }
         let mut out: Vec<&mut Tensor> = self.embed.dense_mut().into_iter().collect();
         for b in &mut self.blocks {
             let (attn_norm, mlp_norm, projections) = b.split_mut();
@@ -269,6 +338,41 @@ impl Llama {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Adds a fresh LoRA adapter (A random, B zero: the model's outputs do not change) to the projections
+    /// `config` names in every block, and freezes the base: from now on the parameters (`visit`,
+    /// `params_mut`, `watch`) are the adapters only.
+    pub fn add_lora(&mut self, config: &LoraConfig, seed: u64) -> Result<()> {
+        config.validate()?;
+        if self.lora.is_some() {
+            return Err(Error::invalid("lora", "the model has adapters already"));
+        }
+        let mut rng = Rng::new(seed);
+        for b in &mut self.blocks {
+            for &t in &config.targets {
+                let shape = b.weight(t).shape();
+                b.lora[t.index()] = Some(Lora::new(shape[0], shape[1], config, &mut rng));
+            }
+        }
+        self.lora = Some(config.clone());
+        Ok(())
+    }
+
+    /// Folds every adapter into its base weight (`W + (α/r)·B A`, dense f32; a quantized base is dequantized)
+    /// and removes the adapters: the model computes the same function as a plain one.
+    pub fn merge_lora(&mut self) -> Result<()> {
+        for b in &mut self.blocks {
+            for t in Target::ALL {
+                if let Some(l) = b.lora[t.index()].take() {
+                    let base = b.weight(t).dequantized()?.to_dtype(DType::F32)?;
+                    let merged = base.add(&l.delta()?.to_device(base.device())?)?.detach();
+                    *b.split_mut().2[t.index()] = Weight::Dense(merged);
+                }
+            }
+        }
+        self.lora = None;
         Ok(())
     }
 
@@ -347,12 +451,17 @@ impl Llama {
             eps: cfg.norm_eps,
             rope: self.rope.clone(),
             start,
+            dropout_seed: None,
         };
         let dtype = self.norm.dtype();
         let mut x =
             self.embed
                 .embedding(ids, &[batch, seq_len], self.activations.unwrap_or(dtype))?;
         for (layer, b) in self.blocks.iter().enumerate() {
+            let input = BlockInput {
+                dropout_seed: self.dropout_seed.map(|s| Rng::derive(s, layer as u64 + 7)),
+                ..input.clone()
+            };
             let with_cache = cache.as_deref_mut().map(|c| (c, layer, cfg.max_seq_len));
             x = match (self.recompute, with_cache) {
                 (_, Some(with_cache)) => b.forward(&x, &input, Some(with_cache))?,

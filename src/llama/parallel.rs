@@ -4,11 +4,11 @@
 //! replicated. The global batch is the per-rank batch × the number of ranks, and the losses do not depend on
 //! how it is split (up to the order of floating-point sums).
 
-use super::train::{StepStats, Trainer};
+use super::train::{accumulate, StepStats, Trainer};
 use crate::dist::{Buckets, Communicator, GradSync, Group, Reduce, ZeroAdamW};
 use crate::error::Result;
 use crate::optim::adamw::StepInfo;
-use crate::tape::Tape;
+use crate::tensor::Tensor;
 use std::time::Duration;
 
 /// How a run is spread over ranks.
@@ -90,16 +90,26 @@ impl Trainer {
     }
 
     /// One data-parallel step: forward and backward on this rank's rows, bucketed gradient averaging during
-    /// backward, the global loss, and the (sharded) update.
+    /// backward, the global loss, and the (sharded) update. With gradient accumulation the first micro-batches
+    /// sum their gradients locally, and the last one's backward hands the running mean to the collectives.
     pub(crate) fn parallel_step(&mut self) -> Result<StepStats> {
         let (rank, ranks) = self.rank_and_size();
-        let (b, t) = (self.options.batch_size, self.options.seq_len);
+        let (b, t, n) = (
+            self.options.batch_size,
+            self.options.seq_len,
+            self.options.grad_accum,
+        );
+        let (mut local_total, mut earlier, mut saved_bytes) = (0.0, None::<Vec<Tensor>>, 0);
+        for micro in 0..n - 1 {
+            let batch = self.mixture.next_batch_part(b, rank, ranks);
+            let (loss, grads, saved) = self.micro_step(micro, &batch)?;
+            local_total += loss;
+            saved_bytes = saved_bytes.max(saved);
+            earlier = Some(accumulate(earlier, grads)?);
+        }
         let batch = self.mixture.next_batch_part(b, rank, ranks);
-        let tape = Tape::new();
-        let leaves = self.model.watch(&tape);
-        let loss = self.model.loss(&batch.inputs, &batch.targets, b, t);
-        self.model.unwatch();
-        let loss = loss?;
+        let (tape, leaves, loss) = self.forward_micro(n - 1, &batch)?;
+        let mean = 1.0 / n as f64;
         let dp = self.parallel.as_mut().expect("a distributed trainer");
         let mode = if dp.zero.is_some() {
             Reduce::ReduceScatter
@@ -107,11 +117,14 @@ impl Trainer {
             Reduce::AllReduce
         };
         let mut sync = GradSync::new(&mut dp.group, &dp.buckets, mode);
-        let grads = tape.backward_streaming(&loss, &leaves, &mut |i, g| sync.ready(i, g))?;
+        let grads = tape.backward_streaming(&loss, &leaves, &mut |i, g| match &earlier {
+            None => sync.ready(i, g),
+            Some(sum) => sync.ready(i, &sum[i].add(g)?.scale(mean)?),
+        })?;
         drop(grads);
         let synced = sync.finish(&leaves)?;
-        let saved_bytes = tape.saved_bytes().peak;
-        let local_loss = loss.item()?;
+        let saved_bytes = saved_bytes.max(tape.saved_bytes().peak);
+        let local_loss = (local_total + loss.item()?) * mean;
         drop((loss, tape));
         let loss = dp.group.sum_host(&[local_loss])?[0] / ranks as f64;
         let lr = self.schedule.lr(self.step as usize);
@@ -140,7 +153,7 @@ impl Trainer {
             skipped: info.skipped,
             lr,
             grad_norm: info.grad_norm,
-            tokens: b * t * ranks,
+            tokens: n * b * t * ranks,
             saved_bytes,
             comm,
         };

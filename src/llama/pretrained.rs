@@ -3,7 +3,10 @@
 //! blocks, llama.cpp's q/k row permutation undone, the tokenizer read from its metadata); either may have its
 //! projections quantized on load (`Quantization`).
 
+use super::base::BaseRef;
+use super::checkpoint::BASE_FILE;
 use super::model::Llama;
+use super::peft::{load_adapter, ADAPTER_CONFIG};
 use crate::data::bpe_vocab::VocabTokenizer;
 use crate::data::Encoder;
 use crate::data::Tokenizer;
@@ -102,6 +105,15 @@ pub enum Quantization {
 }
 
 impl Quantization {
+    /// The flag's value that gives this (`dense`, `keep`, `q8_0`, ...).
+    pub fn flag(self) -> String {
+        match self {
+            Quantization::Dense => "dense".into(),
+            Quantization::Keep => "keep".into(),
+            Quantization::To(ty) => ty.to_string().to_lowercase(),
+        }
+    }
+
     /// From a flag's value: `dense`, `keep`, or a block format to quantize to (`q8_0`, `q4_0`, `q4_1`).
     pub fn parse(flag: &str, value: &str) -> Result<Quantization> {
         match value {
@@ -131,7 +143,8 @@ pub fn load_pretrained(path: &Path) -> Result<(Llama, Option<TextTokenizer>)> {
 }
 
 /// Loads a Hugging Face folder or a `.gguf` file with its matrices held as `quantization` says, with its
-/// tokenizer when it has one.
+/// tokenizer when it has one. A folder holding adapters (PEFT's files) gets them added: over its own weights,
+/// or over the base file its `base.json` names (loaded as it was in training, after checking its checksum).
 pub fn load_pretrained_with(
     path: &Path,
     quantization: Quantization,
@@ -145,7 +158,21 @@ pub fn load_pretrained_with(
 
 fn load_weights(path: &Path, keep_quantized: bool) -> Result<(Llama, Option<TextTokenizer>)> {
     if path.is_dir() {
-        let model = super::hf::load_hf(path)?;
+        let reference = path.join(BASE_FILE);
+        let mut model = if reference.is_file() {
+            // Adapters over a base file: the base as it was held in training, checked against its checksum.
+            let text = std::fs::read(&reference).map_err(|e| Error::io(&reference, e))?;
+            let base: BaseRef = serde_json::from_slice(&text)
+                .map_err(|e| Error::format(&reference, format!("bad base reference: {e}")))?;
+            let mut model = base.load()?.0;
+            model.base = Some(base);
+            model
+        } else {
+            super::hf::load_hf(path)?
+        };
+        if path.join(ADAPTER_CONFIG).is_file() {
+            load_adapter(&mut model, path)?;
+        }
         return Ok((model, TextTokenizer::load(path)?));
     }
     if !path.is_file() {

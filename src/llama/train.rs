@@ -2,16 +2,19 @@
 //! memory-mapped), one AdamW step per call on a fresh tape, validation in nats per token and bits per byte,
 //! and resumable checkpoints holding the weights, both moments, the data position and the schedule.
 
+use super::base::BaseRef;
 use super::checkpoint::{load_latest_intact, save_checkpoint};
 use super::config::Config;
+use super::lora::LoraConfig;
 use super::model::Llama;
 use super::parallel::{CommStats, DataParallel};
-use super::pretrained::{load_pretrained, TextTokenizer};
+use super::pretrained::{load_pretrained_with, Quantization, TextTokenizer};
 use crate::backend::Device;
-use crate::data::{prepare_source, Mixture, MixtureState, Tokenizer, DEFAULT_VAL_FRACTION};
+use crate::data::{prepare_source, Batch, Mixture, MixtureState, Tokenizer, DEFAULT_VAL_FRACTION};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::optim::{AdamW, AdamWConfig, CosineSchedule};
+use crate::rng::Rng;
 use crate::tape::{no_grad, Tape};
 use crate::tensor::Tensor;
 use std::path::{Path, PathBuf};
@@ -32,6 +35,37 @@ pub struct TrainOptions {
     pub cache_dir: PathBuf,
     pub seed: u64,
     pub optimizer: AdamWConfig,
+    /// Micro-batches per optimizer step (gradient accumulation): a step averages the gradients of
+    /// `grad_accum` batches of `batch_size` rows, the update of one batch `grad_accum` times larger.
+    pub grad_accum: usize,
+    /// Train LoRA adapters over the frozen pretrained model instead of the whole model (`from_pretrained`).
+    pub lora: Option<LoraConfig>,
+    /// How a pretrained model's matrices are held (`from_pretrained`): quantized ones are frozen, so anything
+    /// but `Dense` needs `lora`.
+    pub weights: Quantization,
+}
+
+impl Default for TrainOptions {
+    /// The `tiny` preset at its own sizes on no data, one micro-batch a step, every weight trained.
+    fn default() -> TrainOptions {
+        let preset = Config::preset("tiny").expect("a built-in preset");
+        TrainOptions {
+            batch_size: (preset.batch_tokens / preset.config.max_seq_len).max(1),
+            seq_len: preset.config.max_seq_len,
+            config: preset.config,
+            steps: 100,
+            lr: 1e-3,
+            warmup_steps: 10,
+            final_lr_fraction: 0.1,
+            data: Vec::new(),
+            cache_dir: PathBuf::from("cache"),
+            seed: 0,
+            optimizer: AdamWConfig::default(),
+            grad_accum: 1,
+            lora: None,
+            weights: Quantization::Dense,
+        }
+    }
 }
 
 /// What one training step did.
@@ -74,6 +108,14 @@ pub struct Trainer {
     pub parallel: Option<DataParallel>,
 }
 
+/// `sum + grads`, element by element (`grads` itself for the first micro-batch).
+pub(crate) fn accumulate(sum: Option<Vec<Tensor>>, grads: Vec<Tensor>) -> Result<Vec<Tensor>> {
+    match sum {
+        None => Ok(grads),
+        Some(sum) => sum.iter().zip(&grads).map(|(a, g)| a.add(g)).collect(),
+    }
+}
+
 /// Loads the tokenizer cached for these corpora and vocabulary size, or trains and caches it.
 pub fn prepare_tokenizer(
     data: &[(PathBuf, f64)],
@@ -106,6 +148,12 @@ impl Trainer {
     /// A fresh run: tokenizer, shards, model and optimizer.
     pub fn new(options: TrainOptions) -> Result<Trainer> {
         Trainer::check(&options)?;
+        if options.lora.is_some() || options.weights != Quantization::Dense {
+            return Err(Error::invalid(
+                "--lora",
+                "adapters and quantized weights finetune a pretrained model: give it with --init",
+            ));
+        }
         let tokenizer =
             prepare_tokenizer(&options.data, options.config.vocab_size, &options.cache_dir)?;
         let mut config = options.config.clone();
@@ -117,8 +165,21 @@ impl Trainer {
 
     /// Continues training a pretrained model (a Hugging Face folder or a GGUF file) on the corpora, with the
     /// model's own tokenizer. The model's configuration replaces `options.config`.
+    ///
+    /// With `options.lora`, adapters are added and only they train; the model keeps a reference to the base
+    /// file (`Llama::base`), which checkpoints hold instead of the base weights.
     pub fn from_pretrained(path: &Path, mut options: TrainOptions) -> Result<Trainer> {
-        let (model, tokenizer) = load_pretrained(path)?;
+        if options.weights != Quantization::Dense && options.lora.is_none() {
+            return Err(Error::invalid(
+                "--quantize",
+                "quantized weights are frozen: train adapters over them with --lora",
+            ));
+        }
+        let (mut model, tokenizer) = load_pretrained_with(path, options.weights)?;
+        if let Some(lora) = &options.lora {
+            model.add_lora(lora, options.seed)?;
+            model.base = Some(BaseRef::of(path, options.weights)?);
+        }
         let tokenizer = tokenizer.ok_or_else(|| {
             Error::invalid(
                 "--init",
@@ -142,6 +203,7 @@ impl Trainer {
             ("--steps", o.steps),
             ("--batch-size", o.batch_size),
             ("--seq-len", o.seq_len),
+            ("--grad-accum", o.grad_accum),
         ];
         for (flag, v) in positive {
             if v == 0 {
@@ -318,26 +380,30 @@ impl Trainer {
     }
 
     fn local_step(&mut self) -> Result<StepStats> {
-        let (b, t) = (self.options.batch_size, self.options.seq_len);
-        let batch = self.mixture.next_batch(b);
-        let tape = Tape::new();
-        let leaves = self.model.watch(&tape);
-        let loss = self.model.loss(&batch.inputs, &batch.targets, b, t);
-        self.model.unwatch();
-        let loss = loss?;
-        let mut grads = tape.backward(&loss)?;
-        let grads: Vec<Tensor> = leaves
-            .iter()
-            .map(|l| {
-                grads
-                    .remove(l)
-                    .map_or_else(|| Tensor::zeros_on(l.shape(), l.dtype(), l.device()), Ok)
-            })
-            .collect::<Result<_>>()?;
-        let saved_bytes = tape.saved_bytes().peak;
-        drop((leaves, tape));
+        let (b, t, n) = (
+            self.options.batch_size,
+            self.options.seq_len,
+            self.options.grad_accum,
+        );
+        let (mut total, mut sum, mut saved_bytes) = (0.0, None::<Vec<Tensor>>, 0);
+        for micro in 0..n {
+            let batch = self.mixture.next_batch(b);
+            let (loss, grads, saved) = self.micro_step(micro, &batch)?;
+            total += loss;
+            saved_bytes = saved_bytes.max(saved);
+            sum = Some(accumulate(sum, grads)?);
+        }
+        // The mean over micro-batches: the gradient of the mean loss over all their tokens.
+        let grads: Vec<Tensor> = match sum {
+            Some(g) if n > 1 => g
+                .iter()
+                .map(|g| g.scale(1.0 / n as f64))
+                .collect::<Result<_>>()?,
+            Some(g) => g,
+            None => Vec::new(),
+        };
+        let loss = total / n as f64;
         let lr = self.schedule.lr(self.step as usize);
-        let loss = loss.item()?;
         let (grad_norm, skipped) = if loss.is_finite() {
             let info = self
                 .optimizer
@@ -351,23 +417,70 @@ impl Trainer {
             skipped,
             lr,
             grad_norm,
-            tokens: b * t,
+            tokens: n * b * t,
             saved_bytes,
             comm: CommStats::default(),
         })
+    }
+
+    /// The loss, the gradients (in `visit` order) and the peak saved bytes of one micro-batch of the step.
+    pub(crate) fn micro_step(
+        &mut self,
+        micro: usize,
+        batch: &Batch,
+    ) -> Result<(f64, Vec<Tensor>, usize)> {
+        let (tape, leaves, loss) = self.forward_micro(micro, batch)?;
+        let mut grads = tape.backward(&loss)?;
+        let grads: Vec<Tensor> = leaves
+            .iter()
+            .map(|l| {
+                grads
+                    .remove(l)
+                    .map_or_else(|| Tensor::zeros_on(l.shape(), l.dtype(), l.device()), Ok)
+            })
+            .collect::<Result<_>>()?;
+        let saved_bytes = tape.saved_bytes().peak;
+        Ok((loss.item()?, grads, saved_bytes))
+    }
+
+    /// A micro-batch's forward pass on a fresh tape: the tape, the watched parameters and the loss. Adapter
+    /// dropout draws its masks from the run's seed, the step and the micro-batch.
+    pub(crate) fn forward_micro(
+        &mut self,
+        micro: usize,
+        batch: &Batch,
+    ) -> Result<(Tape, Vec<Tensor>, Tensor)> {
+        let (b, t) = (self.options.batch_size, self.options.seq_len);
+        let dropout = self.model.lora.as_ref().is_some_and(|l| l.dropout > 0.0);
+        self.model.dropout_seed = dropout.then(|| {
+            let step = Rng::derive(self.options.seed ^ 0x10ba, self.step);
+            Rng::derive(step, micro as u64)
+        });
+        let tape = Tape::new();
+        let leaves = self.model.watch(&tape);
+        let loss = self.model.loss(&batch.inputs, &batch.targets, b, t);
+        self.model.unwatch();
+        self.model.dropout_seed = None;
+        Ok((tape, leaves, loss?))
     }
 
     /// Mean validation loss over up to `max_batches` batches, in nats per token and bits per byte. In a
     /// data-parallel run each rank scores its rows of every batch (every rank calls it and gets the same
     /// figures).
     pub fn evaluate(&mut self, max_batches: usize) -> Result<EvalStats> {
-        // The global batch size lays the windows out, so the figures do not depend on the number of ranks.
+        // The global batch size (rows per rank × micro-batches × ranks) lays the windows out, so the figures do
+        // not depend on how a step's batch is split; each rank scores its rows a micro-batch at a time.
         let (rank, ranks) = self.rank_and_size();
-        let b = self.options.batch_size * ranks;
+        let micro = self.options.grad_accum;
+        let b = self.options.batch_size * micro * ranks;
         let batches = self.mixture.val_batches(b, max_batches);
         let (mut total, mut count) = (0.0, 0usize);
         no_grad(|| -> Result<()> {
-            for batch in batches.iter().map(|batch| batch.part(rank, ranks)) {
+            let parts = batches.iter().flat_map(|batch| {
+                let mine = batch.part(rank, ranks);
+                (0..micro).map(move |i| mine.part(i, micro))
+            });
+            for batch in parts {
                 if batch.batch_size == 0 {
                     continue;
                 }

@@ -106,7 +106,9 @@ impl Tensor {
                 .storage
                 .matmul(&x2.layout, &wt.storage, &wt.layout, &out_shape)?;
             let out = Tensor::from_storage(out, &shape);
-            let saved = keep(&[x, w], [x, w]);
+            // Each operand is kept only for the other's gradient: the input of a frozen weight is not.
+            let saved_x = w.is_tracked().then(|| keep(&[x, w], [x])).flatten();
+            let saved_w = x.is_tracked().then(|| keep(&[x, w], [w])).flatten();
             let x_shape = x.shape().to_vec();
             let forward = |xs: &[Tensor]| xs[0].linear(&xs[1]);
             record_recomputable(
@@ -116,16 +118,18 @@ impl Tensor {
                 out,
                 forward,
                 move |g, needs| {
-                    let [x, w] = saved.expect("saved when recorded");
-                    let (x, w) = (x.get()?, w.get()?);
-                    let x2 = x.reshape(&[rows, c_in])?;
-                    let g2 = g.reshape(&[x2.shape()[0], w.shape()[0]])?;
-                    let gx = needs[0]
-                        .then(|| g2.matmul(&w)?.reshape(&x_shape))
-                        .transpose()?;
-                    let gw = needs[1]
-                        .then(|| g2.transpose(0, 1)?.matmul(&x2))
-                        .transpose()?;
+                    let g2 = g.reshape(&[rows, g.numel() / rows.max(1)])?;
+                    let gx = match (needs[0], saved_w) {
+                        (true, Some([w])) => Some(g2.matmul(&w.get()?)?.reshape(&x_shape)?),
+                        _ => None,
+                    };
+                    let gw = match (needs[1], saved_x) {
+                        (true, Some([x])) => {
+                            let x2 = x.get()?.reshape(&[rows, c_in])?;
+                            Some(g2.transpose(0, 1)?.matmul(&x2)?)
+                        }
+                        _ => None,
+                    };
                     Ok(vec![gx, gw])
                 },
             )
