@@ -34,6 +34,12 @@ struct Args {
     /// (`q8_0`, `q4_0`, `q4_1`).
     #[arg(long, default_value = "keep")]
     weights: String,
+    /// Keep generating past the end-of-sequence token (for timing a fixed number of tokens).
+    #[arg(long)]
+    ignore_eos: bool,
+    /// Also time the prompt alone first, and report prompt and generation speeds apart (as llama-bench does).
+    #[arg(long)]
+    timing: bool,
     /// LoRA adapters to add to the model (a folder in PEFT's layout: ours or PEFT's).
     #[arg(long)]
     adapter: Option<PathBuf>,
@@ -87,13 +93,23 @@ fn run(args: Args) -> Result<()> {
         temperature: args.temperature,
         top_p: args.top_p,
     };
+    let prefill = if args.timing {
+        let start = Instant::now();
+        tapegrad::no_grad(|| {
+            let mut cache = tapegrad::llama::KvCache::new();
+            model.forward(&prompt, 1, prompt.len(), Some(&mut cache))
+        })?;
+        Some(start.elapsed().as_secs_f64())
+    } else {
+        None
+    };
     let start = Instant::now();
     let out = generate(
         &model,
         &prompt,
         args.max_tokens,
         sampling,
-        tokenizer.eos_id(),
+        tokenizer.eos_id().filter(|_| !args.ignore_eos),
         &mut Rng::new(args.seed),
     )?;
     let secs = start.elapsed().as_secs_f64();
@@ -107,6 +123,13 @@ fn run(args: Args) -> Result<()> {
         rayon::current_num_threads(),
         peak_rss()
     );
+    if let Some(prefill) = prefill {
+        eprintln!(
+            "prompt: {:.1} tokens/s; generation: {:.1} tokens/s",
+            prompt.len() as f64 / prefill,
+            out.len() as f64 / (secs - prefill).max(1e-9)
+        );
+    }
     Ok(())
 }
 

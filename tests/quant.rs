@@ -51,7 +51,13 @@ fn check_against_dequantized(w: &QuantMatrix, lead: &[usize], dtype: DType, tol:
 fn every_format_matches_its_dequantized_weight_forward_and_backward() {
     for (i, &(ty, _)) in QUANT_FORMATS.iter().enumerate() {
         let block = ty.block_layout().unwrap().0;
-        for (rows, blocks, lead) in [(1, 1, vec![1]), (17, 2, vec![3]), (5, 1, vec![2, 3])] {
+        // One and three rows of x take the row path (decoding), six the panels and the GEMM.
+        for (rows, blocks, lead) in [
+            (1, 1, vec![1]),
+            (17, 2, vec![3]),
+            (5, 1, vec![2, 3]),
+            (70, 1, vec![2]),
+        ] {
             let w = random_quant(ty, rows, blocks * block, i as u64 * 31 + rows as u64);
             // f64 sums the same exact products in another order than the reference's GEMM: rounding only.
             check_against_dequantized(&w, &lead, DType::F64, 1e-12);
@@ -65,7 +71,8 @@ fn weights_spanning_several_panels_match() {
     // 2048 columns make panels of 128 rows: 300 rows are two whole panels and a partial one.
     for ty in [GgmlType::Q8_0, GgmlType::Q4_K] {
         let w = random_quant(ty, 300, 2048, 5);
-        check_against_dequantized(&w, &[3], DType::F32, 1e-5);
+        check_against_dequantized(&w, &[9], DType::F32, 1e-5);
+        check_against_dequantized(&w, &[1], DType::F32, 1e-5);
     }
 }
 

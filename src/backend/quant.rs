@@ -181,6 +181,25 @@ impl QuantMatrix {
         }
     }
 
+    /// Row `r` dequantized into `out` (`cols` elements), with the format's kernel inlined into the caller, so
+    /// a caller inside `simd::vectorized` gets it compiled for AVX2.
+    #[inline(always)]
+    pub(crate) fn dequantize_row_inline(&self, r: usize, out: &mut [f32]) {
+        use crate::io::quant::*;
+        let src = &self.blocks()[r * self.row_bytes..(r + 1) * self.row_bytes];
+        match self.ty {
+            GgmlType::Q8_0 => dequant_q8_0(src, out),
+            GgmlType::Q4_0 => dequant_q4_0(src, out),
+            GgmlType::Q4_1 => dequant_q4_1(src, out),
+            GgmlType::Q5_0 => dequant_q5_0(src, out),
+            GgmlType::Q5_1 => dequant_q5_1(src, out),
+            GgmlType::Q4_K => dequant_q4_k(src, out),
+            GgmlType::Q5_K => dequant_q5_k(src, out),
+            GgmlType::Q6_K => dequant_q6_k(src, out),
+            _ => (self.kernel)(src, out),
+        }
+    }
+
     /// Every element, `[rows, cols]` row-major, in f32 (a full copy: for references, merging and export).
     pub fn dequantize(&self) -> Vec<f32> {
         let mut out = vec![0f32; self.rows * self.cols];

@@ -6,6 +6,7 @@ pub mod atomic;
 pub mod checksum;
 pub mod gguf;
 pub mod quant;
+mod quant_avx2;
 pub mod quantize;
 
 pub use atomic::write_file_atomically;

@@ -31,8 +31,21 @@ pub(crate) fn dequantize(kernel: Kernel, ty: GgmlType, src: &[u8], n: usize) -> 
     out
 }
 
+#[inline(always)]
 pub(crate) fn f16_at(b: &[u8], i: usize) -> f32 {
     f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
+}
+
+/// A block's `N` bytes as an array, so the loops over it carry no bounds checks (and vectorize).
+#[inline(always)]
+fn block<const N: usize>(b: &[u8]) -> &[u8; N] {
+    b.try_into().expect("a whole block")
+}
+
+/// A block's `N` outputs as an array (see [`block`]).
+#[inline(always)]
+fn block_mut<const N: usize>(y: &mut [f32]) -> &mut [f32; N] {
+    y.try_into().expect("a whole block")
 }
 
 /// Plain little-endian elements of `N` bytes each, converted one by one.
@@ -87,10 +100,23 @@ pub(crate) fn dequant_i64(src: &[u8], dst: &mut [f32]) {
 }
 
 /// Q8_0: blocks of 32 = f16 scale `d`, 32 × i8 `q`; `x = d·q`.
+#[inline(always)]
 pub(crate) fn dequant_q8_0(src: &[u8], dst: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::quant_avx2::available() {
+        // SAFETY: the CPU has AVX2, and `src` holds whole blocks for `dst` as this kernel requires.
+        return unsafe { super::quant_avx2::dequant_q8_0(src, dst) };
+    }
+    scalar_q8_0(src, dst)
+}
+
+/// The scalar kernel of [`dequant_q8_0`] (and the reference its AVX2 twin is tested against).
+#[inline(always)]
+pub(crate) fn scalar_q8_0(src: &[u8], dst: &mut [f32]) {
     for (b, y) in src.chunks_exact(34).zip(dst.chunks_exact_mut(32)) {
         let d = f16_at(b, 0);
-        for (y, &q) in y.iter_mut().zip(&b[2..34]) {
+        let (q, y): (&[u8; 32], &mut [f32; 32]) = (block(&b[2..34]), block_mut(y));
+        for (y, &q) in y.iter_mut().zip(q) {
             *y = d * f32::from(q as i8);
         }
     }
@@ -108,32 +134,59 @@ pub(crate) fn dequant_q8_1(src: &[u8], dst: &mut [f32]) {
 
 /// Q4_0: blocks of 32 = f16 `d`, 16 bytes of nibbles (low nibbles are elements 0..16, high nibbles 16..32);
 /// `x = d·(q − 8)`.
+#[inline(always)]
 pub(crate) fn dequant_q4_0(src: &[u8], dst: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::quant_avx2::available() {
+        // SAFETY: the CPU has AVX2, and `src` holds whole blocks for `dst` as this kernel requires.
+        return unsafe { super::quant_avx2::dequant_q4_0(src, dst) };
+    }
+    scalar_q4_0(src, dst)
+}
+
+/// The scalar kernel of [`dequant_q4_0`] (and the reference its AVX2 twin is tested against).
+#[inline(always)]
+pub(crate) fn scalar_q4_0(src: &[u8], dst: &mut [f32]) {
     for (b, y) in src.chunks_exact(18).zip(dst.chunks_exact_mut(32)) {
         let d = f16_at(b, 0);
+        let (q, y): (&[u8; 16], &mut [f32; 32]) = (block(&b[2..18]), block_mut(y));
         let (lo, hi) = y.split_at_mut(16);
-        for (j, &q) in b[2..18].iter().enumerate() {
-            lo[j] = d * (f32::from(q & 0x0f) - 8.0);
-            hi[j] = d * (f32::from(q >> 4) - 8.0);
+        for ((lo, hi), &q) in lo.iter_mut().zip(hi).zip(q) {
+            *lo = d * (f32::from(q & 0x0f) - 8.0);
+            *hi = d * (f32::from(q >> 4) - 8.0);
         }
     }
 }
 
 /// Q4_1: blocks of 32 = f16 `d`, f16 `m`, 16 bytes of nibbles laid out as in Q4_0; `x = d·q + m`.
+#[inline(always)]
 pub(crate) fn dequant_q4_1(src: &[u8], dst: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::quant_avx2::available() {
+        // SAFETY: the CPU has AVX2, and `src` holds whole blocks for `dst` as this kernel requires.
+        return unsafe { super::quant_avx2::dequant_q4_1(src, dst) };
+    }
+    scalar_q4_1(src, dst)
+}
+
+/// The scalar kernel of [`dequant_q4_1`] (and the reference its AVX2 twin is tested against).
+#[inline(always)]
+pub(crate) fn scalar_q4_1(src: &[u8], dst: &mut [f32]) {
     for (b, y) in src.chunks_exact(20).zip(dst.chunks_exact_mut(32)) {
         let d = f16_at(b, 0);
         let m = f16_at(b, 2);
+        let (q, y): (&[u8; 16], &mut [f32; 32]) = (block(&b[4..20]), block_mut(y));
         let (lo, hi) = y.split_at_mut(16);
-        for (j, &q) in b[4..20].iter().enumerate() {
-            lo[j] = d * f32::from(q & 0x0f) + m;
-            hi[j] = d * f32::from(q >> 4) + m;
+        for ((lo, hi), &q) in lo.iter_mut().zip(hi).zip(q) {
+            *lo = d * f32::from(q & 0x0f) + m;
+            *hi = d * f32::from(q >> 4) + m;
         }
     }
 }
 
 /// Q5_0: blocks of 32 = f16 `d`, u32 `qh` (bit j is the fifth bit of element j), 16 bytes of nibbles laid out
 /// as in Q4_0; `x = d·(q − 16)`.
+#[inline(always)]
 pub(crate) fn dequant_q5_0(src: &[u8], dst: &mut [f32]) {
     for (b, y) in src.chunks_exact(22).zip(dst.chunks_exact_mut(32)) {
         let d = f16_at(b, 0);
@@ -149,6 +202,7 @@ pub(crate) fn dequant_q5_0(src: &[u8], dst: &mut [f32]) {
 }
 
 /// Q5_1: blocks of 32 = f16 `d`, f16 `m`, u32 `qh`, 16 bytes of nibbles, as Q5_0; `x = d·q + m`.
+#[inline(always)]
 pub(crate) fn dequant_q5_1(src: &[u8], dst: &mut [f32]) {
     for (b, y) in src.chunks_exact(24).zip(dst.chunks_exact_mut(32)) {
         let d = f16_at(b, 0);
@@ -165,6 +219,7 @@ pub(crate) fn dequant_q5_1(src: &[u8], dst: &mut [f32]) {
 }
 
 /// The 6-bit scale and min of sub-block `j` (0..8) packed in the 12 scale bytes of Q4_K / Q5_K.
+#[inline(always)]
 pub(crate) fn k_scale_min(j: usize, s: &[u8]) -> (f32, f32) {
     let (sc, m) = if j < 4 {
         (s[j] & 63, s[j + 4] & 63)
@@ -180,6 +235,7 @@ pub(crate) fn k_scale_min(j: usize, s: &[u8]) -> (f32, f32) {
 /// Q4_K: super-blocks of 256 = f16 `d`, f16 `dmin`, 12 bytes of 6-bit scales/mins, 128 bytes of nibbles.
 /// Each 64 elements use 32 bytes: low nibbles with sub-block 2i, high nibbles with 2i+1;
 /// `x = d·sc·q − dmin·m`.
+#[inline(always)]
 pub(crate) fn dequant_q4_k(src: &[u8], dst: &mut [f32]) {
     for (b, y) in src.chunks_exact(144).zip(dst.chunks_exact_mut(256)) {
         let d = f16_at(b, 0);
@@ -191,10 +247,11 @@ pub(crate) fn dequant_q4_k(src: &[u8], dst: &mut [f32]) {
             let (sc2, m2) = k_scale_min(2 * i + 1, scales);
             let (d1, m1) = (d * sc1, dmin * m1);
             let (d2, m2) = (d * sc2, dmin * m2);
+            let (q, y): (&[u8; 32], &mut [f32; 64]) = (block(q), block_mut(y));
             let (lo, hi) = y.split_at_mut(32);
-            for l in 0..32 {
-                lo[l] = d1 * f32::from(q[l] & 0x0f) - m1;
-                hi[l] = d2 * f32::from(q[l] >> 4) - m2;
+            for ((lo, hi), &q) in lo.iter_mut().zip(hi).zip(q) {
+                *lo = d1 * f32::from(q & 0x0f) - m1;
+                *hi = d2 * f32::from(q >> 4) - m2;
             }
         }
     }
@@ -202,6 +259,7 @@ pub(crate) fn dequant_q4_k(src: &[u8], dst: &mut [f32]) {
 
 /// Q5_K: super-blocks of 256 = f16 `d`, f16 `dmin`, 12 scale bytes, 32 bytes `qh`, 128 bytes of nibbles; as
 /// Q4_K, with the fifth bit of element l of 64-group i in bit 2i (low half) or 2i+1 (high half) of `qh[l]`.
+#[inline(always)]
 pub(crate) fn dequant_q5_k(src: &[u8], dst: &mut [f32]) {
     for (b, y) in src.chunks_exact(176).zip(dst.chunks_exact_mut(256)) {
         let d = f16_at(b, 0);
@@ -227,6 +285,7 @@ pub(crate) fn dequant_q5_k(src: &[u8], dst: &mut [f32]) {
 
 /// Q6_K: super-blocks of 256 = 128 bytes `ql` (low 4 bits), 64 bytes `qh` (high 2 bits), 16 × i8 scales,
 /// f16 `d`; `x = d·scale·(q − 32)`, in two halves of 128 elements.
+#[inline(always)]
 pub(crate) fn dequant_q6_k(src: &[u8], dst: &mut [f32]) {
     for (b, y) in src.chunks_exact(210).zip(dst.chunks_exact_mut(256)) {
         let d = f16_at(b, 208);

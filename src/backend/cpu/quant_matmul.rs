@@ -3,15 +3,25 @@
 //! packed GEMM, so no full f32 copy of W ever exists and the multiply-adds run in the GEMM's FMA micro-kernels.
 //! The dequantization is `N · K` work against the product's `M · N · K`.
 //!
-//! - `forward`: `y[M, N] = x[M, K] · Wᵀ`, each panel writing its columns of `y`.
+//! - `forward`: `y[M, N] = x[M, K] · Wᵀ`, each panel writing its columns of `y`. Up to `ROW_PATH_MAX` rows of
+//!   `x` (decoding a token at a time) it goes row by row of W instead: each row is dequantized into a buffer
+//!   that stays in L1 and dotted with every row of `x` (32 lanes, fixed order), so W is read once per token
+//!   and nothing larger than a row is written; the rows are spread over the threads.
 //! - `backward`: `dx[M, K] = dy[M, N] · W`, the panels accumulating in depth order (the first overwrites).
 //!
 //! Both are generic over the GEMM's element types (f32, and f64 for the finite-difference tests: the blocks'
 //! values are exact in either).
 
 use super::gemm::{gemm, GemmFloat, MatRef};
+use super::simd::vectorized;
 use crate::backend::QuantMatrix;
 use crate::dtype::{DType, Float};
+use rayon::prelude::*;
+
+/// Up to this many rows of `x`, `forward` goes row by row of W.
+pub const ROW_PATH_MAX: usize = 4;
+/// Rows of W per parallel task on the row path.
+const ROWS_PER_TASK: usize = 64;
 
 /// Elements of W dequantized per panel (1 MiB of f32).
 const PANEL_ELEMENTS: usize = 1 << 18;
@@ -34,7 +44,7 @@ fn dequantize_panel<T: Float>(
         f32s.resize(out.len(), 0.0);
         w.dequantize_rows(rows, f32s);
         for (o, &v) in out.iter_mut().zip(f32s.iter()) {
-            *o = T::from_f64(f64::from(v));
+            *o = T::from_f32(v);
         }
     }
 }
@@ -62,6 +72,9 @@ pub fn forward<T: GemmFloat>(x: &[T], m: usize, w: &QuantMatrix, y: &mut [T]) {
         x.len(),
         y.len()
     );
+    if m <= ROW_PATH_MAX {
+        return forward_by_rows(x, m, w, y);
+    }
     let a = MatRef {
         data: x,
         offset: 0,
@@ -119,4 +132,62 @@ pub fn backward<T: GemmFloat>(dy: &[T], m: usize, w: &QuantMatrix, dx: &mut [T])
         let beta = if n0 == 0 { T::ZERO } else { T::ONE };
         gemm(m, k, panel.len() / k, T::ONE, a, b, beta, dx, k);
     });
+}
+
+/// `forward` for a few rows of `x`: row by row of W, each row dequantized into an L1 buffer.
+fn forward_by_rows<T: Float>(x: &[T], m: usize, w: &QuantMatrix, y: &mut [T]) {
+    let [n, k] = w.shape();
+    let tasks: Vec<Vec<T>> = (0..n.div_ceil(ROWS_PER_TASK))
+        .into_par_iter()
+        .map(|task| {
+            let rows = task * ROWS_PER_TASK..((task + 1) * ROWS_PER_TASK).min(n);
+            // `out[j · m + i]` is row `i` of x against row `rows.start + j` of W.
+            let (mut row, mut out) = (vec![0f32; k], vec![T::ZERO; rows.len() * m]);
+            vectorized(
+                #[inline(always)]
+                || {
+                    for (j, r) in rows.enumerate() {
+                        w.dequantize_row_inline(r, &mut row);
+                        for (i, o) in out[j * m..(j + 1) * m].iter_mut().enumerate() {
+                            *o = dot(&x[i * k..(i + 1) * k], &row);
+                        }
+                    }
+                },
+            );
+            out
+        })
+        .collect();
+    for (task, out) in tasks.iter().enumerate() {
+        for (j, col) in out.chunks_exact(m).enumerate() {
+            for (i, &v) in col.iter().enumerate() {
+                y[i * n + task * ROWS_PER_TASK + j] = v;
+            }
+        }
+    }
+}
+
+/// `Σ x·w` in 32 lanes (four independent vector chains, so the adds overlap) summed in a fixed order.
+#[inline(always)]
+fn dot<T: Float>(x: &[T], w: &[f32]) -> T {
+    let mut lanes = [T::ZERO; 32];
+    let (xc, wc) = (x.chunks_exact(32), w.chunks_exact(32));
+    let (xt, wt) = (xc.remainder(), wc.remainder());
+    for (a, b) in xc.zip(wc) {
+        for l in 0..32 {
+            lanes[l] += a[l] * T::from_f32(b[l]);
+        }
+    }
+    for (l, (&a, &b)) in xt.iter().zip(wt).enumerate() {
+        lanes[l] += a * T::from_f32(b);
+    }
+    let mut eight = [T::ZERO; 8];
+    for (l, e) in eight.iter_mut().enumerate() {
+        *e = (lanes[l] + lanes[l + 8]) + (lanes[l + 16] + lanes[l + 24]);
+    }
+    let (mut lo, mut hi) = (T::ZERO, T::ZERO);
+    for l in 0..4 {
+        lo += eight[l];
+        hi += eight[l + 4];
+    }
+    lo + hi
 }
