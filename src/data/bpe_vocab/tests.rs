@@ -376,3 +376,153 @@ proptest::proptest! {
         proptest::prop_assert_eq!(g, s);
     }
 }
+
+/// A byte-level vocabulary whose merges overlap: `y z` ranks before `x y`, so in "xyz" the later pair merges
+/// first, and `z z` overlaps itself; `<u>` is a user-defined token (written as its spelling when decoded, like a control token).
+fn overlapping_gpt2() -> VocabTokenizer {
+    let table = byte_to_char_table();
+    let mut tokens: Vec<String> = table.iter().map(|c| c.to_string()).collect();
+    tokens.extend(["yz".into(), "xy".into(), "zz".into(), "<u>".into()]);
+    let mut types = vec![Value::I32(token_type::NORMAL); tokens.len()];
+    *types.last_mut().unwrap() = Value::I32(token_type::USER_DEFINED);
+    let mut m = BTreeMap::new();
+    m.insert("tokenizer.ggml.model".into(), Value::String("gpt2".into()));
+    m.insert(
+        "tokenizer.ggml.tokens".into(),
+        Value::Array(tokens.into_iter().map(Value::String).collect()),
+    );
+    m.insert("tokenizer.ggml.token_type".into(), Value::Array(types));
+    m.insert(
+        "tokenizer.ggml.merges".into(),
+        strings(&["y z", "x y", "z z"]),
+    );
+    VocabTokenizer::from_metadata(&m, "overlap.gguf").unwrap()
+}
+
+#[test]
+fn the_lowest_rank_merges_first_and_ties_go_leftmost_in_both_merge_loops() {
+    let t = overlapping_gpt2();
+    let Model::Bpe(bpe) = &t.model else {
+        unreachable!()
+    };
+    let (xy, yz, zz) = (
+        t.token_id("xy").unwrap(),
+        t.token_id("yz").unwrap(),
+        t.token_id("zz").unwrap(),
+    );
+    let ids = |s: &str| -> Vec<u32> {
+        s.bytes()
+            .map(|b| bpe.byte_ids[b as usize].unwrap())
+            .collect()
+    };
+    let (x, y, z) = (ids("x")[0], ids("y")[0], ids("z")[0]);
+    // "xyz": `y z` (rank 0) before `x y` (rank 1), though `x y` comes first. "yzyz..." and "xyxy...": one
+    // rank everywhere, merged left to right. The long loop is checked on the same words, long and short.
+    let cases: [(&str, Vec<u32>); 6] = [
+        ("zzz", vec![zz, z]),
+        ("zzzzz", vec![zz, zz, z]),
+        ("xyz", vec![x, yz]),
+        ("zxyzxy", vec![z, x, yz, xy]),
+        ("yyz", vec![y, yz]),
+        ("xyxyx", vec![xy, xy, x]),
+    ];
+    for (word, want) in cases {
+        let (mut short, mut long) = (ids(word), ids(word));
+        bpe.merge_short(&mut short);
+        bpe.merge_long(&mut long);
+        assert_eq!(short, want, "short merges of {word}");
+        assert_eq!(long, want, "long merges of {word}");
+        assert_eq!(t.encode(word), want, "{word}");
+    }
+    // A piece long enough for the heap, with the overlap at both ends.
+    let word = format!("xyz{}xyz", "xyzz".repeat(40));
+    let (mut short, mut long) = (ids(&word), ids(&word));
+    bpe.merge_short(&mut short);
+    bpe.merge_long(&mut long);
+    assert_eq!(long, short);
+    assert_eq!(&long[..2], [x, yz]);
+    assert_eq!(t.decode(&long), word);
+}
+
+#[test]
+fn lookups_answer_what_the_vocabulary_says() {
+    let t = toy_gpt2();
+    assert_eq!(t.pre_tokenizer(), Some(PreTokenizer::Gpt2));
+    assert_eq!(toy_spm(true).pre_tokenizer(), None);
+    assert_eq!(t.unk_id(), None);
+    assert_eq!(toy_spm(true).unk_id(), Some(0));
+    assert_eq!(t.token_id("<|end|>"), Some(0));
+    let hello = t.token_id("hello").unwrap();
+    assert_eq!(t.token(hello), Some("hello"));
+    assert!(hello > 1);
+    assert_eq!(t.token_id("no such token"), None);
+    let o = overlapping_gpt2();
+    let user = o.token_id("<u>").unwrap();
+    // A user-defined token is written as its spelling, and encoded from it when specials are asked for.
+    assert_eq!(o.decode(&[user]), "<u>");
+    assert_eq!(
+        o.encode_with_special("x<u>xx<u>"),
+        [
+            o.encode("x")[0],
+            user,
+            o.encode("x")[0],
+            o.encode("x")[0],
+            user
+        ]
+    );
+    assert!(format!("{t:?}").contains("263"), "{t:?}");
+}
+
+#[test]
+fn sentencepiece_byte_spellings_decode_by_type() {
+    let mut entries: Vec<(&str, i32)> = vec![
+        ("<unk>", token_type::UNKNOWN),
+        ("<0x41>", token_type::NORMAL),
+        ("<0x42>", token_type::UNUSED),
+        ("<0x43>", token_type::BYTE),
+        ("▁", token_type::NORMAL),
+    ];
+    entries.push(("x", token_type::NORMAL));
+    let mut m = BTreeMap::new();
+    m.insert("tokenizer.ggml.model".into(), Value::String("llama".into()));
+    let tokens: Vec<&str> = entries.iter().map(|e| e.0).collect();
+    m.insert("tokenizer.ggml.tokens".into(), strings(&tokens));
+    m.insert(
+        "tokenizer.ggml.scores".into(),
+        Value::Array(entries.iter().map(|_| Value::F32(-1.0)).collect()),
+    );
+    m.insert(
+        "tokenizer.ggml.token_type".into(),
+        Value::Array(entries.iter().map(|e| Value::I32(e.1)).collect()),
+    );
+    m.insert("tokenizer.ggml.add_space_prefix".into(), Value::Bool(false));
+    let t = VocabTokenizer::from_metadata(&m, "bytes.gguf").unwrap();
+    // Normal and byte tokens spelled `<0xNN>` are that byte; an unused one is its spelling.
+    assert_eq!(t.decode(&[1, 3, 2]), "AC<0x42>");
+}
+
+#[test]
+fn token_ids_and_vocabularies_at_their_bounds() {
+    let mut m = BTreeMap::new();
+    m.insert("tokenizer.ggml.model".into(), Value::String("gpt2".into()));
+    m.insert("tokenizer.ggml.merges".into(), strings(&[]));
+    m.insert("tokenizer.ggml.tokens".into(), strings(&[]));
+    let e = VocabTokenizer::from_metadata(&m, "x.gguf").unwrap_err();
+    assert!(e.to_string().contains("has 0 entries"), "{e}");
+    m.insert("tokenizer.ggml.tokens".into(), strings(&["a", "b"]));
+    // Ids 0 and 1 exist; 2, the vocabulary's size, does not.
+    m.insert("tokenizer.ggml.eos_token_id".into(), Value::U32(2));
+    let e = VocabTokenizer::from_metadata(&m, "x.gguf").unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("token id 2, outside the vocabulary of 2"),
+        "{e}"
+    );
+    m.insert("tokenizer.ggml.eos_token_id".into(), Value::U32(1));
+    assert_eq!(
+        VocabTokenizer::from_metadata(&m, "x.gguf")
+            .unwrap()
+            .eos_id(),
+        Some(1)
+    );
+}
