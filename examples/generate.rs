@@ -97,7 +97,7 @@ fn run(args: Args) -> Result<()> {
         let start = Instant::now();
         tapegrad::no_grad(|| {
             let mut cache = tapegrad::llama::KvCache::new();
-            model.forward(&prompt, 1, prompt.len(), Some(&mut cache))
+            model.forward_last(&prompt, 1, prompt.len(), Some(&mut cache))
         })?;
         Some(start.elapsed().as_secs_f64())
     } else {

@@ -60,7 +60,7 @@ fn tiny_overfits_one_batch() {
 }
 
 #[test]
-fn kv_cache_gives_the_same_logits_as_the_full_forward() {
+fn kv_cache_and_last_position_logits_match_the_full_forward() {
     let model = Llama::new(tiny(), DType::F32, 2).unwrap();
     let ids: Vec<u32> = vec![5, 17, 300, 2, 99, 41, 7, 8, 250, 3];
     no_grad(|| {
@@ -77,6 +77,15 @@ fn kv_cache_gives_the_same_logits_as_the_full_forward() {
             assert!((a - b).abs() < 1e-4, "{a} vs {b}");
         }
         assert_eq!(cache.len(), ids.len());
+        // The last positions alone, for a batch of two, are those positions of the full logits.
+        let two: Vec<u32> = ids.iter().chain(ids.iter().rev()).copied().collect();
+        let full = model.forward(&two, 2, ids.len(), None).unwrap();
+        let last = model.forward_last(&two, 2, ids.len(), None).unwrap();
+        assert_eq!(last.shape(), &[2, 1, 512]);
+        let expected = full.narrow(1, ids.len() - 1, 1).unwrap();
+        for (a, b) in values(&expected).iter().zip(values(&last)) {
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
     });
 }
 

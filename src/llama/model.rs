@@ -430,7 +430,30 @@ impl Llama {
         ids: &[u32],
         batch: usize,
         seq_len: usize,
+        cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
+        self.forward_positions(ids, batch, seq_len, cache, false)
+    }
+
+    /// As [`Llama::forward`], with the logits of each sequence's last position only, `[B, 1, V]`: what a
+    /// decoder needs from a prompt, without the output head's work (and memory) for the other positions.
+    pub fn forward_last(
+        &self,
+        ids: &[u32],
+        batch: usize,
+        seq_len: usize,
+        cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
+        self.forward_positions(ids, batch, seq_len, cache, true)
+    }
+
+    fn forward_positions(
+        &self,
+        ids: &[u32],
+        batch: usize,
+        seq_len: usize,
         mut cache: Option<&mut KvCache>,
+        last_only: bool,
     ) -> Result<Tensor> {
         let cfg = &self.config;
         let start = cache.as_ref().map_or(0, |c| c.len());
@@ -479,6 +502,11 @@ impl Llama {
             cache.advance(seq_len);
         }
         let act = x.dtype();
+        let x = if last_only {
+            x.narrow(1, seq_len.saturating_sub(1), seq_len.min(1))?
+        } else {
+            x
+        };
         let x = x.rms_norm(&self.norm.to_dtype(act)?, cfg.norm_eps)?;
         let head = self.lm_head.as_ref().unwrap_or(&self.embed);
         head.linear(&x)?.to_dtype(dtype)
