@@ -190,7 +190,6 @@ impl<'a> GradSync<'a> {
             if g.is_none() && self.launched <= self.buckets.of_param[p] {
                 let t = &params[p];
                 *g = Some(Tensor::zeros_on(t.shape(), DType::F32, t.device())?);
-                self.missing[self.buckets.of_param[p]] -= 1;
             }
         }
         while self.launched < self.buckets.list.len() {
@@ -249,5 +248,100 @@ mod tests {
         assert_eq!((b.list[1].len, b.list[1].padded), (8, 8));
         assert_eq!(b.of_param, [1, 1, 0, 0]);
         assert_eq!(b.elements(), 14);
+    }
+
+    use crate::dist::local::ThreadGroup;
+
+    /// Runs `f` on each of `size` ranks (threads), each with its own [`Group`].
+    fn on_ranks<R: Send>(size: usize, f: impl Fn(usize, Group) -> R + Sync) -> Vec<R> {
+        let comms = ThreadGroup::new(size, Duration::from_secs(20));
+        std::thread::scope(|s| {
+            let f = &f;
+            let handles: Vec<_> = comms
+                .into_iter()
+                .enumerate()
+                .map(|(r, c)| {
+                    s.spawn(move || f(r, Group::new(Box::new(c), Duration::from_secs(20))))
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        })
+    }
+
+    /// Parameters of 2, 3 and 1 elements in buckets of at least 3 over 3 ranks: bucket 0 holds parameters 2
+    /// and 1 (4 elements, padded to 6), bucket 1 parameter 0 (2, padded to 3).
+    fn layout() -> (Buckets, Vec<Tensor>) {
+        let b = Buckets::new(&[2, 3, 1], 3, 3);
+        assert_eq!(b.list[0].params, [2, 1]);
+        assert_eq!((b.list[0].padded, b.list[1].padded), (6, 3));
+        let params = [2, 3, 1].map(|n| Tensor::zeros(&[n], DType::F32)).to_vec();
+        (b, params)
+    }
+
+    /// Rank `r`'s gradient of parameter `p`: `[100 p + 10 r + i]`.
+    fn grad(p: usize, r: usize, n: usize) -> Tensor {
+        let v = (0..n).map(|i| (100 * p + 10 * r + i) as f32).collect();
+        Tensor::from_vec(v, &[n]).unwrap()
+    }
+
+    #[test]
+    fn a_bucket_is_launched_once_it_and_every_bucket_before_it_are_complete() {
+        let (layout, params) = layout();
+        let out = on_ranks(3, |r, mut group| {
+            let mut sync = GradSync::new(&mut group, &layout, Reduce::AllReduce);
+            let mut launched = Vec::new();
+            // Bucket 1 complete first: it waits for bucket 0, so every rank submits in the same order.
+            sync.ready(0, &grad(0, r, 2)).unwrap();
+            launched.push(sync.launched);
+            sync.ready(2, &grad(2, r, 1)).unwrap();
+            launched.push(sync.launched);
+            // Parameter 2 reported twice: it still counts once.
+            sync.ready(2, &grad(2, r, 1)).unwrap();
+            launched.push(sync.launched);
+            sync.ready(1, &grad(1, r, 3)).unwrap();
+            launched.push(sync.launched);
+            let synced = sync.finish(&params).unwrap();
+            assert!(synced.busy > Duration::ZERO);
+            assert_eq!(synced.bytes, (6 + 3) * 4);
+            let grads = synced.gradients(&layout, &params).unwrap();
+            let values: Vec<Vec<f32>> = grads.iter().map(|g| g.to_vec().unwrap()).collect();
+            let padding = synced.buckets[0].to_vec::<f32>().unwrap()[4..].to_vec();
+            (launched, values, padding)
+        });
+        for (launched, values, padding) in out {
+            assert_eq!(launched, [0, 0, 0, 2]);
+            // The mean over ranks of 100 p + 10 r + i is 100 p + 10 + i.
+            assert_eq!(
+                values,
+                [vec![10.0, 11.0], vec![110.0, 111.0, 112.0], vec![210.0]]
+            );
+            assert_eq!(padding, [0.0, 0.0]);
+        }
+    }
+
+    #[test]
+    fn finish_launches_what_is_left_with_zeros_for_gradients_never_reported() {
+        let (layout, params) = layout();
+        let out = on_ranks(3, |r, mut group| {
+            let mut sync = GradSync::new(&mut group, &layout, Reduce::ReduceScatter);
+            // Parameter 1 never reported: nothing is launched before finish.
+            sync.ready(2, &grad(2, r, 1)).unwrap();
+            sync.ready(0, &grad(0, r, 2)).unwrap();
+            assert_eq!(sync.launched, 0);
+            let synced = sync.finish(&params).unwrap();
+            assert_eq!(synced.bytes, (6 + 3) * 4);
+            let chunks: Vec<Vec<f32>> =
+                synced.buckets.iter().map(|g| g.to_vec().unwrap()).collect();
+            chunks
+        });
+        // Bucket 0 is [p2, p1 (zeros), pad, pad]: 210, 0, 0, 0, 0, 0; bucket 1 is [10, 11, pad].
+        let expect = [
+            [vec![210.0, 0.0], vec![10.0]],
+            [vec![0.0, 0.0], vec![11.0]],
+            [vec![0.0, 0.0], vec![0.0]],
+        ];
+        for (r, chunks) in out.into_iter().enumerate() {
+            assert_eq!(chunks, expect[r], "rank {r}");
+        }
     }
 }
