@@ -6,11 +6,13 @@ mod common;
 
 use common::{random_quant, values, QUANT_FORMATS};
 use proptest::prelude::*;
+use tapegrad::backend::cpu::{quant_dot, quant_matmul::ROW_PATH_MAX};
 use tapegrad::io::gguf::GgmlType;
 use tapegrad::ops::linear_quantized_reference;
 use tapegrad::{DType, QuantMatrix, Rng, Tape, Tensor};
 
-/// Forward and `dx` of `x · Wᵀ` straight from the blocks against the dequantized weight, in `dtype`.
+/// Forward and `dx` of `x · Wᵀ` straight from the blocks against the dequantized weight, in `dtype` (f32 rows
+/// decoded in integers: within the activations' rounding).
 fn check_against_dequantized(w: &QuantMatrix, lead: &[usize], dtype: DType, tol: f64) {
     let k = w.shape()[1];
     let mut shape = lead.to_vec();
@@ -33,7 +35,32 @@ fn check_against_dequantized(w: &QuantMatrix, lead: &[usize], dtype: DType, tol:
             );
         }
     };
-    close(&yq.to_f64_vec(), &yr.to_f64_vec(), "forward");
+    let rows = x.numel() / k;
+    if dtype == DType::F32 && rows <= ROW_PATH_MAX && quant_dot::supports(w.ggml_type()) {
+        // Decoding in integers: each activation rounds to a step of `max|x| / 127` of its block of 32, so
+        // element `(i, n)` may move by up to `Σ_j |W[n, j]| · step(i, j) / 2` (plus f32 rounding).
+        let (dense, xs) = (w.dequantize(), x.to_f64_vec());
+        let steps: Vec<f64> = xs
+            .chunks(32)
+            .map(|b| b.iter().fold(0f64, |m, v| m.max(v.abs())) / 127.0)
+            .collect();
+        let (yq, yr) = (yq.to_f64_vec(), yr.to_f64_vec());
+        let n = w.shape()[0];
+        for (e, (p, q)) in yq.iter().zip(&yr).enumerate() {
+            let (i, row) = (e / n, &dense[(e % n) * k..(e % n + 1) * k]);
+            let bound: f64 = row
+                .iter()
+                .enumerate()
+                .map(|(j, &v)| v.abs() as f64 * steps[(i * k + j) / 32] / 2.0)
+                .sum();
+            assert!(
+                (p - q).abs() <= bound * 1.001 + 1e-4 * q.abs().max(1.0),
+                "{w:?} forward element {e}: {p} vs {q} (bound {bound})"
+            );
+        }
+    } else {
+        close(&yq.to_f64_vec(), &yr.to_f64_vec(), "forward");
+    }
     let r = values(yq.shape(), -1.0, 1.0, 9).to_dtype(dtype).unwrap();
     let loss = yq
         .mul(&r)

@@ -186,7 +186,7 @@ impl QuantMatrix {
     #[inline(always)]
     pub(crate) fn dequantize_row_inline(&self, r: usize, out: &mut [f32]) {
         use crate::io::quant::*;
-        let src = &self.blocks()[r * self.row_bytes..(r + 1) * self.row_bytes];
+        let src = self.row_blocks(r);
         match self.ty {
             GgmlType::Q8_0 => dequant_q8_0(src, out),
             GgmlType::Q4_0 => dequant_q4_0(src, out),
@@ -198,6 +198,12 @@ impl QuantMatrix {
             GgmlType::Q6_K => dequant_q6_k(src, out),
             _ => (self.kernel)(src, out),
         }
+    }
+
+    /// The blocks of row `r`.
+    #[inline(always)]
+    pub(crate) fn row_blocks(&self, r: usize) -> &[u8] {
+        &self.blocks()[r * self.row_bytes..(r + 1) * self.row_bytes]
     }
 
     /// Every element, `[rows, cols]` row-major, in f32 (a full copy: for references, merging and export).

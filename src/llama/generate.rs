@@ -82,7 +82,7 @@ pub fn generate(
     let vocab = model.config.vocab_size;
     let room = model.config.max_seq_len.saturating_sub(prompt.len());
     no_grad(|| {
-        let mut cache = KvCache::new();
+        let mut cache = KvCache::with_capacity(prompt.len() + max_new.min(room));
         let mut logits = model.forward_last(prompt, 1, prompt.len(), Some(&mut cache))?;
         let mut out = Vec::new();
         for _ in 0..max_new.min(room) {

@@ -13,12 +13,26 @@ pub struct KvCache {
     keys: Vec<Option<Tensor>>,
     values: Vec<Option<Tensor>>,
     len: usize,
+    /// Positions the buffers are first made for.
+    reserve: usize,
 }
 
+/// Positions a cache made without a size starts with.
+const FIRST_RESERVE: usize = 256;
+
 impl KvCache {
-    /// An empty cache.
+    /// An empty cache; its buffers start at 256 positions and double as needed.
     pub fn new() -> KvCache {
-        KvCache::default()
+        KvCache::with_capacity(FIRST_RESERVE)
+    }
+
+    /// An empty cache whose buffers start at `positions` (a prompt and the tokens to generate: then they are
+    /// allocated once), doubling beyond it as needed, never past the model's `max_seq_len`.
+    pub fn with_capacity(positions: usize) -> KvCache {
+        KvCache {
+            reserve: positions.max(1),
+            ..KvCache::default()
+        }
     }
 
     /// Positions cached.
@@ -32,8 +46,9 @@ impl KvCache {
     }
 
     /// Appends this step's keys and values of `layer` (`[B, Hkv, n, D]`) and returns views of the whole cached
-    /// sequence. Each layer's buffers hold `max_len` positions, allocated once; the views returned by the
-    /// previous step are dropped by then, so the buffers are written in place.
+    /// sequence. Each layer's buffers hold the reserved positions (at most `max_len`) and are reallocated at
+    /// twice the size when full; the views returned by the previous step are dropped by then, so the buffers
+    /// are written in place.
     pub(crate) fn append(
         &mut self,
         layer: usize,
@@ -64,33 +79,20 @@ impl KvCache {
                 ),
             ));
         }
-        let len = self.len;
+        let (len, reserve) = (self.len, self.reserve);
         let write = |slot: &mut Option<Tensor>, new: &Tensor| -> Result<Tensor> {
             let (b, heads, d) = (new.dim(0), new.dim(1), new.dim(3));
-            let buffer =
-                slot.get_or_insert_with(|| Tensor::zeros(&[b, heads, max_len, d], new.dtype()));
-            fn copy<T: StorageElement + Default>(
-                buffer: &mut Tensor,
-                new: &Tensor,
-                len: usize,
-                max_len: usize,
-            ) -> Result<()> {
-                let (heads, n, d) = (new.dim(1), new.dim(2), new.dim(3));
-                let rows = gather(new.data::<T>(), new.layout());
-                let dst = buffer.data_mut::<T>()?;
-                for (r, row) in rows.chunks(d.max(1)).enumerate() {
-                    let (bh, t) = (r / n, r % n);
-                    let (bi, hi) = (bh / heads, bh % heads);
-                    dst[((bi * heads + hi) * max_len + len + t) * d..][..d].copy_from_slice(row);
+            let room = slot.as_ref().map_or(0, |t| t.dim(2));
+            if len + n > room {
+                let positions = (len + n).max(reserve).max(2 * room).min(max_len);
+                let mut grown = Tensor::zeros(&[b, heads, positions, d], new.dtype());
+                if let Some(old) = slot.take() {
+                    place(&mut grown, &old.narrow(2, 0, len)?, 0)?;
                 }
-                Ok(())
+                *slot = Some(grown);
             }
-            match new.dtype() {
-                DType::F32 => copy::<f32>(buffer, new, len, max_len)?,
-                DType::F64 => copy::<f64>(buffer, new, len, max_len)?,
-                DType::BF16 => copy::<half::bf16>(buffer, new, len, max_len)?,
-                DType::F16 => copy::<half::f16>(buffer, new, len, max_len)?,
-            }
+            let buffer = slot.as_mut().expect("allocated above");
+            place(buffer, new, len)?;
             buffer.narrow(2, 0, len + n)
         };
         let k = write(&mut self.keys[layer], &k)?;
@@ -100,6 +102,32 @@ impl KvCache {
 
     pub(crate) fn advance(&mut self, n: usize) {
         self.len += n;
+    }
+}
+
+/// Writes `new` (`[B, H, n, D]`) into positions `at..at + n` of `buffer` (`[B, H, P, D]`).
+fn place(buffer: &mut Tensor, new: &Tensor, at: usize) -> Result<()> {
+    fn copy<T: StorageElement + Default>(
+        buffer: &mut Tensor,
+        new: &Tensor,
+        at: usize,
+    ) -> Result<()> {
+        let (heads, n, d) = (new.dim(1), new.dim(2), new.dim(3));
+        let positions = buffer.dim(2);
+        let rows = gather(new.data::<T>(), new.layout());
+        let dst = buffer.data_mut::<T>()?;
+        for (r, row) in rows.chunks(d.max(1)).enumerate() {
+            let (bh, t) = (r / n.max(1), r % n.max(1));
+            let (bi, hi) = (bh / heads, bh % heads);
+            dst[((bi * heads + hi) * positions + at + t) * d..][..d].copy_from_slice(row);
+        }
+        Ok(())
+    }
+    match new.dtype() {
+        DType::F32 => copy::<f32>(buffer, new, at),
+        DType::F64 => copy::<f64>(buffer, new, at),
+        DType::BF16 => copy::<half::bf16>(buffer, new, at),
+        DType::F16 => copy::<half::f16>(buffer, new, at),
     }
 }
 
@@ -144,6 +172,31 @@ mod tests {
                 .contains("5 cached + 1 new positions exceed max_seq_len 5"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn full_buffers_double_and_keep_what_they_held() {
+        let mut cache = KvCache::with_capacity(2);
+        cache.append(0, keys(2, 0.0), keys(2, 100.0), 5).unwrap();
+        cache.advance(2);
+        assert_eq!(cache.keys[0].as_ref().unwrap().dim(2), 2);
+        let (k, v) = cache.append(0, keys(1, 50.0), keys(1, 150.0), 5).unwrap();
+        cache.advance(1);
+        assert_eq!(cache.keys[0].as_ref().unwrap().dim(2), 4);
+        // Head 0 then head 1, each with its two old positions and the new one.
+        let expect = |first: f32, new: f32| {
+            let mut e: Vec<f32> = (0..6).map(|i| first + i as f32).collect();
+            e.extend((0..3).map(|i| new + i as f32));
+            e.extend((6..12).map(|i| first + i as f32));
+            e.extend((3..6).map(|i| new + i as f32));
+            e
+        };
+        let (k, v) = (k.to_vec::<f32>().unwrap(), v.to_vec::<f32>().unwrap());
+        assert_eq!(k, expect(0.0, 50.0));
+        assert_eq!(v, expect(100.0, 150.0));
+        // Past 4 positions: doubled, but never beyond max_len.
+        cache.append(0, keys(2, 0.0), keys(2, 0.0), 5).unwrap();
+        assert_eq!(cache.keys[0].as_ref().unwrap().dim(2), 5);
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod gemm_avx512;
 pub mod gemm_kernel;
 mod gemm_panels;
 pub mod parallel;
+pub mod quant_dot;
 pub mod quant_matmul;
 pub mod recycle;
 pub mod simd;

@@ -6,17 +6,20 @@
 //! - `forward`: `y[M, N] = x[M, K] · Wᵀ`, each panel writing its columns of `y`. Up to `ROW_PATH_MAX` rows of
 //!   `x` (decoding a token at a time) it goes row by row of W instead: each row is dequantized into a buffer
 //!   that stays in L1 and dotted with every row of `x` (32 lanes, fixed order), so W is read once per token
-//!   and nothing larger than a row is written; the rows are spread over the threads.
+//!   and nothing larger than a row is written; the rows are spread over the threads. In f32 over Q8_0, Q4_0 and
+//!   Q4_1, `x` is quantized to 8 bits instead and the rows dotted in integers (`quant_dot`, llama.cpp's scheme).
 //! - `backward`: `dx[M, K] = dy[M, N] · W`, the panels accumulating in depth order (the first overwrites).
 //!
 //! Both are generic over the GEMM's element types (f32, and f64 for the finite-difference tests: the blocks'
 //! values are exact in either).
 
 use super::gemm::{gemm, GemmFloat, MatRef};
+use super::gemm_panels::SharedOut;
+use super::parallel::run_tasks;
+use super::quant_dot::{self, Q8Row};
 use super::simd::vectorized;
 use crate::backend::QuantMatrix;
 use crate::dtype::{DType, Float};
-use rayon::prelude::*;
 
 /// Up to this many rows of `x`, `forward` goes row by row of W.
 pub const ROW_PATH_MAX: usize = 4;
@@ -134,36 +137,49 @@ pub fn backward<T: GemmFloat>(dy: &[T], m: usize, w: &QuantMatrix, dx: &mut [T])
     });
 }
 
-/// `forward` for a few rows of `x`: row by row of W, each row dequantized into an L1 buffer.
+/// `forward` for a few rows of `x`: row by row of W. In f32 over Q8_0, Q4_0 and Q4_1 the rows of `x` are
+/// quantized to 8 bits and dotted with W's blocks in integers (`quant_dot`); otherwise each row of W is
+/// dequantized into an L1 buffer and dotted in floats. Tasks of `ROWS_PER_TASK` rows of W run on every core
+/// with the calling thread taking part (`run_tasks`: a product takes tens of microseconds, about what waking a
+/// sleeping pool would cost).
 fn forward_by_rows<T: Float>(x: &[T], m: usize, w: &QuantMatrix, y: &mut [T]) {
     let [n, k] = w.shape();
-    let tasks: Vec<Vec<T>> = (0..n.div_ceil(ROWS_PER_TASK))
-        .into_par_iter()
-        .map(|task| {
-            let rows = task * ROWS_PER_TASK..((task + 1) * ROWS_PER_TASK).min(n);
-            // `out[j · m + i]` is row `i` of x against row `rows.start + j` of W.
-            let (mut row, mut out) = (vec![0f32; k], vec![T::ZERO; rows.len() * m]);
-            vectorized(
-                #[inline(always)]
-                || {
-                    for (j, r) in rows.enumerate() {
-                        w.dequantize_row_inline(r, &mut row);
-                        for (i, o) in out[j * m..(j + 1) * m].iter_mut().enumerate() {
-                            *o = dot(&x[i * k..(i + 1) * k], &row);
-                        }
-                    }
-                },
-            );
-            out
-        })
-        .collect();
-    for (task, out) in tasks.iter().enumerate() {
-        for (j, col) in out.chunks_exact(m).enumerate() {
-            for (i, &v) in col.iter().enumerate() {
-                y[i * n + task * ROWS_PER_TASK + j] = v;
+    let ty = w.ggml_type();
+    let int8 = (T::DTYPE == DType::F32 && quant_dot::supports(ty)).then(|| {
+        let x: &[f32] = bytemuck::cast_slice(x);
+        x.chunks_exact(k).map(Q8Row::quantize).collect::<Vec<_>>()
+    });
+    let out = SharedOut(y.as_mut_ptr());
+    let task = |task: usize| {
+        let rows = task * ROWS_PER_TASK..((task + 1) * ROWS_PER_TASK).min(n);
+        // SAFETY: `y` is `[m, n]` (checked by `forward`), and this task alone writes its columns `rows`.
+        let put = |i: usize, r: usize, v: T| unsafe { *out.ptr().add(i * n + r) = v };
+        if let Some(xq) = &int8 {
+            for r in rows {
+                for (i, xq) in xq.iter().enumerate() {
+                    put(i, r, T::from_f32(quant_dot::dot(ty, w.row_blocks(r), xq)));
+                }
             }
+            return;
         }
-    }
+        let mut row = vec![0f32; k];
+        vectorized(
+            #[inline(always)]
+            || {
+                for r in rows {
+                    w.dequantize_row_inline(r, &mut row);
+                    for i in 0..m {
+                        put(i, r, dot(&x[i * k..(i + 1) * k], &row));
+                    }
+                }
+            },
+        );
+    };
+    run_tasks(
+        n.div_ceil(ROWS_PER_TASK),
+        rayon::current_num_threads(),
+        &task,
+    );
 }
 
 /// `Σ x·w` in 32 lanes (four independent vector chains, so the adds overlap) summed in a fixed order.

@@ -1,0 +1,373 @@
+//! Dot products of quantized weight rows with 8-bit activations, in integers: the decoding path of a
+//! quantized `linear` (one to four rows of `x`, as when generating a token at a time).
+//!
+//! Each row of `x: [K]` is quantized in blocks of 32 to `q = round(x / d)` with `d = max|x| / 127` (an f32
+//! scale per block, [`Q8Row`]). A row of W in Q8_0, Q4_0 or Q4_1 (blocks of 32 with an f16 scale `dw`, and for
+//! Q4_1 an f16 minimum `mw`) then dots with it block by block:
+//!
+//! - the 32 products `w_j · q_j` are summed exactly in integers, in eight lanes (lane `l` holds
+//!   `j = 4l .. 4l + 3`, the grouping of `vpmaddubsw` + `vpmaddwd` and of `vpdpbusd`), `w_j` the block's
+//!   integer (`q - 8` for Q4_0, the raw nibble for Q4_1);
+//! - lane `l` is converted to f32 and multiply-added into lane `l` of an accumulator, with `dw · d` as the
+//!   factor (even blocks into one accumulator, odd into another, so consecutive blocks overlap);
+//! - Q4_1 adds `mw · d · Σq` per block, in a scalar sum in block order;
+//! - the accumulators are summed lane-wise, then `((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7))`, then the
+//!   minimum sum added.
+//!
+//! The AVX2 kernels and the scalar twin do exactly these operations (fused multiply-adds where the list says
+//! multiply-add), so both give the same bits; the tests check it, and the product against the f32 one within
+//! the activations' rounding. This is llama.cpp's scheme for these formats: the activations lose about 0.4% of
+//! each block's largest value, the weights are read once as they are stored, and no f32 copy of a row is made.
+
+use super::simd::vectorized;
+use crate::io::gguf::GgmlType;
+
+/// Elements per block, in every format this file handles.
+pub const BLOCK: usize = 32;
+
+/// Whether rows of `ty` dot with [`Q8Row`]s here.
+pub fn supports(ty: GgmlType) -> bool {
+    matches!(ty, GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1)
+}
+
+/// One row of activations `[K]` (`K` a multiple of 32) in 8-bit blocks.
+#[derive(Clone, Debug, Default)]
+pub struct Q8Row {
+    /// `[K]`: `round(x / d)` of each element, in `-127..=127`.
+    pub q: Vec<i8>,
+    /// `[K / 32]`: each block's scale `max|x| / 127` (NaN if the block holds a NaN or an infinity, so the
+    /// products with it are NaN as the f32 ones would be).
+    pub d: Vec<f32>,
+    /// `[K / 32]`: `d · Σq` of each block (for Q4_1's minimum).
+    pub s: Vec<f32>,
+}
+
+impl Q8Row {
+    /// `x` quantized; `x.len()` must be a multiple of 32.
+    pub fn quantize(x: &[f32]) -> Q8Row {
+        assert!(
+            x.len().is_multiple_of(BLOCK),
+            "internal: {} activations are not whole blocks",
+            x.len()
+        );
+        let mut row = Q8Row {
+            q: vec![0; x.len()],
+            d: Vec::with_capacity(x.len() / BLOCK),
+            s: Vec::with_capacity(x.len() / BLOCK),
+        };
+        for (block, q) in x.chunks_exact(BLOCK).zip(row.q.chunks_exact_mut(BLOCK)) {
+            let finite = block.iter().all(|v| v.is_finite());
+            let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let d = if finite { amax / 127.0 } else { f32::NAN };
+            let mut sum = 0i32;
+            if d > 0.0 {
+                sum = vectorized(
+                    #[inline(always)]
+                    || {
+                        let mut sum = 0i32;
+                        for (q, &v) in q.iter_mut().zip(block) {
+                            *q = (v / d).round().clamp(-127.0, 127.0) as i8;
+                            sum += *q as i32;
+                        }
+                        sum
+                    },
+                );
+            }
+            row.d.push(d);
+            row.s.push(d * sum as f32);
+        }
+        row
+    }
+}
+
+/// `Σ w·x` of one row of W (`row`: its blocks, `ty` one that [`supports`]) with `x`.
+#[inline(always)]
+pub fn dot(ty: GgmlType, row: &[u8], x: &Q8Row) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if avx2::available() {
+        // SAFETY: the CPU has AVX2, FMA and F16C; `row` is whole blocks of `ty` for `x.d.len()` blocks.
+        return unsafe { avx2::dot(ty, row, x) };
+    }
+    scalar::dot(ty, row, x)
+}
+
+/// A block's bytes, its scale and its 32 integers (`q - 8` for Q4_0), and its minimum (Q4_1; 0 otherwise).
+pub(crate) mod scalar {
+    use super::{Q8Row, BLOCK};
+    use crate::io::gguf::GgmlType;
+    use crate::io::quant::f16_at;
+
+    /// Bytes per block and whether the block has a minimum.
+    fn layout(ty: GgmlType) -> usize {
+        match ty {
+            GgmlType::Q8_0 => 34,
+            GgmlType::Q4_0 => 18,
+            GgmlType::Q4_1 => 20,
+            _ => unreachable!("internal: {ty} has no integer dot product"),
+        }
+    }
+
+    /// The block's integers.
+    fn ints(ty: GgmlType, b: &[u8]) -> [i32; BLOCK] {
+        let mut w = [0i32; BLOCK];
+        match ty {
+            GgmlType::Q8_0 => {
+                for (w, &q) in w.iter_mut().zip(&b[2..34]) {
+                    *w = q as i8 as i32;
+                }
+            }
+            _ => {
+                let (qs, offset) = if ty == GgmlType::Q4_0 {
+                    (&b[2..18], 8)
+                } else {
+                    (&b[4..20], 0)
+                };
+                for (j, &q) in qs.iter().enumerate() {
+                    w[j] = (q & 0x0f) as i32 - offset;
+                    w[j + 16] = (q >> 4) as i32 - offset;
+                }
+            }
+        }
+        w
+    }
+
+    /// The scalar twin of the AVX2 kernel (see the module's header for the order of operations).
+    pub fn dot(ty: GgmlType, row: &[u8], x: &Q8Row) -> f32 {
+        let bytes = layout(ty);
+        let mut acc = [[0f32; 8]; 2];
+        let mut mins = 0f32;
+        for (i, b) in row.chunks_exact(bytes).enumerate() {
+            let w = ints(ty, b);
+            let q = &x.q[i * BLOCK..(i + 1) * BLOCK];
+            let scale = f16_at(b, 0) * x.d[i];
+            for (l, a) in acc[i % 2].iter_mut().enumerate() {
+                let lane: i32 = (4 * l..4 * l + 4).map(|j| w[j] * q[j] as i32).sum();
+                *a = (lane as f32).mul_add(scale, *a);
+            }
+            if ty == GgmlType::Q4_1 {
+                mins = f16_at(b, 2).mul_add(x.s[i], mins);
+            }
+        }
+        let a: [f32; 8] = std::array::from_fn(|l| acc[0][l] + acc[1][l]);
+        ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7])) + mins
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{Q8Row, BLOCK};
+    use crate::io::gguf::GgmlType;
+    use std::arch::x86_64::*;
+
+    /// Whether this CPU has AVX2, FMA and F16C (detected once; later calls read a cached flag).
+    #[inline(always)]
+    pub fn available() -> bool {
+        std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("fma")
+            && std::is_x86_feature_detected!("f16c")
+    }
+
+    /// The two f16 at `p` (a block's scale, and its minimum or its first two bytes) as f32, in lanes 0 and 1.
+    /// Written out so that the load goes through a general register into a fresh vector one (`vmovd`): left to
+    /// itself, the compiler narrows it to a 2-byte insert into whatever register it picks — the accumulator,
+    /// as it happens — which ties each block to the one before and serializes the loop.
+    #[inline(always)]
+    unsafe fn f16_pair(p: *const u8) -> __m128 {
+        let bits = std::ptr::read_unaligned(p as *const u32);
+        let out: __m128;
+        std::arch::asm!(
+            "vmovd {v}, {g:e}",
+            "vcvtph2ps {v}, {v}",
+            g = in(reg) bits,
+            v = out(xmm_reg) out,
+            options(pure, nomem, nostack, preserves_flags),
+        );
+        out
+    }
+
+    /// The 32 nibbles of 16 bytes in ggml's order (low nibbles are elements 0..16, high ones 16..32).
+    #[inline(always)]
+    unsafe fn nibbles(p: *const u8) -> __m256i {
+        let q = _mm_loadu_si128(p as *const __m128i);
+        let mask = _mm_set1_epi8(0x0f);
+        let lo = _mm_and_si128(q, mask);
+        let hi = _mm_and_si128(_mm_srli_epi16(q, 4), mask);
+        _mm256_set_m128i(hi, lo)
+    }
+
+    /// Eight lanes of `Σ u·s` over four bytes each: `u` unsigned, `s` signed (pair sums fit in i16: at most
+    /// 2 · 128 · 127).
+    #[inline(always)]
+    unsafe fn lanes_unsigned(u: __m256i, s: __m256i) -> __m256i {
+        _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
+    }
+
+    /// The same for two signed operands: `|w| · (x with w's sign)`.
+    #[inline(always)]
+    unsafe fn lanes_signed(w: __m256i, x: __m256i) -> __m256i {
+        lanes_unsigned(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w))
+    }
+
+    /// See `scalar::dot`.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C; `row` holds `x.d.len()` whole blocks of `ty`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot(ty: GgmlType, row: &[u8], x: &Q8Row) -> f32 {
+        let eight = _mm256_set1_epi8(8);
+        match ty {
+            GgmlType::Q8_0 => blocks::<34, false>(row, x, |b, q| {
+                lanes_signed(_mm256_loadu_si256(b.add(2) as *const __m256i), q)
+            }),
+            GgmlType::Q4_0 => blocks::<18, false>(row, x, |b, q| {
+                lanes_signed(_mm256_sub_epi8(nibbles(b.add(2)), eight), q)
+            }),
+            _ => blocks::<20, true>(row, x, |b, q| lanes_unsigned(nibbles(b.add(4)), q)),
+        }
+    }
+
+    /// The loop over the blocks (`BYTES` each; `MIN`: the block has a minimum after its scale), two at a
+    /// time: even blocks into one accumulator, odd into the other. `lanes(block, q)` gives a block's eight
+    /// integer lanes against the activations `q`.
+    #[inline(always)]
+    unsafe fn blocks<const BYTES: usize, const MIN: bool>(
+        row: &[u8],
+        x: &Q8Row,
+        lanes: impl Fn(*const u8, __m256i) -> __m256i,
+    ) -> f32 {
+        let n = x.d.len();
+        assert!(row.len() == n * BYTES && x.q.len() == n * BLOCK && x.s.len() == n);
+        let (b, q, d, s) = (row.as_ptr(), x.q.as_ptr(), x.d.as_ptr(), x.s.as_ptr());
+        let mut acc = [_mm256_setzero_ps(); 2];
+        let mut mins = 0f32;
+        let mut one = |i: usize, acc: &mut __m256| {
+            let b = b.add(i * BYTES);
+            let q = _mm256_loadu_si256(q.add(i * BLOCK) as *const __m256i);
+            let dm = f16_pair(b);
+            let scale = _mm256_set1_ps(_mm_cvtss_f32(dm) * *d.add(i));
+            *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes(b, q)), scale, *acc);
+            if MIN {
+                let m = _mm_cvtss_f32(_mm_movehdup_ps(dm));
+                mins = m.mul_add(*s.add(i), mins);
+            }
+        };
+        for i in (0..n & !1).step_by(2) {
+            let [even, odd] = &mut acc;
+            one(i, even);
+            one(i + 1, odd);
+        }
+        if n % 2 == 1 {
+            one(n - 1, &mut acc[0]);
+        }
+        let a = _mm256_add_ps(acc[0], acc[1]);
+        // (a0 + a4, a1 + a5, a2 + a6, a3 + a7), then (t0 + t2, t1 + t3), then their sum.
+        let t = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+        let u = _mm_add_ps(t, _mm_movehl_ps(t, t));
+        let total = _mm_add_ss(u, _mm_shuffle_ps(u, u, 1));
+        _mm_cvtss_f32(total) + mins
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::QuantMatrix;
+    use crate::rng::Rng;
+
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut rng = Rng::new(seed);
+        (0..n).map(|_| rng.normal() as f32 * 0.7).collect()
+    }
+
+    #[test]
+    fn activations_round_to_the_nearest_step_of_their_block() {
+        let mut x = values(64, 1);
+        x[40..].fill(0.0);
+        x[33] = -3.0;
+        let row = Q8Row::quantize(&x);
+        assert_eq!(row.d[1], 3.0 / 127.0);
+        assert_eq!(row.q[33], -127);
+        for (j, (&v, &q)) in x.iter().zip(&row.q).enumerate() {
+            let d = row.d[j / BLOCK];
+            assert!((v - q as f32 * d).abs() <= d / 2.0 * 1.0001, "element {j}");
+        }
+        let sum: i32 = row.q[32..].iter().map(|&q| q as i32).sum();
+        assert_eq!(row.s[1], row.d[1] * sum as f32);
+        let zeros = Q8Row::quantize(&[0.0; 32]);
+        assert_eq!((zeros.d[0], zeros.s[0]), (0.0, 0.0));
+        assert!(zeros.q.iter().all(|&q| q == 0));
+    }
+
+    #[test]
+    fn a_non_finite_activation_makes_its_products_nan() {
+        let mut x = values(64, 2);
+        x[5] = f32::INFINITY;
+        let w = QuantMatrix::quantize(&values(64, 3), 1, 64, GgmlType::Q8_0).unwrap();
+        let row = Q8Row::quantize(&x);
+        assert!(row.d[0].is_nan() && row.d[1].is_finite());
+        assert!(dot(GgmlType::Q8_0, w.blocks(), &row).is_nan());
+    }
+
+    #[test]
+    fn the_simd_kernel_and_the_scalar_twin_give_the_same_bits() {
+        for ty in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1] {
+            for (k, seed) in [(32, 4), (96, 5), (576, 6), (1536, 7)] {
+                let w = QuantMatrix::quantize(&values(3 * k, seed), 3, k, ty).unwrap();
+                let x = Q8Row::quantize(&values(k, seed + 100));
+                let rows = w.blocks().chunks_exact(w.blocks().len() / 3);
+                for (r, row) in rows.enumerate() {
+                    let simd = dot(ty, row, &x);
+                    let twin = scalar::dot(ty, row, &x);
+                    assert_eq!(simd.to_bits(), twin.to_bits(), "{ty} K {k} row {r}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn extreme_bytes_do_not_saturate() {
+        // Q8_0 weights of -128 (a byte the quantizer never writes, but a file may hold) against ±127.
+        let mut block = vec![0u8; 34];
+        block[..2].copy_from_slice(&half::f16::from_f32(1.0).to_le_bytes());
+        block[2..].fill(0x80);
+        let x = Q8Row::quantize(&[-1.0; 32]);
+        let got = dot(GgmlType::Q8_0, &block, &x);
+        assert!((got - 32.0 * 128.0).abs() < 1e-3, "{got}");
+        assert_eq!(scalar::dot(GgmlType::Q8_0, &block, &x), got);
+        // Q4_1 nibbles of 15 against 127 and -127.
+        let mut block = vec![0xffu8; 20];
+        block[..2].copy_from_slice(&half::f16::from_f32(0.5).to_le_bytes());
+        block[2..4].copy_from_slice(&half::f16::from_f32(0.0).to_le_bytes());
+        let x = Q8Row::quantize(&[1.0; 32]);
+        let got = dot(GgmlType::Q4_1, &block, &x);
+        assert!((got - 32.0 * 15.0 * 0.5).abs() < 1e-3, "{got}");
+        let x = Q8Row::quantize(&[-1.0; 32]);
+        assert!((dot(GgmlType::Q4_1, &block, &x) + 32.0 * 15.0 * 0.5).abs() < 1e-3);
+    }
+
+    #[test]
+    fn the_product_is_the_f32_one_within_the_activations_rounding() {
+        for ty in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1] {
+            let k = 576;
+            let w = QuantMatrix::quantize(&values(8 * k, 8), 8, k, ty).unwrap();
+            let dense = w.dequantize();
+            let x = values(k, 9);
+            let q = Q8Row::quantize(&x);
+            for (r, row) in w.blocks().chunks_exact(w.blocks().len() / 8).enumerate() {
+                let wr = &dense[r * k..(r + 1) * k];
+                let exact: f64 = wr.iter().zip(&x).map(|(&a, &b)| a as f64 * b as f64).sum();
+                // Each activation moves by at most half its block's step.
+                let bound: f64 = wr
+                    .iter()
+                    .enumerate()
+                    .map(|(j, &a)| (a as f64).abs() * q.d[j / BLOCK] as f64 / 2.0)
+                    .sum();
+                let got = dot(ty, row, &q) as f64;
+                assert!(
+                    (got - exact).abs() <= bound * 1.01 + 1e-5,
+                    "{ty} row {r}: {got} vs {exact} (bound {bound})"
+                );
+            }
+        }
+    }
+}
