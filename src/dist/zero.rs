@@ -226,3 +226,89 @@ fn gather_chunks(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_rank_holds_its_chunk_of_every_bucket_and_the_config() {
+        // Parameters of 5, 3 and 4 elements over 3 ranks: buckets [p2, p1] (7, padded to 9) and [p0] (5, to 6).
+        let layout = Buckets::new(&[5, 3, 4], 6, 3);
+        let config = AdamWConfig {
+            beta1: 0.5,
+            weight_decay: 0.25,
+            ..AdamWConfig::default()
+        };
+        let mut full = AdamW::new(config.clone(), &[5, 3, 4]);
+        for (p, m) in full.m.iter_mut().enumerate() {
+            for (i, v) in m.iter_mut().enumerate() {
+                *v = (10 * p + i) as f32;
+            }
+        }
+        full.step = 7;
+        let shards: Vec<ZeroAdamW> = (0..3)
+            .map(|r| ZeroAdamW::from_full(&full, &layout, r))
+            .collect();
+        for (r, z) in shards.iter().enumerate() {
+            // A third of each padded bucket, both moments.
+            assert_eq!(z.state_elements(), 2 * (3 + 2), "rank {r}");
+            assert_eq!(z.config().beta1, 0.5);
+            assert_eq!(z.config().weight_decay, 0.25);
+        }
+        // Bucket 0 is p2 (20, 21, 22, 23) then p1 (10, 11, 12), then padding; bucket 1 is p0 (0..5), padding.
+        assert_eq!(shards[0].m, [vec![20.0, 21.0, 22.0], vec![0.0, 1.0]]);
+        assert_eq!(shards[1].m, [vec![23.0, 10.0, 11.0], vec![2.0, 3.0]]);
+        assert_eq!(shards[2].m, [vec![12.0, 0.0, 0.0], vec![4.0, 0.0]]);
+    }
+
+    #[test]
+    fn a_step_with_mismatched_counts_or_non_f32_parameters_is_refused() {
+        let layout = Buckets::new(&[2, 3], 4, 1);
+        let mut zero =
+            ZeroAdamW::from_full(&AdamW::new(AdamWConfig::default(), &[2, 3]), &layout, 0);
+        let mut group = Group::new(
+            Box::new(crate::dist::local::Single),
+            std::time::Duration::from_secs(5),
+        );
+        let (mut a, mut b) = (
+            Tensor::zeros(&[2], DType::F32),
+            Tensor::zeros(&[3], DType::F32),
+        );
+        let grad = Tensor::zeros(&[5], DType::F32);
+        // One gradient chunk too many, then one parameter too few.
+        let two = [grad.clone(), grad.clone()];
+        let err = zero
+            .step(&mut group, &layout, &mut [&mut a, &mut b], &two, 0.1)
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("2 gradient chunks and 2 parameters"),
+            "{err}"
+        );
+        let err = zero
+            .step(&mut group, &layout, &mut [&mut a], &[grad.clone()], 0.1)
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("1 gradient chunks and 1 parameters"),
+            "{err}"
+        );
+        let mut wide = Tensor::zeros(&[3], DType::F64);
+        let err = zero
+            .step(
+                &mut group,
+                &layout,
+                &mut [&mut a, &mut wide],
+                &[grad.clone()],
+                0.1,
+            )
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("f32 parameters in host memory"),
+            "{err}"
+        );
+        zero.step(&mut group, &layout, &mut [&mut a, &mut b], &[grad], 0.1)
+            .unwrap();
+    }
+}
