@@ -287,7 +287,13 @@ mod tests {
             "{err}"
         );
         let err = zero
-            .step(&mut group, &layout, &mut [&mut a], &[grad.clone()], 0.1)
+            .step(
+                &mut group,
+                &layout,
+                &mut [&mut a],
+                std::slice::from_ref(&grad),
+                0.1,
+            )
             .unwrap_err();
         assert!(
             err.to_string()
