@@ -306,7 +306,7 @@ mod tests {
                 &mut group,
                 &layout,
                 &mut [&mut a, &mut wide],
-                &[grad.clone()],
+                std::slice::from_ref(&grad),
                 0.1,
             )
             .unwrap_err();
