@@ -1,13 +1,20 @@
-//! The GPU paths of the matrix product (cuBLAS), the fused kernels (attention, RMSNorm, SwiGLU), AdamW and a
-//! training step, each against the CPU on the same inputs, forward and backward. They skip, saying why, on a
+//! The GPU paths of the matrix product (cuBLAS), the fused kernels (attention, RMSNorm, SwiGLU), products with
+//! quantized weights (every block format, f32 and bf16), AdamW and training steps (dense, and LoRA over a
+//! quantized base), each against the CPU on the same inputs, forward and backward. They skip, saying why, on a
 //! machine without a GPU (and fail there under `TAPEGRAD_REQUIRE_GPU=1`, as `scripts/gpu-check.sh` runs them).
 
 mod common;
 
-use tapegrad::llama::{Config, Llama};
+use common::{random_quant, QUANT_FORMATS};
+use tapegrad::io::gguf::GgmlType;
+use tapegrad::llama::{Config, Llama, LoraConfig};
 use tapegrad::ops::with_gpu_bf16;
 use tapegrad::optim::{AdamW, AdamWConfig};
 use tapegrad::{DType, Device, Rng, Tape, Tensor};
+
+/// Held exclusively by the test that counts the driver's allocations (a count for the whole process), and
+/// shared by the long tests that allocate on the GPU meanwhile.
+static DRIVER_COUNT: std::sync::RwLock<()> = std::sync::RwLock::new(());
 
 /// max |a − b| / max |b|; infinite when an element of one is NaN and not of the other (`f64::max` would drop it).
 fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
@@ -202,44 +209,70 @@ fn adamw_on_the_gpu_matches_the_host_update() {
     assert_eq!(opt_gpu.step, 3);
 }
 
+/// The `tiny` preset at width 128 with two heads of 64 (the flash kernels' head size) and `ffn_dim` 192.
+fn small_config() -> Config {
+    let mut config: Config = Config::preset("tiny").unwrap().config;
+    config.dim = 128;
+    config.n_heads = 2;
+    config.n_kv_heads = 2;
+    config.ffn_dim = 192; // whole blocks of 32, so the projections can be quantized
+    config
+}
+
+/// `steps` AdamW steps of `model` at `lr` on one fixed batch of 2 × 32 tokens (on a GPU with bf16 activations,
+/// as `train_llama` runs there), calling `after_step` after each; the losses.
+fn train(model: &mut Llama, steps: usize, lr: f64, mut after_step: impl FnMut()) -> Vec<f64> {
+    let (b, t) = (2, 32);
+    let ids: Vec<u32> = (0..b * t + 1).map(|i| (i * 37 % 300) as u32).collect();
+    if model.device() != Device::Cpu {
+        model.activations = Some(DType::BF16);
+    }
+    let mut sizes = Vec::new();
+    model.visit(&mut |_, p| sizes.push(p.numel()));
+    let mut opt = AdamW::new(AdamWConfig::default(), &sizes);
+    (0..steps)
+        .map(|_| {
+            let tape = Tape::new();
+            let leaves = model.watch(&tape);
+            let loss = model.loss(&ids[..b * t], &ids[1..], b, t).unwrap();
+            model.unwatch();
+            let mut grads = tape.backward(&loss).unwrap();
+            let grads: Vec<Tensor> = leaves.iter().map(|l| grads.remove(l).unwrap()).collect();
+            opt.step(&mut model.params_mut(), &grads, lr).unwrap();
+            let loss = loss.item().unwrap();
+            drop((tape, leaves, grads));
+            after_step();
+            loss
+        })
+        .collect()
+}
+
+/// The GPU run learns, and its losses agree with the CPU's to about 1% (bf16 products and attention).
+fn agree(cpu: &[f64], gpu: &[f64]) {
+    assert!(gpu[gpu.len() - 1] < gpu[0], "the GPU run learns: {gpu:?}");
+    for (a, b) in gpu.iter().zip(cpu) {
+        assert!(
+            (a - b).abs() <= 0.02 * b.abs(),
+            "GPU {gpu:?} vs CPU {cpu:?}"
+        );
+    }
+}
+
 #[test]
 fn a_tiny_llama_trains_on_the_gpu_like_on_the_cpu() {
     let Some(dev) = common::gpu_or_skip("a_tiny_llama_trains_on_the_gpu_like_on_the_cpu") else {
         return;
     };
-    let mut config: Config = Config::preset("tiny").unwrap().config;
-    config.dim = 128;
-    config.n_heads = 2; // head dim 64, which the flash kernels take
-    config.n_kv_heads = 2;
-    let (b, t) = (2, 32);
-    let ids: Vec<u32> = (0..b * t + 1).map(|i| (i * 37 % 300) as u32).collect();
+    let _alone = DRIVER_COUNT.write().unwrap_or_else(|e| e.into_inner());
     let losses = [Device::Cpu, dev].map(|device| {
-        let mut model = Llama::new(config.clone(), DType::F32, 3).unwrap();
+        let mut model = Llama::new(small_config(), DType::F32, 3).unwrap();
         model.to_device(device).unwrap();
-        if device != Device::Cpu {
-            model.activations = Some(DType::BF16); // mixed precision, as train_llama runs on a GPU
-        }
-        let mut sizes = Vec::new();
-        model.visit(&mut |_, p| sizes.push(p.numel()));
-        let mut opt = AdamW::new(AdamWConfig::default(), &sizes);
         let mut driver_allocations = Vec::new();
-        let losses = (0..5)
-            .map(|_| {
-                let tape = Tape::new();
-                let leaves = model.watch(&tape);
-                let loss = model.loss(&ids[..b * t], &ids[1..], b, t).unwrap();
-                model.unwatch();
-                let mut grads = tape.backward(&loss).unwrap();
-                let grads: Vec<Tensor> = leaves.iter().map(|l| grads.remove(l).unwrap()).collect();
-                opt.step(&mut model.params_mut(), &grads, 3e-3).unwrap();
-                let loss = loss.item().unwrap();
-                drop((tape, leaves, grads));
-                if device != Device::Cpu {
-                    driver_allocations.extend(common::gpu_driver_allocations());
-                }
-                loss
-            })
-            .collect::<Vec<f64>>();
+        let losses = train(&mut model, 5, 3e-3, || {
+            if device != Device::Cpu {
+                driver_allocations.extend(common::gpu_driver_allocations());
+            }
+        });
         // The pool serves every step after the second from its cache: no new driver allocation.
         if let [.., second, _, _, last] = driver_allocations[..] {
             assert_eq!(
@@ -249,15 +282,7 @@ fn a_tiny_llama_trains_on_the_gpu_like_on_the_cpu() {
         }
         losses
     });
-    let (cpu, gpu) = (&losses[0], &losses[1]);
-    assert!(gpu[4] < gpu[0], "the GPU run learns: {gpu:?}");
-    for (a, b) in gpu.iter().zip(cpu) {
-        // bf16 matrix products and attention: the losses agree to about 1%.
-        assert!(
-            (a - b).abs() <= 0.02 * b.abs(),
-            "GPU {gpu:?} vs CPU {cpu:?}"
-        );
-    }
+    agree(&losses[0], &losses[1]);
 }
 
 #[test]
@@ -270,4 +295,80 @@ fn moving_to_an_absent_or_unbuilt_gpu_is_a_clear_error() {
         .expect_err("no GPU here")
         .to_string();
     assert!(err.contains("cuda"), "{err}");
+}
+
+#[test]
+fn quantized_weights_expand_and_multiply_on_the_gpu_as_on_the_cpu() {
+    let Some(dev) =
+        common::gpu_or_skip("quantized_weights_expand_and_multiply_on_the_gpu_as_on_the_cpu")
+    else {
+        return;
+    };
+    let _shared = DRIVER_COUNT.read().unwrap_or_else(|e| e.into_inner());
+    for (i, &(ty, _)) in QUANT_FORMATS.iter().enumerate() {
+        let k = 2 * ty.block_layout().unwrap().0;
+        let n = 5;
+        let w = random_quant(ty, n, k, 40 + i as u64);
+        let dense = w.dequantize();
+        // I · Wᵀ is Wᵀ exactly (one non-zero product in each sum): the kernels' values, bit for bit, in f32
+        // and rounded once to bf16.
+        let mut eye = vec![0f32; k * k];
+        for j in 0..k {
+            eye[j * k + j] = 1.0;
+        }
+        let eye = Tensor::from_vec(eye, &[k, k])
+            .unwrap()
+            .to_device(dev)
+            .unwrap();
+        for dtype in [DType::F32, DType::BF16] {
+            let eye = eye.to_dtype(dtype).unwrap();
+            let wt = with_gpu_bf16(false, || eye.linear_quantized(&w)).unwrap();
+            let got = wt.to_device(Device::Cpu).unwrap().to_f64_vec();
+            for (e, &g) in got.iter().enumerate() {
+                let v = dense[(e % n) * k + e / n];
+                let want = if dtype == DType::BF16 {
+                    half::bf16::from_f32(v).to_f32()
+                } else {
+                    v
+                };
+                // Equal values (a sum turns a −0 into +0).
+                assert_eq!(g, want as f64, "{ty} {dtype} element {e}");
+            }
+        }
+        // Forward and dx against the CPU's panels (6 rows: the exact f32 path there).
+        let x = randn(&[6, k], 7 + i as u64);
+        check(&format!("quantized linear {ty}"), dev, &[x], 1e-5, &|xs| {
+            with_gpu_bf16(false, || xs[0].linear_quantized(&w))
+        });
+    }
+    // Mixed precision (the default): f32 activations multiply in bf16, the weight expanded to bf16, products
+    // accumulated in f32.
+    let w = random_quant(GgmlType::Q4_K, 64, 256, 3);
+    let x = randn(&[2, 3, 256], 5);
+    check(
+        "quantized linear, mixed precision",
+        dev,
+        &[x],
+        2e-2,
+        &|xs| with_gpu_bf16(true, || xs[0].linear_quantized(&w)),
+    );
+}
+
+#[test]
+fn lora_over_a_quantized_base_trains_on_the_gpu_like_on_the_cpu() {
+    let Some(dev) =
+        common::gpu_or_skip("lora_over_a_quantized_base_trains_on_the_gpu_like_on_the_cpu")
+    else {
+        return;
+    };
+    let _shared = DRIVER_COUNT.read().unwrap_or_else(|e| e.into_inner());
+    let losses = [Device::Cpu, dev].map(|device| {
+        let mut model = Llama::new(small_config(), DType::F32, 3).unwrap();
+        model.quantize_projections(GgmlType::Q8_0).unwrap();
+        model.add_lora(&LoraConfig::new(4), 11).unwrap();
+        model.to_device(device).unwrap();
+        assert_eq!(model.device(), device);
+        train(&mut model, 4, 1e-2, || {})
+    });
+    agree(&losses[0], &losses[1]);
 }

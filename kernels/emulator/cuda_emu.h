@@ -159,6 +159,10 @@ using std::sqrt;
 inline float __expf(float x) { return std::exp(x); }
 inline float __logf(float x) { return std::log(x); }
 inline float __fdividef(float a, float b) { return a / b; }
+// Rounded f32 arithmetic that the compiler must not fuse (g++ here targets x86-64 without FMA, so none is).
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fadd_rn(float a, float b) { return a + b; }
+inline float __fsub_rn(float a, float b) { return a - b; }
 inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
 inline double rsqrt(double x) { return 1.0 / std::sqrt(x); }
 template <typename T> inline T __ldg(const T* p) { return *p; }
@@ -210,6 +214,7 @@ inline __nv_bfloat162 __floats2bfloat162_rn(float lo, float hi) {
 inline float2 __bfloat1622float2(__nv_bfloat162 v) { return {__bfloat162float(v.x), __bfloat162float(v.y)}; }
 
 inline float __half2float(__half h) { return static_cast<float>(tgemu::bits<_Float16>(h.bits)); }
+inline __half __ushort_as_half(unsigned short bits) { return {bits}; }
 inline __half __float2half_rn(float f) { return {tgemu::bits<uint16_t>(static_cast<_Float16>(f))}; }
 inline __half __float2half(float f) { return __float2half_rn(f); }
 // One rounding, from the double itself.

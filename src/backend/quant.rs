@@ -3,10 +3,11 @@
 //! full f32 copy: the kernels dequantize a panel of rows at a time (`backend::quant_linear`).
 
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
 
+use super::cuda::{DeviceBuffer, Gpu};
 use crate::error::{Error, Result};
 use crate::io::gguf::GgmlType;
 use crate::io::quant::Kernel;
@@ -14,7 +15,7 @@ use crate::io::quant::Kernel;
 /// Rows dequantized in parallel once a request holds this many elements.
 const PARALLEL_ELEMENTS: usize = 1 << 15;
 
-/// A weight `[rows, cols]` in a ggml block format. Cloning shares the blocks.
+/// A weight `[rows, cols]` in a ggml block format. Cloning shares the blocks (and their copy on a GPU).
 #[derive(Clone)]
 pub struct QuantMatrix {
     ty: GgmlType,
@@ -24,6 +25,8 @@ pub struct QuantMatrix {
     /// Bytes of one row: `cols / block · block_bytes`.
     row_bytes: usize,
     blocks: Blocks,
+    /// The blocks uploaded to the GPU of the last product there (`on_gpu`).
+    gpu_copy: Arc<Mutex<Option<Arc<DeviceBuffer>>>>,
 }
 
 /// Where the blocks are: a buffer of their own, or a range of bytes someone else holds (a memory-mapped
@@ -106,6 +109,7 @@ impl QuantMatrix {
             kernel,
             row_bytes,
             blocks,
+            gpu_copy: Arc::default(),
         })
     }
 
@@ -198,6 +202,21 @@ impl QuantMatrix {
             GgmlType::Q6_K => dequant_q6_k(src, out),
             _ => (self.kernel)(src, out),
         }
+    }
+
+    /// The blocks as raw bytes on `gpu` (device `ordinal`): uploaded on first use there and kept, shared by
+    /// clones, until a product on another GPU replaces them.
+    pub(crate) fn on_gpu(&self, gpu: &Arc<Gpu>, ordinal: usize) -> Result<Arc<DeviceBuffer>> {
+        let mut copy = self.gpu_copy.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(buf) = copy.as_ref().filter(|b| b.ordinal() == ordinal) {
+            return Ok(buf.clone());
+        }
+        // Whole f32 elements (the pool's unit), the last padded with zero bytes.
+        let mut bytes = self.blocks().to_vec();
+        bytes.resize(bytes.len().div_ceil(4) * 4, 0);
+        let buf = Arc::new(gpu.upload(crate::DType::F32, &bytes)?);
+        *copy = Some(buf.clone());
+        Ok(buf)
     }
 
     /// The blocks of row `r`.

@@ -300,6 +300,11 @@ impl Llama {
                 .flat_map(|l| [&mut l.a, &mut l.b])
                 .collect();
         }
+        self.dense_mut()
+    }
+
+    /// Every dense weight (trainable or frozen under LoRA), mutably, in the order of `visit_weights`.
+    fn dense_mut(&mut self) -> Vec<&mut Tensor> {
         let mut out: Vec<&mut Tensor> = self.embed.dense_mut().into_iter().collect();
         for b in &mut self.blocks {
             let (attn_norm, mlp_norm, projections) = b.split_mut();
@@ -396,19 +401,18 @@ impl Llama {
     }
 
     /// Moves every parameter to `device` (the rotary tables follow on first use there). Quantized weights
-    /// stay in host memory, so a model holding them cannot move to a GPU.
+    /// keep their blocks in host memory; a product on a GPU uploads them there on first use (and keeps them).
     pub fn to_device(&mut self, device: crate::backend::Device) -> Result<()> {
-        let quantized = self.quantized_weights();
-        if device != crate::backend::Device::Cpu && !quantized.is_empty() {
-            return Err(Error::Device {
-                op: "to_device",
-                msg: format!(
-                    "a model with quantized weights ({quantized:?}) runs on the CPU only; dequantize it to move it to {device}"
-                ),
-            });
-        }
-        for p in self.params_mut() {
+        for p in self.dense_mut() {
             *p = p.to_device(device)?;
+        }
+        let adapters = self
+            .blocks
+            .iter_mut()
+            .flat_map(|b| b.lora.iter_mut().flatten());
+        for l in adapters {
+            l.a = l.a.to_device(device)?;
+            l.b = l.b.to_device(device)?;
         }
         Ok(())
     }
@@ -477,9 +481,10 @@ impl Llama {
             dropout_seed: None,
         };
         let dtype = self.norm.dtype();
-        let mut x =
-            self.embed
-                .embedding(ids, &[batch, seq_len], self.activations.unwrap_or(dtype))?;
+        let mut x = self
+            .embed
+            .embedding(ids, &[batch, seq_len], self.activations.unwrap_or(dtype))?
+            .to_device(self.norm.device())?;
         for (layer, b) in self.blocks.iter().enumerate() {
             let input = BlockInput {
                 dropout_seed: self.dropout_seed.map(|s| Rng::derive(s, layer as u64 + 7)),

@@ -40,6 +40,7 @@ use crate::tensor::Tensor;
 const PRECISION: &[(&str, Precision)] = &[
     ("matmul", Precision::AutocastOnGpu),
     ("linear", Precision::AutocastOnGpu),
+    ("linear_quantized", Precision::AutocastOnGpu),
     ("rms_norm", Precision::NativeOnGpu),
     ("swiglu", Precision::NativeOnGpu),
     ("attention", Precision::Bf16OnGpu),

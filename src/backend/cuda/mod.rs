@@ -11,6 +11,7 @@ pub(crate) mod binary;
 pub mod blas;
 pub(crate) mod copy;
 pub(crate) mod cross_entropy;
+pub(crate) mod dequant;
 pub(crate) mod embedding;
 pub(crate) mod launch;
 pub mod nvrtc;

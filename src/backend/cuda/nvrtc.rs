@@ -58,6 +58,7 @@ pub const FAMILIES: &[(&str, &str)] = &[
     ("attention", include_str!("../../../kernels/attention.cu")),
     ("binary", include_str!("../../../kernels/binary.cu")),
     ("copy", include_str!("../../../kernels/copy.cu")),
+    ("dequant", include_str!("../../../kernels/dequant.cu")),
     (
         "cross_entropy",
         include_str!("../../../kernels/cross_entropy.cu"),
