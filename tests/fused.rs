@@ -143,6 +143,27 @@ fn attention_over_a_longer_key_cache_matches_reference() {
     );
 }
 
+#[test]
+fn attention_of_a_few_rows_over_a_long_key_cache_matches_reference() {
+    // Decoding: one to four new queries over 130 cached keys take the row path instead of the tiles.
+    for tq in [1, 3, 4] {
+        let tk = 130;
+        let inputs = [
+            values(&[B, H, tq, D], -2.0, 2.0, 15),
+            values(&[B, HKV, tk, D], -2.0, 2.0, 16),
+            values(&[B, HKV, tk, D], -1.0, 1.0, 17),
+        ];
+        let seed = values(&[B, H, tq, D], -1.0, 1.0, 18);
+        check_fused(
+            &format!("attention Tq={tq} Tk={tk}"),
+            &inputs,
+            &seed,
+            &|xs| xs[0].attention(&xs[1], &xs[2]),
+            &|xs| attention_reference(&xs[0], &xs[1], &xs[2]),
+        );
+    }
+}
+
 /// Random targets in `0..V`, with every fifth replaced by `ignore` when given.
 fn targets(n: usize, ignore: Option<u32>, seed: u64) -> Vec<u32> {
     let mut rng = Rng::new(seed);

@@ -17,7 +17,10 @@
 //! One task per (batch, key/value head) owns dK, dV and the dQ rows of its query heads: no atomics, and the
 //! result is deterministic.
 //!
-//! Each head's kernel runs through `simd::vectorized`: compiled for AVX2 + FMA when the CPU has them.
+//! Up to `FEW_ROWS` query rows (decoding with a KV cache) skip the tiles: each row's scores, softmax and
+//! weighted sum of values in one pass over the keys it sees (`forward_rows`); small calls run their heads on
+//! the calling thread. Each head's kernel runs through `simd::vectorized`: compiled for AVX2 + FMA when the CPU
+//! has them.
 //!
 //! Inputs are read through their strides (the last dim must be contiguous); outputs are stored `[B, T, H, D]`.
 
@@ -215,6 +218,51 @@ fn copy_rows<T: Float>(
     for r in n..rows {
         tile[r * ld..][..d].fill(T::ZERO);
     }
+}
+
+/// Up to this many query rows (decoding a token at a time), `forward_rows` replaces the tiles.
+pub const FEW_ROWS: usize = 4;
+/// Below this many multiply-adds of scores (`B·H·Tq·Tk·D`) the heads run on the calling thread: waking the
+/// pool would cost more than they do.
+const SERIAL_WORK: usize = 1 << 20;
+
+/// Per (b, h) for a few query rows: each row's scores against the keys it sees (read in place, no tiles),
+/// their softmax, then the weighted sum of the value rows. Tiles of `BR` rows would compute `MR` rows for one
+/// and copy every key and value tile once per query head. Returns what `forward_head` returns.
+#[inline(always)]
+fn forward_rows<T: Float>(
+    q: (&[T], Rows),
+    k: (&[T], Rows),
+    v: (&[T], Rows),
+    g: &Geometry,
+    b: usize,
+    h: usize,
+) -> (Vec<T>, Vec<T>) {
+    let (d, off, scale) = (g.d, g.offset(), T::from_f64(g.scale));
+    let hk = h / g.group();
+    fn row<T>((data, rows): (&[T], Rows), b: usize, h: usize, t: usize, d: usize) -> &[T] {
+        &data[rows.at(b, h, t)..][..d]
+    }
+    let mut out = vec![T::ZERO; g.tq * d];
+    let mut lse = vec![T::ZERO; g.tq];
+    let mut p = Vec::with_capacity(g.tk);
+    for (i, (o, lse)) in out.chunks_exact_mut(d.max(1)).zip(&mut lse).enumerate() {
+        let qi = row(q, b, h, i, d);
+        p.clear();
+        p.extend((0..i + off + 1).map(|j| dot(qi, row(k, b, hk, j, d)) * scale));
+        let mx = lanes(&p, T::NEG_INFINITY, T::max);
+        p.iter_mut().for_each(|x| *x = T::fast_exp(*x - mx));
+        let l = lanes(&p, T::ZERO, |a, b| a + b);
+        for (j, &pj) in p.iter().enumerate() {
+            for (o, &vj) in o.iter_mut().zip(row(v, b, hk, j, d)) {
+                *o += pj * vj;
+            }
+        }
+        let inv = T::ONE / l;
+        o.iter_mut().for_each(|x| *x *= inv);
+        *lse = mx + l.ln();
+    }
+    (out, lse)
 }
 
 /// Per (b, h): the output rows `[Tq, D]` and the row log-sum-exp `[Tq]`.
@@ -442,16 +490,28 @@ pub fn forward<T: Float + StorageElement>(
     geo: &Geometry,
 ) -> (Vec<T>, Vec<T>) {
     let (q, k, v) = (view(q), view(k), view(v));
-    let heads: Vec<(Vec<T>, Vec<T>)> = (0..geo.batch * geo.heads)
-        .into_par_iter()
-        .map(|bh| {
-            let (b, h) = (bh / geo.heads, bh % geo.heads);
-            vectorized(
-                #[inline(always)]
-                || forward_head(q, k, v, geo, b, h),
-            )
-        })
-        .collect();
+    let head = |bh: usize| {
+        let (b, h) = (bh / geo.heads, bh % geo.heads);
+        vectorized(
+            #[inline(always)]
+            || {
+                if geo.tq <= FEW_ROWS {
+                    forward_rows(q, k, v, geo, b, h)
+                } else {
+                    forward_head(q, k, v, geo, b, h)
+                }
+            },
+        )
+    };
+    let work = geo.batch * geo.heads * geo.tq * geo.tk * geo.d;
+    let heads: Vec<(Vec<T>, Vec<T>)> = if work < SERIAL_WORK {
+        (0..geo.batch * geo.heads).map(head).collect()
+    } else {
+        (0..geo.batch * geo.heads)
+            .into_par_iter()
+            .map(head)
+            .collect()
+    };
     let (outs, lses): (Vec<Vec<T>>, Vec<Vec<T>>) = heads.into_iter().unzip();
     (
         interleave(&outs, geo.batch, geo.heads, geo.tq, geo.d),
