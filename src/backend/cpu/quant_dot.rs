@@ -83,12 +83,19 @@ impl Q8Row {
 /// `Σ w·x` of one row of W (`row`: its blocks, `ty` one that [`supports`]) with `x`.
 #[inline(always)]
 pub fn dot(ty: GgmlType, row: &[u8], x: &Q8Row) -> f32 {
+    dots(ty, [row], x)[0]
+}
+
+/// [`dot`] of `R` rows of W with the same `x`, each giving the same bits as alone; the rows' blocks are read
+/// side by side (independent streams from memory, one load of `x` for all).
+#[inline(always)]
+pub fn dots<const R: usize>(ty: GgmlType, rows: [&[u8]; R], x: &Q8Row) -> [f32; R] {
     #[cfg(target_arch = "x86_64")]
     if avx2::available() {
-        // SAFETY: the CPU has AVX2, FMA and F16C; `row` is whole blocks of `ty` for `x.d.len()` blocks.
-        return unsafe { avx2::dot(ty, row, x) };
+        // SAFETY: the CPU has AVX2, FMA and F16C; the rows are whole blocks of `ty` for `x.d.len()` blocks.
+        return unsafe { avx2::dots(ty, rows, x) };
     }
-    scalar::dot(ty, row, x)
+    rows.map(|row| scalar::dot(ty, row, x))
 }
 
 /// A block's bytes, its scale and its 32 integers (`q - 8` for Q4_0), and its minimum (Q4_1; 0 otherwise).
@@ -208,63 +215,80 @@ mod avx2 {
         lanes_unsigned(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w))
     }
 
-    /// See `scalar::dot`.
+    /// See `scalar::dot`, for `R` rows at once.
     ///
     /// # Safety
-    /// The CPU must have AVX2, FMA and F16C; `row` holds `x.d.len()` whole blocks of `ty`.
+    /// The CPU must have AVX2, FMA and F16C; each row holds `x.d.len()` whole blocks of `ty`.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot(ty: GgmlType, row: &[u8], x: &Q8Row) -> f32 {
+    pub unsafe fn dots<const R: usize>(ty: GgmlType, rows: [&[u8]; R], x: &Q8Row) -> [f32; R] {
         let eight = _mm256_set1_epi8(8);
         match ty {
-            GgmlType::Q8_0 => blocks::<34, false>(row, x, |b, q| {
+            GgmlType::Q8_0 => blocks::<R, 34, false>(rows, x, |b, q| {
                 lanes_signed(_mm256_loadu_si256(b.add(2) as *const __m256i), q)
             }),
-            GgmlType::Q4_0 => blocks::<18, false>(row, x, |b, q| {
+            GgmlType::Q4_0 => blocks::<R, 18, false>(rows, x, |b, q| {
                 lanes_signed(_mm256_sub_epi8(nibbles(b.add(2)), eight), q)
             }),
-            _ => blocks::<20, true>(row, x, |b, q| lanes_unsigned(nibbles(b.add(4)), q)),
+            _ => blocks::<R, 20, true>(rows, x, |b, q| lanes_unsigned(nibbles(b.add(4)), q)),
         }
     }
 
-    /// The loop over the blocks (`BYTES` each; `MIN`: the block has a minimum after its scale), two at a
-    /// time: even blocks into one accumulator, odd into the other. `lanes(block, q)` gives a block's eight
-    /// integer lanes against the activations `q`.
+    /// The loop over the blocks (`BYTES` each; `MIN`: the block has a minimum after its scale) of `R` rows,
+    /// two blocks at a time: per row, even blocks into one accumulator, odd into the other. `lanes(block, q)`
+    /// gives a block's eight integer lanes against the activations `q`.
     #[inline(always)]
-    unsafe fn blocks<const BYTES: usize, const MIN: bool>(
-        row: &[u8],
+    unsafe fn blocks<const R: usize, const BYTES: usize, const MIN: bool>(
+        rows: [&[u8]; R],
         x: &Q8Row,
         lanes: impl Fn(*const u8, __m256i) -> __m256i,
-    ) -> f32 {
+    ) -> [f32; R] {
         let n = x.d.len();
-        assert!(row.len() == n * BYTES && x.q.len() == n * BLOCK && x.s.len() == n);
-        let (b, q, d, s) = (row.as_ptr(), x.q.as_ptr(), x.d.as_ptr(), x.s.as_ptr());
-        let mut acc = [_mm256_setzero_ps(); 2];
-        let mut mins = 0f32;
-        let mut one = |i: usize, acc: &mut __m256| {
-            let b = b.add(i * BYTES);
-            let q = _mm256_loadu_si256(q.add(i * BLOCK) as *const __m256i);
-            let dm = f16_pair(b);
-            let scale = _mm256_set1_ps(_mm_cvtss_f32(dm) * *d.add(i));
-            *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes(b, q)), scale, *acc);
-            if MIN {
-                let m = _mm_cvtss_f32(_mm_movehdup_ps(dm));
-                mins = m.mul_add(*s.add(i), mins);
-            }
-        };
+        assert!(x.q.len() == n * BLOCK && x.s.len() == n);
+        assert!(rows.iter().all(|r| r.len() == n * BYTES));
+        let (q, d, s) = (x.q.as_ptr(), x.d.as_ptr(), x.s.as_ptr());
+        let mut b = [std::ptr::null(); R];
+        for (b, r) in b.iter_mut().zip(rows) {
+            *b = r.as_ptr();
+        }
+        let mut acc = [[_mm256_setzero_ps(); 2]; R];
+        let mut mins = [0f32; R];
+        // Block `i` of every row into accumulator `parity` (a macro, not a closure: a closure is compiled
+        // without this function's target features, and its intrinsics would become calls).
+        macro_rules! block {
+            ($i:expr, $parity:expr) => {{
+                let i = $i;
+                let qv = _mm256_loadu_si256(q.add(i * BLOCK) as *const __m256i);
+                let di = *d.add(i);
+                for r in 0..R {
+                    let b = b[r].add(i * BYTES);
+                    let dm = f16_pair(b);
+                    let scale = _mm256_set1_ps(_mm_cvtss_f32(dm) * di);
+                    let a = &mut acc[r][$parity];
+                    *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes(b, qv)), scale, *a);
+                    if MIN {
+                        let m = _mm_cvtss_f32(_mm_movehdup_ps(dm));
+                        mins[r] = m.mul_add(*s.add(i), mins[r]);
+                    }
+                }
+            }};
+        }
         for i in (0..n & !1).step_by(2) {
-            let [even, odd] = &mut acc;
-            one(i, even);
-            one(i + 1, odd);
+            block!(i, 0);
+            block!(i + 1, 1);
         }
         if n % 2 == 1 {
-            one(n - 1, &mut acc[0]);
+            block!(n - 1, 0);
         }
-        let a = _mm256_add_ps(acc[0], acc[1]);
-        // (a0 + a4, a1 + a5, a2 + a6, a3 + a7), then (t0 + t2, t1 + t3), then their sum.
-        let t = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-        let u = _mm_add_ps(t, _mm_movehl_ps(t, t));
-        let total = _mm_add_ss(u, _mm_shuffle_ps(u, u, 1));
-        _mm_cvtss_f32(total) + mins
+        let mut out = [0f32; R];
+        for r in 0..R {
+            let a = _mm256_add_ps(acc[r][0], acc[r][1]);
+            // (a0 + a4, a1 + a5, a2 + a6, a3 + a7), then (t0 + t2, t1 + t3), then their sum.
+            let t = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+            let u = _mm_add_ps(t, _mm_movehl_ps(t, t));
+            let total = _mm_add_ss(u, _mm_shuffle_ps(u, u, 1));
+            out[r] = _mm_cvtss_f32(total) + mins[r];
+        }
+        out
     }
 }
 
@@ -321,6 +345,22 @@ mod tests {
                     assert_eq!(simd.to_bits(), twin.to_bits(), "{ty} K {k} row {r}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn rows_side_by_side_give_each_row_s_bits() {
+        for ty in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1] {
+            let k = 96;
+            let w = QuantMatrix::quantize(&values(2 * k, 11), 2, k, ty).unwrap();
+            let x = Q8Row::quantize(&values(k, 12));
+            let (a, b) = w.blocks().split_at(w.blocks().len() / 2);
+            let both = dots(ty, [a, b], &x);
+            assert_eq!(
+                both.map(f32::to_bits),
+                [dot(ty, a, &x), dot(ty, b, &x)].map(f32::to_bits)
+            );
+            assert_eq!(both[1].to_bits(), scalar::dot(ty, b, &x).to_bits());
         }
     }
 

@@ -155,9 +155,17 @@ fn forward_by_rows<T: Float>(x: &[T], m: usize, w: &QuantMatrix, y: &mut [T]) {
         // SAFETY: `y` is `[m, n]` (checked by `forward`), and this task alone writes its columns `rows`.
         let put = |i: usize, r: usize, v: T| unsafe { *out.ptr().add(i * n + r) = v };
         if let Some(xq) = &int8 {
-            for r in rows {
+            // Rows of W in pairs: two streams from memory at once.
+            for r in rows.clone().step_by(2) {
                 for (i, xq) in xq.iter().enumerate() {
-                    put(i, r, T::from_f32(quant_dot::dot(ty, w.row_blocks(r), xq)));
+                    if r + 1 < rows.end {
+                        let pair = [w.row_blocks(r), w.row_blocks(r + 1)];
+                        let [a, b] = quant_dot::dots(ty, pair, xq);
+                        put(i, r, T::from_f32(a));
+                        put(i, r + 1, T::from_f32(b));
+                    } else {
+                        put(i, r, T::from_f32(quant_dot::dot(ty, w.row_blocks(r), xq)));
+                    }
                 }
             }
             return;
