@@ -341,6 +341,17 @@ fn quantized_weights_expand_and_multiply_on_the_gpu_as_on_the_cpu() {
             with_gpu_bf16(false, || xs[0].linear_quantized(&w))
         });
     }
+    // Rows reordered (as q and k are when a GGUF file loads): the upload follows the order.
+    let w = random_quant(GgmlType::Q4_0, 5, 64, 9)
+        .select_rows(&[4, 0, 2, 1, 3])
+        .unwrap();
+    check(
+        "quantized linear, reordered rows",
+        dev,
+        &[randn(&[6, 64], 4)],
+        1e-5,
+        &|xs| with_gpu_bf16(false, || xs[0].linear_quantized(&w)),
+    );
     // Mixed precision (the default): f32 activations multiply in bf16, the weight expanded to bf16, products
     // accumulated in f32.
     let w = random_quant(GgmlType::Q4_K, 64, 256, 3);

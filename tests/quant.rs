@@ -182,6 +182,27 @@ fn selected_rows_are_those_rows() {
     let (all, got) = (w.dequantize(), picked.dequantize());
     for (i, &r) in [4usize, 0, 0, 2].iter().enumerate() {
         assert_eq!(got[i * 256..(i + 1) * 256], all[r * 256..(r + 1) * 256]);
+        assert_eq!(picked.row(i), w.row(r));
+    }
+    // Selections compose (rows looked up through both orders, the blocks shared), and the reordered blocks
+    // read back in the new order.
+    let again = picked.select_rows(&[3, 0]).unwrap();
+    assert_eq!((again.row(0), again.row(1)), (w.row(2), w.row(4)));
+    assert_eq!(again.blocks().len(), again.byte_len());
+    assert_eq!(again.blocks()[..again.byte_len() / 2], *w.row(2));
+    assert!(picked.select_rows(&[4]).is_err());
+    // Many rows: dequantized in parallel through the order as well.
+    let tall = random_quant(GgmlType::Q8_0, 300, 256, 3);
+    let order: Vec<usize> = (0..300).rev().collect();
+    let (flipped, all) = (
+        tall.select_rows(&order).unwrap().dequantize(),
+        tall.dequantize(),
+    );
+    for r in 0..300 {
+        assert_eq!(
+            flipped[r * 256..(r + 1) * 256],
+            all[(299 - r) * 256..(300 - r) * 256]
+        );
     }
 }
 

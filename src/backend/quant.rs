@@ -25,6 +25,8 @@ pub struct QuantMatrix {
     /// Bytes of one row: `cols / block · block_bytes`.
     row_bytes: usize,
     blocks: Blocks,
+    /// Row `r` of the matrix is stored row `order[r]` of the blocks (`select_rows`); `None`: in order.
+    order: Option<Arc<[u32]>>,
     /// The blocks uploaded to the GPU of the last product there (`on_gpu`).
     gpu_copy: Arc<Mutex<Option<Arc<DeviceBuffer>>>>,
 }
@@ -109,6 +111,7 @@ impl QuantMatrix {
             kernel,
             row_bytes,
             blocks,
+            order: None,
             gpu_copy: Arc::default(),
         })
     }
@@ -142,29 +145,40 @@ impl QuantMatrix {
         [self.rows, self.cols]
     }
 
-    /// The blocks, row after row, as a GGUF file stores them.
-    pub fn blocks(&self) -> &[u8] {
-        self.blocks.bytes()
+    /// The blocks, row after row, as a GGUF file stores them (a copy when the rows were reordered).
+    pub fn blocks(&self) -> std::borrow::Cow<'_, [u8]> {
+        match &self.order {
+            None => std::borrow::Cow::Borrowed(self.blocks.bytes()),
+            Some(_) => (0..self.rows).flat_map(|r| self.row(r)).copied().collect(),
+        }
     }
 
     /// Bytes of the blocks.
     pub fn byte_len(&self) -> usize {
-        self.blocks().len()
+        self.rows * self.row_bytes
     }
 
-    /// The same matrix with its rows reordered: row `i` of the result is row `order[i]` of this one.
+    /// The same matrix with its rows reordered: row `i` of the result is row `order[i]` of this one. The
+    /// blocks are shared, not copied (the rows are looked up through the order).
     pub fn select_rows(&self, order: &[usize]) -> Result<QuantMatrix> {
-        let mut blocks = Vec::with_capacity(order.len() * self.row_bytes);
-        for &r in order {
-            if r >= self.rows {
-                return Err(Error::Index {
+        let stored = order
+            .iter()
+            .map(|&r| match (r < self.rows, &self.order) {
+                (false, _) => Err(Error::Index {
                     op: "quantized weight",
                     msg: format!("row {r} of a matrix of {} rows", self.rows),
-                });
-            }
-            blocks.extend_from_slice(&self.blocks()[r * self.row_bytes..(r + 1) * self.row_bytes]);
-        }
-        QuantMatrix::from_blocks(self.ty, order.len(), self.cols, blocks)
+                }),
+                (true, Some(o)) => Ok(o[r]),
+                (true, None) => u32::try_from(r)
+                    .map_err(|_| Error::shape("quantized weight", format!("row {r} exceeds u32"))),
+            })
+            .collect::<Result<Arc<[u32]>>>()?;
+        Ok(QuantMatrix {
+            rows: order.len(),
+            order: Some(stored),
+            gpu_copy: Arc::default(),
+            ..self.clone()
+        })
     }
 
     /// Rows `rows` dequantized into `out` (`rows.len() · cols` elements), in parallel for large requests.
@@ -174,7 +188,25 @@ impl QuantMatrix {
             "internal: rows {rows:?} of {self:?} into {} elements",
             out.len()
         );
-        let src = &self.blocks()[rows.start * self.row_bytes..rows.end * self.row_bytes];
+        if self.order.is_some() {
+            let per_task = (PARALLEL_ELEMENTS / self.cols).max(1);
+            let run = |(i, o): (usize, &mut [f32])| {
+                for (j, o) in o.chunks_exact_mut(self.cols).enumerate() {
+                    (self.kernel)(self.row(rows.start + i * per_task + j), o);
+                }
+            };
+            if out.len() >= PARALLEL_ELEMENTS {
+                out.par_chunks_mut(per_task * self.cols)
+                    .enumerate()
+                    .for_each(run);
+            } else {
+                out.chunks_mut(per_task * self.cols)
+                    .enumerate()
+                    .for_each(run);
+            }
+            return;
+        }
+        let src = &self.blocks.bytes()[rows.start * self.row_bytes..rows.end * self.row_bytes];
         if out.len() >= PARALLEL_ELEMENTS {
             let per_task = (PARALLEL_ELEMENTS / self.cols).max(1);
             out.par_chunks_mut(per_task * self.cols)
@@ -190,7 +222,7 @@ impl QuantMatrix {
     #[inline(always)]
     pub(crate) fn dequantize_row_inline(&self, r: usize, out: &mut [f32]) {
         use crate::io::quant::*;
-        let src = self.row_blocks(r);
+        let src = self.row(r);
         match self.ty {
             GgmlType::Q8_0 => dequant_q8_0(src, out),
             GgmlType::Q4_0 => dequant_q4_0(src, out),
@@ -221,8 +253,9 @@ impl QuantMatrix {
 
     /// The blocks of row `r`.
     #[inline(always)]
-    pub(crate) fn row_blocks(&self, r: usize) -> &[u8] {
-        &self.blocks()[r * self.row_bytes..(r + 1) * self.row_bytes]
+    pub fn row(&self, r: usize) -> &[u8] {
+        let stored = self.order.as_ref().map_or(r, |o| o[r] as usize);
+        &self.blocks.bytes()[stored * self.row_bytes..(stored + 1) * self.row_bytes]
     }
 
     /// Every element, `[rows, cols]` row-major, in f32 (a full copy: for references, merging and export).

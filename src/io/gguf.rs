@@ -505,6 +505,20 @@ impl Gguf {
         &self.metadata
     }
 
+    /// Takes the metadata entries whose keys start with `prefix` out of the file (a tokenizer's vocabulary,
+    /// say, which then lives once, where it is used).
+    pub fn take_metadata(&mut self, prefix: &str) -> BTreeMap<String, Value> {
+        let keys: Vec<String> = self
+            .metadata
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, _)| k.clone())
+            .collect();
+        keys.into_iter()
+            .filter_map(|k| self.metadata.remove_entry(&k))
+            .collect()
+    }
+
     /// One metadata value.
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.metadata.get(key)

@@ -181,13 +181,8 @@ fn load_weights(path: &Path, keep_quantized: bool) -> Result<(Llama, Option<Text
             format!("{} is neither a folder nor a file", path.display()),
         ));
     }
-    let file = Gguf::open(path)?;
-    let metadata: BTreeMap<String, Value> = file
-        .metadata()
-        .iter()
-        .filter(|(k, _)| k.starts_with("tokenizer."))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let mut file = Gguf::open(path)?;
+    let metadata = file.take_metadata("tokenizer.");
     let tokenizer = VocabTokenizer::from_metadata(&metadata, path)?;
     let config = gguf::config_from_gguf(&file)?;
     let mut weights = gguf::weights_from_gguf(&std::sync::Arc::new(file), &config, keep_quantized)?;

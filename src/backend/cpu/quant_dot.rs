@@ -329,7 +329,7 @@ mod tests {
         let w = QuantMatrix::quantize(&values(64, 3), 1, 64, GgmlType::Q8_0).unwrap();
         let row = Q8Row::quantize(&x);
         assert!(row.d[0].is_nan() && row.d[1].is_finite());
-        assert!(dot(GgmlType::Q8_0, w.blocks(), &row).is_nan());
+        assert!(dot(GgmlType::Q8_0, w.row(0), &row).is_nan());
     }
 
     #[test]
@@ -338,8 +338,7 @@ mod tests {
             for (k, seed) in [(32, 4), (96, 5), (576, 6), (1536, 7)] {
                 let w = QuantMatrix::quantize(&values(3 * k, seed), 3, k, ty).unwrap();
                 let x = Q8Row::quantize(&values(k, seed + 100));
-                let rows = w.blocks().chunks_exact(w.blocks().len() / 3);
-                for (r, row) in rows.enumerate() {
+                for (r, row) in (0..3).map(|r| w.row(r)).enumerate() {
                     let simd = dot(ty, row, &x);
                     let twin = scalar::dot(ty, row, &x);
                     assert_eq!(simd.to_bits(), twin.to_bits(), "{ty} K {k} row {r}");
@@ -354,7 +353,7 @@ mod tests {
             let k = 96;
             let w = QuantMatrix::quantize(&values(2 * k, 11), 2, k, ty).unwrap();
             let x = Q8Row::quantize(&values(k, 12));
-            let (a, b) = w.blocks().split_at(w.blocks().len() / 2);
+            let (a, b) = (w.row(0), w.row(1));
             let both = dots(ty, [a, b], &x);
             assert_eq!(
                 both.map(f32::to_bits),
@@ -393,7 +392,7 @@ mod tests {
             let dense = w.dequantize();
             let x = values(k, 9);
             let q = Q8Row::quantize(&x);
-            for (r, row) in w.blocks().chunks_exact(w.blocks().len() / 8).enumerate() {
+            for (r, row) in (0..8).map(|r| w.row(r)).enumerate() {
                 let wr = &dense[r * k..(r + 1) * k];
                 let exact: f64 = wr.iter().zip(&x).map(|(&a, &b)| a as f64 * b as f64).sum();
                 // Each activation moves by at most half its block's step.

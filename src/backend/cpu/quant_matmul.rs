@@ -159,12 +159,12 @@ fn forward_by_rows<T: Float>(x: &[T], m: usize, w: &QuantMatrix, y: &mut [T]) {
             for r in rows.clone().step_by(2) {
                 for (i, xq) in xq.iter().enumerate() {
                     if r + 1 < rows.end {
-                        let pair = [w.row_blocks(r), w.row_blocks(r + 1)];
+                        let pair = [w.row(r), w.row(r + 1)];
                         let [a, b] = quant_dot::dots(ty, pair, xq);
                         put(i, r, T::from_f32(a));
                         put(i, r + 1, T::from_f32(b));
                     } else {
-                        put(i, r, T::from_f32(quant_dot::dot(ty, w.row_blocks(r), xq)));
+                        put(i, r, T::from_f32(quant_dot::dot(ty, w.row(r), xq)));
                     }
                 }
             }
