@@ -240,6 +240,7 @@ fn forward_rows<T: Float>(
 ) -> (Vec<T>, Vec<T>) {
     let (d, off, scale) = (g.d, g.offset(), T::from_f64(g.scale));
     let hk = h / g.group();
+    #[inline(always)]
     fn row<T>((data, rows): (&[T], Rows), b: usize, h: usize, t: usize, d: usize) -> &[T] {
         &data[rows.at(b, h, t)..][..d]
     }
@@ -249,7 +250,9 @@ fn forward_rows<T: Float>(
     for (i, (o, lse)) in out.chunks_exact_mut(d.max(1)).zip(&mut lse).enumerate() {
         let qi = row(q, b, h, i, d);
         p.clear();
-        p.extend((0..i + off + 1).map(|j| dot(qi, row(k, b, hk, j, d)) * scale));
+        for j in 0..i + off + 1 {
+            p.push(dot(qi, row(k, b, hk, j, d)) * scale);
+        }
         let mx = lanes(&p, T::NEG_INFINITY, T::max);
         p.iter_mut().for_each(|x| *x = T::fast_exp(*x - mx));
         let l = lanes(&p, T::ZERO, |a, b| a + b);
