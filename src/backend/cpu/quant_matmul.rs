@@ -26,6 +26,11 @@ pub const ROW_PATH_MAX: usize = 4;
 /// Rows of W per parallel task on the row path.
 const ROWS_PER_TASK: usize = 64;
 
+/// On the integer path, the pair of rows of W this many rows ahead is prefetched while a pair is dotted:
+/// the weights of a whole model stream from the last-level cache or memory at every token, and the hint
+/// raised decoding from 70–74 to 84–93 tokens/s with 2 rows ahead, to 87–108 with 4 (8 measured the same).
+const PREFETCH_AHEAD: usize = 4;
+
 /// Elements of W dequantized per panel (1 MiB of f32).
 const PANEL_ELEMENTS: usize = 1 << 18;
 
@@ -157,6 +162,11 @@ fn forward_by_rows<T: Float>(x: &[T], m: usize, w: &QuantMatrix, y: &mut [T]) {
         if let Some(xq) = &int8 {
             // Rows of W in pairs: two streams from memory at once.
             for r in rows.clone().step_by(2) {
+                let ahead =
+                    (r + PREFETCH_AHEAD).min(rows.end)..(r + PREFETCH_AHEAD + 2).min(rows.end);
+                for a in ahead {
+                    prefetch(w.row(a));
+                }
                 for (i, xq) in xq.iter().enumerate() {
                     if r + 1 < rows.end {
                         let pair = [w.row(r), w.row(r + 1)];
@@ -214,4 +224,18 @@ fn dot<T: Float>(x: &[T], w: &[f32]) -> T {
         hi += eight[l + 4];
     }
     lo + hi
+}
+
+/// Asks the CPU to bring `bytes` into cache (a hint: no effect on results).
+#[inline(always)]
+fn prefetch(bytes: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in bytes.chunks(64) {
+        // SAFETY: a prefetch never faults and reads nothing; the address lies in `bytes`.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                line.as_ptr() as *const i8
+            )
+        };
+    }
 }
