@@ -1,7 +1,8 @@
 //! GPU kernels (`--features cuda`, run by `scripts/gpu-check.sh` on a GPU machine): causal flash attention
 //! forward, backward and both, bf16, head dims 64 and 128, T = 512 … 8192 at 16k tokens per batch and 2048
 //! model width; RMSNorm and SwiGLU forward and backward; and the device-to-device copy they are measured
-//! against. Each benchmark's work (FLOPs as in the FlashAttention-2 paper — forward 4·T²·D·H·B halved for
+//! against; a 7B-sized projection over quantized weights (expanded by `kernels/dequant.cu`, then cuBLAS) against
+//! the same product over a dense bf16 weight. Each benchmark's work (FLOPs as in the FlashAttention-2 paper — forward 4·T²·D·H·B halved for
 //! causal, backward 2.5× forward — or bytes read + written once) goes to `target/gpu-bench-work.json`, so the
 //! summary turns criterion's times into TFLOP/s and GB/s. Without a GPU it prints why and measures nothing.
 //!
@@ -11,7 +12,8 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tapegrad::backend::cuda;
-use tapegrad::{DType, Device, Rng, Tape, Tensor};
+use tapegrad::io::gguf::GgmlType;
+use tapegrad::{DType, Device, QuantMatrix, Rng, Tape, Tensor};
 
 fn randn(shape: &[usize], dtype: DType, dev: Device, seed: u64) -> Tensor {
     Tensor::randn(shape, 1.0, DType::F32, &mut Rng::new(seed))
@@ -156,6 +158,40 @@ fn gpu_benches(c: &mut Criterion) {
                 })
             });
         }
+    }
+    // A 7B-sized projection over a frozen quantized weight (QLoRA's base): the blocks expanded to bf16 by
+    // `kernels/dequant.cu` then cuBLAS, against the same product over a dense bf16 weight.
+    let (m, n, k) = (4096usize, 11008, 4096);
+    let values: Vec<f32> = {
+        let mut rng = Rng::new(7);
+        (0..n * k).map(|_| rng.normal() as f32 * 0.02).collect()
+    };
+    let x = randn(&[m, k], DType::BF16, dev, 8);
+    let dense = Tensor::from_vec(values.clone(), &[n, k])
+        .and_then(|w| w.to_dtype(DType::BF16))
+        .and_then(|w| w.to_device(dev))
+        .expect("dense weight");
+    let flops = 2.0 * (m * n * k) as f64;
+    let shape = format!("{m}x{n}x{k}");
+    work.insert(format!("linear/bf16/{shape}"), (flops, 0.0));
+    group.bench_function(format!("linear/bf16/{shape}"), |bench| {
+        bench.iter(|| {
+            let y = x.linear(&dense).unwrap();
+            sync();
+            y
+        })
+    });
+    for ty in [GgmlType::Q4_0, GgmlType::Q8_0] {
+        let w = QuantMatrix::quantize(&values, n, k, ty).expect("quantized weight");
+        let name = format!("quant_linear/{ty}/{shape}");
+        work.insert(name.clone(), (flops, 0.0));
+        group.bench_function(name, |bench| {
+            bench.iter(|| {
+                let y = x.linear_quantized(&w).unwrap();
+                sync();
+                y
+            })
+        });
     }
     group.finish();
     let json: serde_json::Value = work

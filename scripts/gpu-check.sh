@@ -105,6 +105,10 @@ for name in sorted(ours):
         peer = sdpa.get(name)
         note = f"SDPA {peer['tflops']:.1f} TFLOP/s, ratio {r['tflops'] / peer['tflops']:.2f}" if peer else "no SDPA figure"
         print(f"bench {name}\t{r['tflops']:.1f} TFLOP/s ({r['seconds'] * 1e3:.3f} ms)\t{note}")
+    elif name.startswith(("linear/", "quant_linear/")):
+        dense = ours.get("linear/bf16/" + name.split("/")[-1])
+        note = f"{r['seconds'] / dense['seconds']:.2f}x the dense bf16 product's time" if dense else ""
+        print(f"bench {name}\t{r['tflops']:.1f} TFLOP/s ({r['seconds'] * 1e3:.3f} ms)\t{note}")
     else:
         dtype = name.split("/")[1]
         copy = copies.get(dtype)
