@@ -17,10 +17,20 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// A model's own tokenizer: ours (byte-level BPE trained here) or one read from GGUF metadata (kept with the
-/// `tokenizer.*` metadata it was built from, so a finetuned checkpoint can save it).
+/// `tokenizer.*` metadata it was built from, as JSON — a fraction of the parsed values' memory — so a finetuned
+/// checkpoint can save it).
 pub enum TextTokenizer {
     Ours(Tokenizer),
-    Vocab(Box<VocabTokenizer>, BTreeMap<String, Value>),
+    Vocab(Box<VocabTokenizer>, Vec<u8>),
+}
+
+impl TextTokenizer {
+    /// The tokenizer of GGUF `metadata` (its `tokenizer.*` entries; `path` names it in errors).
+    fn from_metadata(metadata: &BTreeMap<String, Value>, path: &Path) -> Result<TextTokenizer> {
+        let tokenizer = VocabTokenizer::from_metadata(metadata, path)?;
+        let json = serde_json::to_vec(metadata).expect("metadata serializes");
+        Ok(TextTokenizer::Vocab(Box::new(tokenizer), json))
+    }
 }
 
 /// Our tokenizer's file in a checkpoint folder.
@@ -49,9 +59,8 @@ impl TextTokenizer {
     pub fn save(&self, dir: &Path) -> Result<()> {
         match self {
             TextTokenizer::Ours(t) => t.save(dir.join(TOKENIZER_FILE)),
-            TextTokenizer::Vocab(_, metadata) => {
+            TextTokenizer::Vocab(_, json) => {
                 let path = dir.join(GGUF_TOKENIZER_FILE);
-                let json = serde_json::to_vec(metadata).expect("metadata serializes");
                 std::fs::write(&path, json).map_err(|e| Error::io(&path, e))
             }
         }
@@ -68,8 +77,7 @@ impl TextTokenizer {
             let text = std::fs::read(&gguf_meta).map_err(|e| Error::io(&gguf_meta, e))?;
             let metadata: BTreeMap<String, Value> = serde_json::from_slice(&text)
                 .map_err(|e| Error::format(&gguf_meta, format!("bad tokenizer metadata: {e}")))?;
-            let tokenizer = VocabTokenizer::from_metadata(&metadata, &gguf_meta)?;
-            return Ok(Some(TextTokenizer::Vocab(Box::new(tokenizer), metadata)));
+            return TextTokenizer::from_metadata(&metadata, &gguf_meta).map(Some);
         }
         Ok(None)
     }
@@ -182,15 +190,11 @@ fn load_weights(path: &Path, keep_quantized: bool) -> Result<(Llama, Option<Text
         ));
     }
     let mut file = Gguf::open(path)?;
-    let metadata = file.take_metadata("tokenizer.");
-    let tokenizer = VocabTokenizer::from_metadata(&metadata, path)?;
+    let tokenizer = TextTokenizer::from_metadata(&file.take_metadata("tokenizer."), path)?;
     let config = gguf::config_from_gguf(&file)?;
     let mut weights = gguf::weights_from_gguf(&std::sync::Arc::new(file), &config, keep_quantized)?;
     let model = super::hf::model_from_tensors(config, &mut weights, path)?;
-    Ok((
-        model,
-        Some(TextTokenizer::Vocab(Box::new(tokenizer), metadata)),
-    ))
+    Ok((model, Some(tokenizer)))
 }
 
 impl Encoder for TextTokenizer {
@@ -204,9 +208,7 @@ impl Encoder for TextTokenizer {
     fn fingerprint(&self) -> u64 {
         match self {
             TextTokenizer::Ours(t) => t.fingerprint(),
-            TextTokenizer::Vocab(_, metadata) => {
-                crate::io::fnv1a_64(&serde_json::to_vec(metadata).expect("metadata serializes"))
-            }
+            TextTokenizer::Vocab(_, json) => crate::io::fnv1a_64(json),
         }
     }
 
