@@ -3,14 +3,15 @@
 //!
 //! Each row of `x: [K]` is quantized in blocks of 32 to `q = round(x / d)` with `d = max|x| / 127` (an f32
 //! scale per block, [`Q8Row`]). A row of W in Q8_0, Q4_0 or Q4_1 (blocks of 32 with an f16 scale `dw`, and for
-//! Q4_1 an f16 minimum `mw`) then dots with it block by block:
+//! Q4_1 an f16 minimum `mw`), or Q4_K (super-blocks of 256: blocks of 32 with the scale `d·sc` and the minimum
+//! `−dmin·m` of their 6-bit codes, `k_scale_min`) then dots with it block by block:
 //!
 //! - the 32 products `w_j · q_j` are summed exactly in integers, in eight lanes (lane `l` holds
 //!   `j = 4l .. 4l + 3`, the grouping of `vpmaddubsw` + `vpmaddwd` and of `vpdpbusd`), `w_j` the block's
 //!   integer (`q - 8` for Q4_0, the raw nibble for Q4_1);
 //! - lane `l` is converted to f32 and multiply-added into lane `l` of an accumulator, with `dw · d` as the
 //!   factor (even blocks into one accumulator, odd into another, so consecutive blocks overlap);
-//! - Q4_1 adds `mw · d · Σq` per block, in a scalar sum in block order;
+//! - Q4_1 and Q4_K add `mw · d · Σq` per block, in a scalar sum in block order;
 //! - the accumulators are summed lane-wise, then `((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7))`, then the
 //!   minimum sum added.
 //!
@@ -27,7 +28,10 @@ pub const BLOCK: usize = 32;
 
 /// Whether rows of `ty` dot with [`Q8Row`]s here.
 pub fn supports(ty: GgmlType) -> bool {
-    matches!(ty, GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1)
+    matches!(
+        ty,
+        GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q4_K
+    )
 }
 
 /// One row of activations `[K]` (`K` a multiple of 32) in 8-bit blocks.
@@ -102,7 +106,7 @@ pub fn dots<const R: usize>(ty: GgmlType, rows: [&[u8]; R], x: &Q8Row) -> [f32; 
 pub(crate) mod scalar {
     use super::{Q8Row, BLOCK};
     use crate::io::gguf::GgmlType;
-    use crate::io::quant::f16_at;
+    use crate::io::quant::{f16_at, k_scale_min};
 
     /// Bytes per block and whether the block has a minimum.
     fn layout(ty: GgmlType) -> usize {
@@ -138,21 +142,41 @@ pub(crate) mod scalar {
         w
     }
 
+    /// Block of 32 `i` of a Q4_K row: its scale `d·sc`, its minimum `−dmin·m` and its 32 nibbles.
+    fn q4_k(row: &[u8], i: usize) -> (f32, f32, [i32; BLOCK]) {
+        let (b, j) = (&row[i / 8 * 144..][..144], i % 8);
+        let (sc, m) = k_scale_min(j, &b[4..16]);
+        let qs = &b[16 + 32 * (j / 2)..][..32];
+        let w =
+            std::array::from_fn(|l| i32::from(if j % 2 == 0 { qs[l] & 0x0f } else { qs[l] >> 4 }));
+        (f16_at(b, 0) * sc, -(f16_at(b, 2) * m), w)
+    }
+
     /// The scalar twin of the AVX2 kernel (see the module's header for the order of operations).
     pub fn dot(ty: GgmlType, row: &[u8], x: &Q8Row) -> f32 {
-        let bytes = layout(ty);
         let mut acc = [[0f32; 8]; 2];
         let mut mins = 0f32;
-        for (i, b) in row.chunks_exact(bytes).enumerate() {
-            let w = ints(ty, b);
+        for i in 0..x.d.len() {
+            let (wscale, wmin, w) = match ty {
+                GgmlType::Q4_K => q4_k(row, i),
+                _ => {
+                    let b = &row[i * layout(ty)..][..layout(ty)];
+                    let min = if ty == GgmlType::Q4_1 {
+                        f16_at(b, 2)
+                    } else {
+                        0.0
+                    };
+                    (f16_at(b, 0), min, ints(ty, b))
+                }
+            };
             let q = &x.q[i * BLOCK..(i + 1) * BLOCK];
-            let scale = f16_at(b, 0) * x.d[i];
+            let scale = wscale * x.d[i];
             for (l, a) in acc[i % 2].iter_mut().enumerate() {
                 let lane: i32 = (4 * l..4 * l + 4).map(|j| w[j] * q[j] as i32).sum();
                 *a = (lane as f32).mul_add(scale, *a);
             }
-            if ty == GgmlType::Q4_1 {
-                mins = f16_at(b, 2).mul_add(x.s[i], mins);
+            if matches!(ty, GgmlType::Q4_1 | GgmlType::Q4_K) {
+                mins = wmin.mul_add(x.s[i], mins);
             }
         }
         let a: [f32; 8] = std::array::from_fn(|l| acc[0][l] + acc[1][l]);
@@ -229,8 +253,47 @@ mod avx2 {
             GgmlType::Q4_0 => blocks::<R, 18, false>(rows, x, |b, q| {
                 lanes_signed(_mm256_sub_epi8(nibbles(b.add(2)), eight), q)
             }),
+            GgmlType::Q4_K => q4_k::<R>(rows, x),
             _ => blocks::<R, 20, true>(rows, x, |b, q| lanes_unsigned(nibbles(b.add(4)), q)),
         }
+    }
+
+    /// Q4_K: super-blocks of 256 (144 bytes), each 8 blocks of 32 with a 6-bit scale and minimum (see
+    /// `scalar::q4_k`); block `i` of the row goes to accumulator `i % 2` as in `blocks`.
+    #[inline(always)]
+    unsafe fn q4_k<const R: usize>(rows: [&[u8]; R], x: &Q8Row) -> [f32; R] {
+        let n = x.d.len();
+        assert!(x.q.len() == n * BLOCK && x.s.len() == n && n.is_multiple_of(8));
+        assert!(rows.iter().all(|r| r.len() == n / 8 * 144));
+        let mask = _mm256_set1_epi8(0x0f);
+        let mut acc = [[_mm256_setzero_ps(); 2]; R];
+        let mut mins = [0f32; R];
+        for sb in 0..n / 8 {
+            for r in 0..R {
+                let b = rows[r].as_ptr().add(sb * 144);
+                let dm = f16_pair(b);
+                let (d, dmin) = (_mm_cvtss_f32(dm), _mm_cvtss_f32(_mm_movehdup_ps(dm)));
+                let scales = std::slice::from_raw_parts(b.add(4), 12);
+                for g in 0..4 {
+                    let qs = _mm256_loadu_si256(b.add(16 + 32 * g) as *const __m256i);
+                    let halves = [
+                        _mm256_and_si256(qs, mask),
+                        _mm256_and_si256(_mm256_srli_epi16(qs, 4), mask),
+                    ];
+                    for (h, w) in halves.into_iter().enumerate() {
+                        let j = 2 * g + h;
+                        let i = sb * 8 + j;
+                        let (sc, m) = crate::io::quant::k_scale_min(j, scales);
+                        let qv = _mm256_loadu_si256(x.q.as_ptr().add(i * BLOCK) as *const __m256i);
+                        let scale = _mm256_set1_ps(d * sc * *x.d.get_unchecked(i));
+                        let a = &mut acc[r][h];
+                        *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes_unsigned(w, qv)), scale, *a);
+                        mins[r] = (-(dmin * m)).mul_add(*x.s.get_unchecked(i), mins[r]);
+                    }
+                }
+            }
+        }
+        totals(acc, mins)
     }
 
     /// The loop over the blocks (`BYTES` each; `MIN`: the block has a minimum after its scale) of `R` rows,
@@ -279,6 +342,13 @@ mod avx2 {
         if n % 2 == 1 {
             block!(n - 1, 0);
         }
+        totals(acc, mins)
+    }
+
+    /// Each row's two accumulators summed lane-wise, then `((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7))`,
+    /// then its minimum sum added.
+    #[inline(always)]
+    unsafe fn totals<const R: usize>(acc: [[__m256; 2]; R], mins: [f32; R]) -> [f32; R] {
         let mut out = [0f32; R];
         for r in 0..R {
             let a = _mm256_add_ps(acc[r][0], acc[r][1]);
@@ -297,6 +367,31 @@ mod tests {
     use super::*;
     use crate::backend::QuantMatrix;
     use crate::rng::Rng;
+
+    /// Every format with an integer dot product.
+    const FORMATS: [GgmlType; 4] = [
+        GgmlType::Q8_0,
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q4_K,
+    ];
+
+    /// A `[rows, k]` matrix of `ty`: quantized normal values, or for Q4_K (no quantizer here) random blocks
+    /// with their f16 scale and minimum set to about 0.01.
+    fn matrix(ty: GgmlType, rows: usize, k: usize, seed: u64) -> QuantMatrix {
+        if ty != GgmlType::Q4_K {
+            return QuantMatrix::quantize(&values(rows * k, seed), rows, k, ty).unwrap();
+        }
+        let mut rng = Rng::new(seed);
+        let mut bytes: Vec<u8> = (0..rows * k / 256 * 144)
+            .map(|_| rng.below(256) as u8)
+            .collect();
+        for b in bytes.chunks_exact_mut(144) {
+            b[..2].copy_from_slice(&half::f16::from_f32(0.011).to_le_bytes());
+            b[2..4].copy_from_slice(&half::f16::from_f32(0.007).to_le_bytes());
+        }
+        QuantMatrix::from_blocks(ty, rows, k, bytes).unwrap()
+    }
 
     fn values(n: usize, seed: u64) -> Vec<f32> {
         let mut rng = Rng::new(seed);
@@ -334,9 +429,12 @@ mod tests {
 
     #[test]
     fn the_simd_kernel_and_the_scalar_twin_give_the_same_bits() {
-        for ty in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1] {
-            for (k, seed) in [(32, 4), (96, 5), (576, 6), (1536, 7)] {
-                let w = QuantMatrix::quantize(&values(3 * k, seed), 3, k, ty).unwrap();
+        for ty in FORMATS {
+            for (k, seed) in [(256, 4), (768, 5), (1536, 7), (32, 8), (96, 9), (576, 6)] {
+                if k % ty.block_layout().unwrap().0 != 0 {
+                    continue;
+                }
+                let w = matrix(ty, 3, k, seed);
                 let x = Q8Row::quantize(&values(k, seed + 100));
                 for (r, row) in (0..3).map(|r| w.row(r)).enumerate() {
                     let simd = dot(ty, row, &x);
@@ -349,9 +447,9 @@ mod tests {
 
     #[test]
     fn rows_side_by_side_give_each_row_s_bits() {
-        for ty in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1] {
-            let k = 96;
-            let w = QuantMatrix::quantize(&values(2 * k, 11), 2, k, ty).unwrap();
+        for ty in FORMATS {
+            let k = 256;
+            let w = matrix(ty, 2, k, 11);
             let x = Q8Row::quantize(&values(k, 12));
             let (a, b) = (w.row(0), w.row(1));
             let both = dots(ty, [a, b], &x);
@@ -386,9 +484,9 @@ mod tests {
 
     #[test]
     fn the_product_is_the_f32_one_within_the_activations_rounding() {
-        for ty in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1] {
-            let k = 576;
-            let w = QuantMatrix::quantize(&values(8 * k, 8), 8, k, ty).unwrap();
+        for ty in FORMATS {
+            let k = 768;
+            let w = matrix(ty, 8, k, 8);
             let dense = w.dequantize();
             let x = values(k, 9);
             let q = Q8Row::quantize(&x);
