@@ -188,32 +188,18 @@ impl QuantMatrix {
             "internal: rows {rows:?} of {self:?} into {} elements",
             out.len()
         );
-        if self.order.is_some() {
-            let per_task = (PARALLEL_ELEMENTS / self.cols).max(1);
-            let run = |(i, o): (usize, &mut [f32])| {
-                for (j, o) in o.chunks_exact_mut(self.cols).enumerate() {
-                    (self.kernel)(self.row(rows.start + i * per_task + j), o);
-                }
-            };
-            if out.len() >= PARALLEL_ELEMENTS {
-                out.par_chunks_mut(per_task * self.cols)
-                    .enumerate()
-                    .for_each(run);
-            } else {
-                out.chunks_mut(per_task * self.cols)
-                    .enumerate()
-                    .for_each(run);
+        // Tasks of whole rows, each row looked up through the order (if any) and dequantized on its own.
+        let per_task = (PARALLEL_ELEMENTS / self.cols).max(1);
+        let run = |(i, o): (usize, &mut [f32])| {
+            for (j, o) in o.chunks_exact_mut(self.cols).enumerate() {
+                (self.kernel)(self.row(rows.start + i * per_task + j), o);
             }
-            return;
-        }
-        let src = &self.blocks.bytes()[rows.start * self.row_bytes..rows.end * self.row_bytes];
+        };
+        let tasks = per_task * self.cols;
         if out.len() >= PARALLEL_ELEMENTS {
-            let per_task = (PARALLEL_ELEMENTS / self.cols).max(1);
-            out.par_chunks_mut(per_task * self.cols)
-                .zip(src.par_chunks(per_task * self.row_bytes))
-                .for_each(|(o, s)| (self.kernel)(s, o));
+            out.par_chunks_mut(tasks).enumerate().for_each(run);
         } else {
-            (self.kernel)(src, out);
+            out.chunks_mut(tasks).enumerate().for_each(run);
         }
     }
 

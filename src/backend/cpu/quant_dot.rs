@@ -42,7 +42,7 @@ pub struct Q8Row {
     /// `[K / 32]`: each block's scale `max|x| / 127` (NaN if the block holds a NaN or an infinity, so the
     /// products with it are NaN as the f32 ones would be).
     pub d: Vec<f32>,
-    /// `[K / 32]`: `d · Σq` of each block (for Q4_1's minimum).
+    /// `[K / 32]`: `d · Σq` of each block (for the minimums of Q4_1 and Q4_K).
     pub s: Vec<f32>,
 }
 
@@ -102,21 +102,12 @@ pub fn dots<const R: usize>(ty: GgmlType, rows: [&[u8]; R], x: &Q8Row) -> [f32; 
     rows.map(|row| scalar::dot(ty, row, x))
 }
 
-/// A block's bytes, its scale and its 32 integers (`q - 8` for Q4_0), and its minimum (Q4_1; 0 otherwise).
+/// The scalar twin: each block of 32 read as its scale, its minimum (Q4_1, Q4_K; 0 otherwise) and its 32
+/// integers (`q - 8` for Q4_0), then the operations of the module's header one at a time.
 pub(crate) mod scalar {
     use super::{Q8Row, BLOCK};
     use crate::io::gguf::GgmlType;
     use crate::io::quant::{f16_at, k_scale_min};
-
-    /// Bytes per block and whether the block has a minimum.
-    fn layout(ty: GgmlType) -> usize {
-        match ty {
-            GgmlType::Q8_0 => 34,
-            GgmlType::Q4_0 => 18,
-            GgmlType::Q4_1 => 20,
-            _ => unreachable!("internal: {ty} has no integer dot product"),
-        }
-    }
 
     /// The block's integers.
     fn ints(ty: GgmlType, b: &[u8]) -> [i32; BLOCK] {
@@ -160,7 +151,8 @@ pub(crate) mod scalar {
             let (wscale, wmin, w) = match ty {
                 GgmlType::Q4_K => q4_k(row, i),
                 _ => {
-                    let b = &row[i * layout(ty)..][..layout(ty)];
+                    let bytes = ty.block_layout().expect("a block format").1;
+                    let b = &row[i * bytes..][..bytes];
                     let min = if ty == GgmlType::Q4_1 {
                         f16_at(b, 2)
                     } else {
@@ -315,8 +307,8 @@ mod avx2 {
         }
         let mut acc = [[_mm256_setzero_ps(); 2]; R];
         let mut mins = [0f32; R];
-        // Block `i` of every row into accumulator `parity` (a macro, not a closure: a closure is compiled
-        // without this function's target features, and its intrinsics would become calls).
+        // Block `i` of every row into accumulator `parity` (a macro: written as a closure, the loop body was not
+        // inlined and its intrinsics became calls, 6× slower).
         macro_rules! block {
             ($i:expr, $parity:expr) => {{
                 let i = $i;
