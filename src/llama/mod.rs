@@ -3,6 +3,7 @@
 //! KV cache; checkpoints in the Hugging Face safetensors layout.
 
 pub mod base;
+pub mod chat;
 pub mod checkpoint;
 pub mod config;
 pub mod eval;

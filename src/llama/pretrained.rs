@@ -4,6 +4,7 @@
 //! projections quantized on load (`Quantization`).
 
 use super::base::BaseRef;
+use super::chat::ChatTemplate;
 use super::checkpoint::BASE_FILE;
 use super::model::Llama;
 use super::peft::{load_adapter, ADAPTER_CONFIG};
@@ -97,7 +98,35 @@ impl TextTokenizer {
             TextTokenizer::Vocab(t, _) => t.eos_id(),
         }
     }
+
+    /// Token ids of `text` in which the texts of special tokens (`<|im_start|>`, `</s>`, ...) are those
+    /// tokens, as a rendered chat template needs; the rest as [`TextTokenizer::encode`]. Our own tokenizer has
+    /// no special token texts.
+    pub fn encode_with_special(&self, text: &str) -> Vec<u32> {
+        match self {
+            TextTokenizer::Ours(t) => t.encode(text.as_bytes()),
+            TextTokenizer::Vocab(t, _) => t.encode_with_special(text),
+        }
+    }
+
+    /// The chat template the tokenizer came with (a GGUF file's `tokenizer.chat_template`), rendered with the
+    /// tokenizer's BOS and EOS texts; `None` when it has none.
+    pub fn chat_template(&self) -> Result<Option<ChatTemplate>> {
+        let TextTokenizer::Vocab(t, json) = self else {
+            return Ok(None);
+        };
+        let metadata: BTreeMap<String, Value> = serde_json::from_slice(json)
+            .map_err(|e| Error::invalid("tokenizer metadata", e.to_string()))?;
+        let Some(source) = metadata.get(CHAT_TEMPLATE_KEY).and_then(Value::as_str) else {
+            return Ok(None);
+        };
+        let text = |id: Option<u32>| id.and_then(|id| t.token(id)).unwrap_or("").to_string();
+        ChatTemplate::new(source, text(t.bos_id()), text(t.eos_id())).map(Some)
+    }
 }
+
+/// The GGUF metadata key of a model's chat template.
+pub const CHAT_TEMPLATE_KEY: &str = "tokenizer.chat_template";
 
 /// How a loaded model holds its matrices.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
