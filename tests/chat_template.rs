@@ -4,6 +4,8 @@
 //! transformers' own renderer); a template that refuses a conversation refuses it here too. And the template
 //! inside the SmolLM2 GGUF file is the one these fixtures hold, rendered with its own BOS/EOS texts.
 
+mod common;
+
 use serde_json::Value;
 use std::path::PathBuf;
 use tapegrad::llama::chat::{ChatTemplate, Message};
@@ -52,23 +54,9 @@ fn every_template_renders_every_conversation_as_transformers_does() {
 
 #[test]
 fn the_smollm2_file_carries_its_template_and_renders_with_its_own_tokens() {
-    let dir = std::env::var_os("TAPEGRAD_MODELS").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/models"),
-        PathBuf::from,
-    );
-    let path = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    if !path.is_file() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{} is missing: run scripts/fetch-models.sh",
-            path.display()
-        );
-        eprintln!(
-            "skipping: {} is missing (run scripts/fetch-models.sh)",
-            path.display()
-        );
+    let Some(path) = common::smollm2_path() else {
         return;
-    }
+    };
     let (_, tokenizer) = tapegrad::llama::pretrained::load_pretrained_with(
         &path,
         tapegrad::llama::pretrained::Quantization::Keep,

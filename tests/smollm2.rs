@@ -7,6 +7,8 @@
 //! The model comes from `scripts/fetch-models.sh` (a PyPI package). Without it the test says why it skips;
 //! under CI (`CI` set) a missing model is a failure, so the check never silently disappears.
 
+mod common;
+
 use std::path::PathBuf;
 use tapegrad::io::gguf::GgmlType;
 use tapegrad::llama::generate::{generate, Sampling};
@@ -18,25 +20,7 @@ use tapegrad::optim::{AdamW, AdamWConfig};
 use tapegrad::{no_grad, Rng};
 
 fn model_path() -> Option<PathBuf> {
-    // `TAPEGRAD_MODELS` names the models' folder when the tests run outside this checkout.
-    let dir = std::env::var_os("TAPEGRAD_MODELS").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/models"),
-        PathBuf::from,
-    );
-    let path = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    if path.is_file() {
-        return Some(path);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{} is missing: run scripts/fetch-models.sh",
-        path.display()
-    );
-    eprintln!(
-        "skipping: {} is missing (run scripts/fetch-models.sh)",
-        path.display()
-    );
-    None
+    common::smollm2_path()
 }
 
 #[test]

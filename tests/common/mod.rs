@@ -196,3 +196,27 @@ pub fn random_quant(ty: GgmlType, rows: usize, cols: usize, seed: u64) -> QuantM
     }
     QuantMatrix::from_blocks(ty, rows, cols, data).expect("a whole number of blocks")
 }
+
+/// The SmolLM2-135M-Instruct Q4_1 GGUF (`scripts/fetch-models.sh`; `TAPEGRAD_MODELS` names its folder when the
+/// tests run outside this checkout). Without it the caller's test says why it skips, and under CI (`CI` set)
+/// a missing model is a failure, so the check never silently disappears.
+pub fn smollm2_path() -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os("TAPEGRAD_MODELS").map_or_else(
+        || std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/models"),
+        std::path::PathBuf::from,
+    );
+    let path = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    if path.is_file() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{} is missing: run scripts/fetch-models.sh",
+        path.display()
+    );
+    eprintln!(
+        "skipping: {} is missing (run scripts/fetch-models.sh)",
+        path.display()
+    );
+    None
+}
