@@ -1,17 +1,23 @@
-//! Samples text from a trained checkpoint with the KV cache.
+//! Samples text from a model with the KV cache, streaming it as it comes; `--chat` talks to it, a turn per line
+//! of input, through its chat template.
 //!
 //! `cargo run --release --example generate -- --checkpoint out/checkpoints --prompt "ROMEO:"`
+//! `cargo run --release --example generate -- --checkpoint model.gguf --chat --system "Be brief."`
 
 use clap::Parser;
-use std::path::PathBuf;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
 use std::time::Instant;
+use tapegrad::llama::chat::{ChatTemplate, Message};
 use tapegrad::llama::checkpoint::latest_dir;
-use tapegrad::llama::generate::{generate, Sampling};
-use tapegrad::llama::pretrained::{load_pretrained_with, Quantization};
+use tapegrad::llama::generate::{generate_with, Sampling};
+use tapegrad::llama::pretrained::{load_pretrained_with, Quantization, TextTokenizer};
+use tapegrad::llama::stream::TextStream;
+use tapegrad::llama::{KvCache, Llama};
 use tapegrad::{Error, Result, Rng};
 
 #[derive(Parser, Debug)]
-#[command(about = "Generate text from a tapegrad checkpoint")]
+#[command(about = "Generate text from a tapegrad checkpoint, or chat with it")]
 struct Args {
     /// A checkpoint folder (or a folder of checkpoints with a `latest` file), a Hugging Face folder, or a
     /// GGUF file.
@@ -19,14 +25,27 @@ struct Args {
     checkpoint: PathBuf,
     #[arg(long, default_value = "ROMEO:\n")]
     prompt: String,
-    /// New tokens to generate.
+    /// New tokens to generate (per turn with --chat).
     #[arg(long, default_value_t = 200)]
     max_tokens: usize,
     /// 0 for greedy decoding.
     #[arg(long, default_value_t = 0.8)]
     temperature: f64,
+    /// Keep the k most likely tokens (0: all).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
     #[arg(long, default_value_t = 0.95)]
     top_p: f64,
+    /// Drop tokens less likely than this times the most likely one (0: none).
+    #[arg(long, default_value_t = 0.0)]
+    min_p: f64,
+    /// Penalize tokens already in the context (CTRL's penalty: 1 is none, 1.1 is mild).
+    #[arg(long, default_value_t = 1.0)]
+    repetition_penalty: f64,
+    /// Stop when the text reaches this string (repeatable); the string is not printed.
+    #[arg(long)]
+    stop: Vec<String>,
+    /// The same seed and settings give the same text.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// How the matrices are held: `keep` (a GGUF file's quantized blocks stay as they are, read by the
@@ -43,6 +62,16 @@ struct Args {
     /// LoRA adapters to add to the model (a folder in PEFT's layout: ours or PEFT's).
     #[arg(long)]
     adapter: Option<PathBuf>,
+    /// Talk to the model: each line of standard input is a user turn, and the answer streams back; the
+    /// conversation is rendered with the model's chat template.
+    #[arg(long)]
+    chat: bool,
+    /// With --chat: a system message opening the conversation.
+    #[arg(long)]
+    system: Option<String>,
+    /// With --chat: a Jinja chat template file to use instead of the model's own (or for a model without one).
+    #[arg(long)]
+    chat_template: Option<PathBuf>,
 }
 
 fn main() {
@@ -53,12 +82,14 @@ fn main() {
 }
 
 fn run(args: Args) -> Result<()> {
-    if !(args.top_p > 0.0 && args.top_p <= 1.0) {
-        return Err(Error::invalid(
-            "--top-p",
-            format!("{} is not in (0, 1]", args.top_p),
-        ));
-    }
+    let sampling = Sampling {
+        temperature: args.temperature,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        min_p: args.min_p,
+        repetition_penalty: args.repetition_penalty,
+    };
+    sampling.check()?;
     let quantization = Quantization::parse("--weights", &args.weights)?;
     tapegrad::backend::cpu::keep_freed_memory();
     let path = if args.checkpoint.is_dir() {
@@ -88,38 +119,45 @@ fn run(args: Args) -> Result<()> {
             format!("{} has no tokenizer", path.display()),
         )
     })?;
-    let prompt = tokenizer.encode(&args.prompt);
-    let sampling = Sampling {
-        temperature: args.temperature,
-        top_p: args.top_p,
+    let generation = Generation {
+        model: &model,
+        tokenizer: &tokenizer,
+        sampling,
+        max_tokens: args.max_tokens,
+        stop_ids: tokenizer
+            .eos_id()
+            .filter(|_| !args.ignore_eos)
+            .into_iter()
+            .collect(),
+        stops: args.stop.clone(),
     };
+    let mut rng = Rng::new(args.seed);
+    if args.chat {
+        return chat(&args, &path, &generation, &mut rng);
+    }
+    let prompt = tokenizer.encode(&args.prompt);
     let prefill = if args.timing {
         let start = Instant::now();
         tapegrad::no_grad(|| {
-            let mut cache = tapegrad::llama::KvCache::new();
+            let mut cache = KvCache::new();
             model.forward_last(&prompt, 1, prompt.len(), Some(&mut cache))
         })?;
         Some(start.elapsed().as_secs_f64())
     } else {
         None
     };
+    print!("{}", args.prompt);
+    let mut cache = KvCache::with_capacity(prompt.len() + args.max_tokens);
     let start = Instant::now();
-    let out = generate(
-        &model,
-        &prompt,
-        args.max_tokens,
-        sampling,
-        tokenizer.eos_id().filter(|_| !args.ignore_eos),
-        &mut Rng::new(args.seed),
-    )?;
+    let new = generation.answer(&mut cache, &prompt, &mut rng)?.0;
     let secs = start.elapsed().as_secs_f64();
-    println!("{}{}", args.prompt, tokenizer.decode(&out));
+    println!();
     eprintln!(
         "{} prompt + {} new tokens in {:.2} s: {:.0} tokens/s (KV cache, {} threads); peak RSS {}",
         prompt.len(),
-        out.len(),
+        new,
         secs,
-        out.len() as f64 / secs,
+        new as f64 / secs,
         rayon::current_num_threads(),
         peak_rss()
     );
@@ -127,9 +165,107 @@ fn run(args: Args) -> Result<()> {
         eprintln!(
             "prompt: {:.1} tokens/s; generation: {:.1} tokens/s",
             prompt.len() as f64 / prefill,
-            out.len() as f64 / (secs - prefill).max(1e-9)
+            new as f64 / (secs - prefill).max(1e-9)
         );
     }
+    Ok(())
+}
+
+/// What every answer is generated with.
+struct Generation<'a> {
+    model: &'a Llama,
+    tokenizer: &'a TextTokenizer,
+    sampling: Sampling,
+    max_tokens: usize,
+    /// Token ids that end an answer (end of sequence), not printed.
+    stop_ids: Vec<u32>,
+    /// Texts that end an answer, not printed.
+    stops: Vec<String>,
+}
+
+impl Generation<'_> {
+    /// Continues `context` (reusing what `cache` holds of it), printing the text as it comes; returns the
+    /// number of new tokens and the text.
+    fn answer(
+        &self,
+        cache: &mut KvCache,
+        context: &[u32],
+        rng: &mut Rng,
+    ) -> Result<(usize, String)> {
+        let mut stream = TextStream::new(self.tokenizer, &self.stops);
+        let mut stdout = std::io::stdout();
+        let new = generate_with(
+            self.model,
+            cache,
+            context,
+            self.max_tokens,
+            self.sampling,
+            &self.stop_ids,
+            rng,
+            |id| {
+                if self.stop_ids.contains(&id) {
+                    return Ok(false);
+                }
+                let (text, stopped) = stream.push(id);
+                print!("{text}");
+                stdout
+                    .flush()
+                    .map_err(|e| Error::io("standard output", e))?;
+                Ok(!stopped)
+            },
+        )?;
+        print!("{}", stream.finish());
+        Ok((new.len(), stream.text().to_string()))
+    }
+}
+
+/// The conversation loop of `--chat`: a user turn per line of standard input until it ends.
+fn chat(args: &Args, path: &Path, generation: &Generation, rng: &mut Rng) -> Result<()> {
+    let tokenizer = generation.tokenizer;
+    let template = match &args.chat_template {
+        Some(file) => {
+            let source = std::fs::read_to_string(file).map_err(|e| Error::io(file, e))?;
+            let text = |id: Option<u32>| id.map(|id| tokenizer.decode(&[id])).unwrap_or_default();
+            ChatTemplate::new(source, text(tokenizer.bos_id()), text(tokenizer.eos_id()))?
+        }
+        None => tokenizer.chat_template()?.ok_or_else(|| {
+            Error::invalid(
+                "--chat",
+                format!(
+                    "{} has no chat template; give one with --chat-template FILE",
+                    path.display()
+                ),
+            )
+        })?,
+    };
+    let mut messages: Vec<Message> = args
+        .system
+        .iter()
+        .map(|s| Message::new("system", s.as_str()))
+        .collect();
+    eprintln!("chatting: one message per line; end the input (Ctrl-D) to stop");
+    let mut cache = KvCache::new();
+    let mut lines = std::io::stdin().lock().lines();
+    loop {
+        eprint!("> ");
+        let Some(line) = lines.next() else { break };
+        let line = line.map_err(|e| Error::io("standard input", e))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        messages.push(Message::new("user", line));
+        let context = tokenizer.encode_with_special(&template.render(&messages, true)?);
+        let start = Instant::now();
+        let (new, text) = generation.answer(&mut cache, &context, rng)?;
+        println!();
+        eprintln!(
+            "[{new} tokens, {:.1} tokens/s; context {} tokens]",
+            new as f64 / start.elapsed().as_secs_f64(),
+            context.len() + new
+        );
+        messages.push(Message::new("assistant", text));
+    }
+    eprintln!();
     Ok(())
 }
 

@@ -476,10 +476,7 @@ fn run(args: Args) -> Result<()> {
         let mut rng = Rng::new(args.seed);
         for prompt in ["ROMEO:\n", "Elizabeth", "The king"] {
             let ids = trainer.tokenizer.encode(prompt);
-            let sampling = Sampling {
-                temperature: 0.8,
-                top_p: 0.95,
-            };
+            let sampling = Sampling::new(0.8, 0.95);
             let out = generate(
                 &trainer.model,
                 &ids,

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Renders the chat templates of tests/fixtures/chat/*.jinja with transformers' own renderer (the one behind
 `apply_chat_template`) over a set of conversations, with and without the generation prompt, and writes what it
-gives to tests/fixtures/chat/expected.json, which tests/chat_template.rs compares our rendering with.
+gives to tests/fixtures/chat/expected.json, which tests/chat_template.rs compares our rendering with. With the
+SmolLM2 GGUF present (scripts/fetch-models.sh), also writes tests/fixtures/chat/smollm2.json: the token ids
+`apply_chat_template` gives for two conversations and transformers' greedy answers (f32 weights).
 
     python scripts/chat_template_reference.py      # the python of ../shared/tools/anchors.sh torch, or any
                                                    # python with transformers and jinja2
@@ -81,5 +83,38 @@ def main():
     print(f"{len(cases)} cases, {sum('error' in c for c in cases)} refused", file=sys.stderr)
 
 
+def smollm2():
+    folder = os.path.join(HERE, "..", "..", "..", "target", "models")
+    name = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not os.path.isfile(os.path.join(folder, name)):
+        print(f"{name} is missing: smollm2.json not written", file=sys.stderr)
+        return
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
+    chats = [
+        [{"role": "user", "content": "What is the capital of France?"}],
+        [
+            {"role": "system", "content": "You answer in one short sentence."},
+            {"role": "user", "content": "What is the capital of Italy?"},
+        ],
+    ]
+    out = []
+    for messages in chats:
+        ids = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True, return_dict=True)
+        ids = list(ids["input_ids"])
+        with torch.no_grad():
+            gen = model.generate(torch.tensor([ids]), max_new_tokens=24, do_sample=False)
+        answer = [int(t) for t in gen[0][len(ids):]]
+        out.append({"messages": messages, "ids": ids, "greedy_ids": answer, "greedy_text": tokenizer.decode(answer)})
+    with open(os.path.join(HERE, "smollm2.json"), "w") as f:
+        json.dump({"generated_by": f"transformers {transformers.__version__}", "chats": out}, f, indent=1,
+                  ensure_ascii=False)
+        f.write("\n")
+
+
 if __name__ == "__main__":
     main()
+    smollm2()

@@ -1,14 +1,20 @@
 //! Chat templates rendered as transformers renders them: SmolLM2's (ChatML), a Llama-2 chat template, Llama
 //! 3.1's (llama.cpp's copy) and Zephyr's (TinyLlama's), over five conversations with and without the
 //! generation prompt, against `tests/fixtures/chat/expected.json` (`scripts/chat_template_reference.py`,
-//! transformers' own renderer); a template that refuses a conversation refuses it here too. And the template
-//! inside the SmolLM2 GGUF file is the one these fixtures hold, rendered with its own BOS/EOS texts.
+//! transformers' own renderer); a template that refuses a conversation refuses it here too. And SmolLM2's GGUF
+//! file carries the template these fixtures hold; a conversation rendered with it and encoded with its special
+//! tokens gives `apply_chat_template`'s ids, and greedy decoding answers as transformers does
+//! (`tests/fixtures/chat/smollm2.json`).
 
 mod common;
 
 use serde_json::Value;
 use std::path::PathBuf;
 use tapegrad::llama::chat::{ChatTemplate, Message};
+use tapegrad::llama::generate::{generate_with, Sampling};
+use tapegrad::llama::pretrained::{load_pretrained_with, Quantization};
+use tapegrad::llama::KvCache;
+use tapegrad::Rng;
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/chat")
@@ -53,30 +59,51 @@ fn every_template_renders_every_conversation_as_transformers_does() {
 }
 
 #[test]
-fn the_smollm2_file_carries_its_template_and_renders_with_its_own_tokens() {
+fn the_smollm2_file_carries_its_template_and_chats_as_transformers_does() {
     let Some(path) = common::smollm2_path() else {
         return;
     };
-    let (_, tokenizer) = tapegrad::llama::pretrained::load_pretrained_with(
-        &path,
-        tapegrad::llama::pretrained::Quantization::Keep,
-    )
-    .unwrap();
+    let (model, tokenizer) = load_pretrained_with(&path, Quantization::Dense).unwrap();
     let tokenizer = tokenizer.unwrap();
     let template = tokenizer.chat_template().unwrap().unwrap();
     assert_eq!(template.source(), read("smollm2.jinja"));
-    let messages = [Message::new("user", "Hi")];
-    let text = template.render(&messages, true).unwrap();
-    assert!(
-        text.ends_with("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"),
-        "{text:?}"
-    );
-    // The markers are single special tokens, not spelled out.
-    let ids = tokenizer.encode_with_special(&text);
-    let start = tokenizer.encode_with_special("<|im_start|>");
-    let end = tokenizer.encode_with_special("<|im_end|>");
-    assert_eq!((start.len(), end.len()), (1, 1));
-    assert_eq!(ids.iter().filter(|&&i| i == start[0]).count(), 3);
-    assert_eq!(ids.iter().filter(|&&i| i == end[0]).count(), 2);
-    assert_eq!(tokenizer.decode(&ids), text);
+    let reference: Value = serde_json::from_str(&read("smollm2.json")).unwrap();
+    for chat in reference["chats"].as_array().unwrap() {
+        let messages: Vec<Message> = serde_json::from_value(chat["messages"].clone()).unwrap();
+        let ids = |key: &str| -> Vec<u32> {
+            chat[key]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as u32)
+                .collect()
+        };
+        // The rendered conversation, its special tokens read as such, gives transformers' ids.
+        let text = template.render(&messages, true).unwrap();
+        let context = tokenizer.encode_with_special(&text);
+        assert_eq!(context, ids("ids"), "{text:?}");
+        assert_eq!(tokenizer.decode(&context), text);
+        // Greedy over the f32 weights answers as transformers does, token for token, up to its end of turn.
+        let want = ids("greedy_ids");
+        let mut cache = KvCache::new();
+        let mut rng = Rng::new(0);
+        let stop: Vec<u32> = tokenizer.eos_id().into_iter().collect();
+        let got = generate_with(
+            &model,
+            &mut cache,
+            &context,
+            want.len(),
+            Sampling::greedy(),
+            &stop,
+            &mut rng,
+            |_| Ok(true),
+        )
+        .unwrap();
+        assert_eq!(got, want, "{:?}", tokenizer.decode(&got));
+        assert_eq!(
+            want.last().copied(),
+            tokenizer.eos_id(),
+            "the answer ends its turn"
+        );
+    }
 }

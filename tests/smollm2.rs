@@ -88,10 +88,7 @@ fn check_against_transformers(quantization: Quantization) {
             .iter()
             .map(|v| v.as_u64().unwrap() as u32)
             .collect();
-        let sampling = Sampling {
-            temperature: 0.0,
-            top_p: 1.0,
-        };
+        let sampling = Sampling::new(0.0, 1.0);
         let started = std::time::Instant::now();
         let out = generate(&model, &ids, greedy.len(), sampling, None, &mut Rng::new(0)).unwrap();
         eprintln!(

@@ -15,6 +15,9 @@ pub struct KvCache {
     len: usize,
     /// Positions the buffers are first made for.
     reserve: usize,
+    /// The token ids of the cached positions, kept by `generate_with` (which then reuses the cache for any
+    /// context that begins with them); empty when the cache was filled otherwise.
+    pub(crate) ids: Vec<u32>,
 }
 
 /// Positions a cache made without a size starts with.
@@ -98,6 +101,13 @@ impl KvCache {
         let k = write(&mut self.keys[layer], &k)?;
         let v = write(&mut self.values[layer], &v)?;
         Ok((k, v))
+    }
+
+    /// Forgets every position from `len` on (a conversation whose new text departs from what was cached
+    /// there); the buffers are kept and overwritten by the next positions.
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+        self.ids.truncate(len);
     }
 
     pub(crate) fn advance(&mut self, n: usize) {

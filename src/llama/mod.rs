@@ -18,6 +18,7 @@ pub mod peft;
 pub mod plot;
 pub mod pretrained;
 pub mod recompute;
+pub mod stream;
 pub mod train;
 pub mod weight;
 

@@ -91,6 +91,14 @@ impl TextTokenizer {
         }
     }
 
+    /// The beginning-of-sequence id, if the tokenizer has one.
+    pub fn bos_id(&self) -> Option<u32> {
+        match self {
+            TextTokenizer::Ours(t) => Some(t.bos_id()),
+            TextTokenizer::Vocab(t, _) => t.bos_id(),
+        }
+    }
+
     /// The end-of-sequence id, if the tokenizer has one.
     pub fn eos_id(&self) -> Option<u32> {
         match self {
