@@ -2,7 +2,7 @@
 //!
 //! `cargo run --release --example train_llama` trains the `small` config on Shakespeare + Austen: a progress
 //! bar with loss, tokens/s, learning rate and ETA; `out/metrics.jsonl`; validation in nats per token and bits
-//! per byte; atomic checkpoints under `out/checkpoints/`; samples and `out/loss.png` at the end.
+//! per byte; atomic checkpoints under `out/checkpoints/`; samples, `out/loss.png` and `out/metrics.csv` at the end.
 //!
 //! Data parallel: `mpirun -np N target/release/examples/train_llama ...` (built with `--features mpi`) runs
 //! N ranks, each with `--batch-size` rows of every global batch; rank 0 reports and writes checkpoints.
@@ -423,6 +423,7 @@ fn run(args: Args) -> Result<()> {
         saved_peak as f64 / 1e6,
         memory_stats().peak_bytes as f64 / 1e6
     ));
+    let mut final_bpb = None;
     if last_eval.is_some() {
         let batches = if args.final_eval_batches == 0 {
             usize::MAX
@@ -443,6 +444,7 @@ fn run(args: Args) -> Result<()> {
             eval.nats_per_token,
             eval.bits_per_byte
         );
+        final_bpb = Some(eval.bits_per_byte);
         append_json(
             &metrics,
             serde_json::json!({"step": trainer.step, "final_val_loss": eval.nats_per_token,
@@ -452,7 +454,28 @@ fn run(args: Args) -> Result<()> {
     if !main_rank {
         return Ok(());
     }
-    tapegrad::llama::plot::loss_curve(&args.out.join("loss.png"), &history, &val_history)?;
+    let model_name = args.init.as_ref().map_or(args.config.clone(), |p| {
+        p.file_name()
+            .unwrap_or(p.as_os_str())
+            .to_string_lossy()
+            .into_owned()
+    });
+    let title = format!(
+        "{model_name}{} · {:.2} M parameters · {} steps of {} x {} tokens{}",
+        args.lora.map_or(String::new(), |r| format!(", LoRA r {r}")),
+        trainer.model.config.param_count() as f64 / 1e6,
+        trainer.step,
+        trainer.options.batch_size,
+        trainer.options.seq_len,
+        final_bpb.map_or(String::new(), |b| format!(" · final {b:.4} bits/byte"))
+    );
+    tapegrad::llama::plot::loss_curve(&args.out.join("loss.png"), &title, &history, &val_history)?;
+    let table = args.out.join("metrics.csv");
+    std::fs::write(
+        &table,
+        tapegrad::llama::plot::loss_table(&history, &val_history),
+    )
+    .map_err(|e| Error::io(&table, e))?;
     trainer.model.to_device(Device::Cpu)?;
     if let Some(base) = trainer.model.base.clone() {
         let dir = args.out.join("adapter");
