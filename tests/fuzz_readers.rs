@@ -1,12 +1,17 @@
 //! Byte-mutation fuzzing of every file reader (proptest, so it runs in CI): valid safetensors, token shards,
-//! tokenizer files and Hugging Face configs are corrupted — bytes flipped, truncated, junk inserted — and each
-//! reader must return `Ok` or an `Err`, never panic, hang or allocate from untrusted sizes. (GGUF has the same
-//! check in `io::gguf`'s unit tests.)
+//! tokenizer files, Hugging Face configs, Hugging Face `tokenizer.json` files (byte-level and
+//! SentencePiece-style) and chat templates are corrupted — bytes flipped, truncated, junk inserted — and each
+//! reader must return `Ok` or an `Err`, never panic, hang or allocate from untrusted sizes; a tokenizer that
+//! still reads must encode and decode, a template that still compiles must render or refuse. (GGUF has the
+//! same check in `io::gguf`'s unit tests.)
 
 use proptest::prelude::*;
 use std::path::PathBuf;
 use std::sync::OnceLock;
+use tapegrad::data::bpe_vocab::VocabTokenizer;
+use tapegrad::data::hf_tokenizer::metadata_from_hf;
 use tapegrad::data::{Shard, Tokenizer};
+use tapegrad::llama::chat::{ChatTemplate, Message};
 use tapegrad::llama::checkpoint::to_safetensors;
 use tapegrad::llama::hf::{config_from_json, read_tensors};
 use tapegrad::Tensor;
@@ -49,13 +54,79 @@ fn originals() -> &'static [(&'static str, Vec<u8>)] {
                 .join("tests/data/tiny-llama/model/config.json"),
         )
         .unwrap();
+        let hf = serde_json::to_vec(&tokenizer.hf_tokenizer_json()).unwrap();
+        let template = std::fs::read(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/chat/llama-2.jinja"),
+        )
+        .unwrap();
         vec![
             ("safetensors", safetensors),
             ("shard", std::fs::read(&shard_path).unwrap()),
             ("tokenizer", std::fs::read(&tok_path).unwrap()),
             ("config", config),
+            ("hf-tokenizer", hf),
+            ("hf-spm", spm_tokenizer_json()),
+            ("chat-template", template),
         ]
     })
+}
+
+/// A small SentencePiece-style `tokenizer.json`: specials, the 256 byte tokens, `▁`, `a`, `b` and two merges.
+fn spm_tokenizer_json() -> Vec<u8> {
+    let mut vocab = serde_json::Map::new();
+    for (i, t) in ["<unk>", "<s>", "</s>"].iter().enumerate() {
+        vocab.insert(t.to_string(), i.into());
+    }
+    for b in 0..256 {
+        vocab.insert(format!("<0x{b:02X}>"), (3 + b).into());
+    }
+    for (i, t) in ["\u{2581}", "a", "b", "\u{2581}a", "\u{2581}ab"]
+        .iter()
+        .enumerate()
+    {
+        vocab.insert(t.to_string(), (259 + i).into());
+    }
+    let json = serde_json::json!({
+        "added_tokens": [{"id": 1, "content": "<s>", "special": true}, {"id": 2, "content": "</s>", "special": true}],
+        "normalizer": {"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "\u{2581}"},
+            {"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"}]},
+        "pre_tokenizer": null,
+        "model": {"type": "BPE", "unk_token": "<unk>", "byte_fallback": true, "vocab": vocab,
+                  "merges": ["\u{2581} a", "\u{2581}a b"]},
+    });
+    serde_json::to_vec(&json).unwrap()
+}
+
+/// Reads a Hugging Face `tokenizer.json` and, if it reads, encodes and decodes with it.
+fn read_hf(bytes: &[u8], case: u64) -> bool {
+    let folder = dir().join(format!("hf-{case}"));
+    std::fs::create_dir_all(&folder).unwrap();
+    let read = metadata_from_hf(&folder, bytes)
+        .and_then(|meta| VocabTokenizer::from_metadata(&meta, folder.join("tokenizer.json")));
+    std::fs::remove_dir_all(&folder).unwrap();
+    match read {
+        Ok(t) => {
+            let ids = t.encode_with_special("ab a</s> é 42");
+            let _ = t.decode(&ids);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// Compiles a chat template and, if it compiles, renders a conversation with it.
+fn render_template(bytes: &[u8]) -> bool {
+    let Ok(source) = std::str::from_utf8(bytes) else {
+        return false;
+    };
+    match ChatTemplate::new(source, "<s>", "</s>") {
+        Ok(t) => {
+            let chat = [Message::new("system", "s"), Message::new("user", "u")];
+            let _ = t.render(&chat, true);
+            true
+        }
+        Err(_) => false,
+    }
 }
 
 /// Applies one mutation chosen by `kind` at positions drawn from `seeds`.
@@ -106,6 +177,8 @@ fn read(kind: &str, bytes: &[u8], case: u64) {
                 );
             }
         }
+        "hf-tokenizer" | "hf-spm" => drop(read_hf(bytes, case)),
+        "chat-template" => drop(render_template(bytes)),
         _ => {
             if let Ok(json) = serde_json::from_slice::<serde_json::Value>(bytes) {
                 let _ = config_from_json(&json, &path);
@@ -119,7 +192,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(2048))]
 
     #[test]
-    fn corrupted_files_are_errors_never_panics(which in 0usize..4, kind in 0u8..4, seeds in prop::collection::vec(any::<u64>(), 1..6), case: u64) {
+    fn corrupted_files_are_errors_never_panics(which in 0usize..7, kind in 0u8..4, seeds in prop::collection::vec(any::<u64>(), 1..6), case: u64) {
         let (name, bytes) = &originals()[which];
         read(name, &mutate(bytes, kind, &seeds), case);
     }
@@ -137,6 +210,8 @@ fn the_unmutated_files_read_cleanly() {
                 vec![1, 2, 3, 500, 7, 9, 11]
             ),
             "tokenizer" => assert!(Tokenizer::load(&path).is_ok()),
+            "hf-tokenizer" | "hf-spm" => assert!(read_hf(bytes, 0)),
+            "chat-template" => assert!(render_template(bytes)),
             _ => assert!(config_from_json(&serde_json::from_slice(bytes).unwrap(), &path).is_ok()),
         }
     }

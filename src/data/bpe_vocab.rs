@@ -49,7 +49,7 @@ pub enum TokenizerModel {
 
 /// GPT-2's reversible map from bytes to printable chars: printable Latin-1 bytes map to themselves, the others
 /// to U+0100 onwards in byte order.
-fn byte_to_char_table() -> [char; 256] {
+pub(crate) fn byte_to_char_table() -> [char; 256] {
     let mut table = ['\0'; 256];
     let mut next = 256u32;
     for (b, slot) in table.iter_mut().enumerate() {
@@ -102,6 +102,11 @@ struct ByteBpe {
     merges: PairMap,
     /// Piece → ids, for pieces seen before.
     cache: Mutex<HashMap<String, Vec<u32>>>,
+    /// A piece that is itself a token is that token, whatever the merges would make of it (Llama 3's rule;
+    /// `tokenizer.ggml.ignore_merges`, by default whether the pre-tokenizer is Llama 3's).
+    ignore_merges: bool,
+    /// The byte-level spelling of a piece, for `ignore_merges`.
+    table: Box<[char; 256]>,
 }
 
 /// The SentencePiece parts of a `llama` vocabulary.
@@ -125,6 +130,8 @@ pub struct VocabTokenizer {
     token_to_id: HashMap<String, u32>,
     /// Control and user-defined tokens, longest first, for [`VocabTokenizer::encode_with_special`].
     specials: Vec<(String, u32)>,
+    /// Whether some special spelling starts with this byte.
+    special_starts: [bool; 256],
     bos: Option<u32>,
     eos: Option<u32>,
     unk: Option<u32>,
@@ -273,6 +280,10 @@ impl VocabTokenizer {
             .map(|(id, (t, _))| (t.clone(), id as u32))
             .collect();
         specials.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.1.cmp(&b.1)));
+        let mut special_starts = [false; 256];
+        for (s, _) in &specials {
+            special_starts[s.as_bytes()[0] as usize] = true;
+        }
 
         let model = match model {
             "gpt2" => Model::Bpe(ByteBpe::new(&meta, &tokens, &token_to_id)?),
@@ -292,6 +303,7 @@ impl VocabTokenizer {
             types,
             token_to_id,
             specials,
+            special_starts,
         })
     }
 
@@ -353,21 +365,25 @@ impl VocabTokenizer {
     /// that token, longest match first, as Hugging Face does for added tokens; no BOS/EOS is added.
     pub fn encode_with_special(&self, text: &str) -> Vec<u32> {
         let mut out = Vec::with_capacity(text.len() / 3 + 1);
+        let bytes = text.as_bytes();
         let mut plain_start = 0;
         let mut i = 0;
-        while i < text.len() {
-            let rest = &text[i..];
-            if let Some((s, id)) = self
-                .specials
-                .iter()
-                .find(|(s, _)| rest.starts_with(s.as_str()))
-            {
+        while i < bytes.len() {
+            // A spelling starts with a leading byte, so a match is always at a character boundary.
+            let found = if self.special_starts[bytes[i] as usize] {
+                self.specials
+                    .iter()
+                    .find(|(s, _)| bytes[i..].starts_with(s.as_bytes()))
+            } else {
+                None
+            };
+            if let Some((s, id)) = found {
                 self.encode_into(&text[plain_start..i], &mut out);
                 out.push(*id);
                 i += s.len();
                 plain_start = i;
             } else {
-                i += rest.chars().next().map_or(1, char::len_utf8);
+                i += 1;
             }
         }
         self.encode_into(&text[plain_start..], &mut out);
@@ -379,7 +395,7 @@ impl VocabTokenizer {
             return;
         }
         match &self.model {
-            Model::Bpe(bpe) => bpe.encode(text, self.unk, out),
+            Model::Bpe(bpe) => bpe.encode(text, self, out),
             Model::Spm(spm) => spm.encode(text, self, out),
         }
     }
@@ -476,23 +492,38 @@ impl ByteBpe {
             merges.entry(pair_key(ia, ib)).or_insert((rank as u32, im));
         }
         debug_assert!(tokens.len() <= u32::MAX as usize);
+        let ignore_merges = meta
+            .bool("tokenizer.ggml.ignore_merges")?
+            .unwrap_or(pre == PreTokenizer::Llama3);
         Ok(ByteBpe {
             pre,
             byte_ids,
             char_to_byte,
             merges,
             cache: Mutex::new(HashMap::new()),
+            ignore_merges,
+            table: Box::new(table),
         })
     }
 
-    fn encode(&self, text: &str, unk: Option<u32>, out: &mut Vec<u32>) {
+    fn encode(&self, text: &str, tok: &VocabTokenizer, out: &mut Vec<u32>) {
+        let unk = tok.unk;
         // A contended cache is skipped rather than waited for, so parallel callers never serialize.
         let mut cache = self.cache.try_lock().ok();
         let mut syms = Vec::new();
+        let mut spelled = String::new();
         for piece in self.pre.split(text) {
             if let Some(ids) = cache.as_ref().and_then(|c| c.get(piece)) {
                 out.extend_from_slice(ids);
                 continue;
+            }
+            if self.ignore_merges {
+                spelled.clear();
+                spelled.extend(piece.bytes().map(|b| self.table[b as usize]));
+                if let Some(&id) = tok.token_to_id.get(spelled.as_str()) {
+                    out.push(id);
+                    continue;
+                }
             }
             syms.clear();
             syms.extend(

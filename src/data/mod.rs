@@ -6,6 +6,7 @@
 //! saved and restored so that a resumed run draws exactly the batches an uninterrupted one would have.
 
 pub mod bpe_vocab;
+pub mod hf_tokenizer;
 pub mod sampler;
 pub mod shard;
 pub mod tokenizer;

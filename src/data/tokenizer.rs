@@ -20,7 +20,9 @@ use crate::io::checksum::Fnv1a64;
 use crate::io::write_file_atomically;
 use learn::{count_chunks, MergeLearner};
 
+mod hf;
 mod learn;
+pub use hf::PATTERN as HF_PATTERN;
 
 /// The number of byte tokens at the start of every vocabulary.
 const BYTE_TOKENS: u32 = 256;
@@ -34,7 +36,7 @@ const FIRST_MERGED_ID: u32 = 258;
 const BOS_NAME: &str = "<s>";
 const EOS_NAME: &str = "</s>";
 /// The `format` field of a tokenizer file.
-const FORMAT_NAME: &str = "tapegrad-bpe";
+pub(crate) const FORMAT_NAME: &str = "tapegrad-bpe";
 /// The `version` field of a tokenizer file; bump it whenever the pre-tokenization rules change.
 const FORMAT_VERSION: u32 = 1;
 
@@ -353,6 +355,33 @@ impl Tokenizer {
             encoder.encode_chunk(chunk, &mut ids);
         }
         ids
+    }
+
+    /// Encodes `text` like [`Tokenizer::encode`], except that the names of BOS and EOS (`<s>`, `</s>`) in
+    /// it are those tokens, as Hugging Face tokenizers read special tokens inside text.
+    pub fn encode_with_special(&self, text: &str) -> Vec<u32> {
+        let mut ids = Vec::new();
+        let mut rest = text;
+        loop {
+            let next = [
+                (BOS_ID, &self.special_names[0]),
+                (EOS_ID, &self.special_names[1]),
+            ]
+            .into_iter()
+            .filter(|(_, name)| !name.is_empty())
+            .filter_map(|(id, name)| {
+                rest.find(name.as_str())
+                    .map(|at| (at, Reverse(name.len()), id))
+            })
+            .min();
+            let Some((at, Reverse(len), id)) = next else {
+                ids.extend(self.encode(rest.as_bytes()));
+                return ids;
+            };
+            ids.extend(self.encode(&rest.as_bytes()[..at]));
+            ids.push(id);
+            rest = &rest[at + len..];
+        }
     }
 
     /// Encodes `bytes` like [`Tokenizer::encode`] (same ids), cutting large inputs into pieces encoded in

@@ -4,7 +4,8 @@
 //! (`trim_blocks`, `lstrip_blocks`), `break`/`continue`, Python's string and dict methods, `raise_exception`,
 //! `strftime_now`, a `tojson` that writes what Python's `json.dumps` writes (no HTML escaping), and the
 //! variables `messages`, `add_generation_prompt`, `tools` and `documents` (both none), `bos_token`,
-//! `eos_token`. A template that raises, or reads past what it is given, is an error naming the template.
+//! `eos_token`. A template that raises, or runs past a budget of instructions (`FUEL`), is an error naming
+//! the template.
 
 use crate::error::{Error, Result};
 use minijinja::value::{Kwargs, Value, ValueKind};
@@ -31,6 +32,9 @@ impl Message {
 
 /// The template's name inside its environment.
 const NAME: &str = "chat_template";
+/// The most template instructions one rendering may run: a conversation of a million tokens needs far fewer,
+/// and a hostile template (one in a downloaded model file) that loops without end stops with an error.
+const FUEL: u64 = 50_000_000;
 
 /// A compiled chat template with the special tokens it is rendered with.
 pub struct ChatTemplate {
@@ -62,6 +66,7 @@ impl ChatTemplate {
         let mut env = Environment::new();
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
+        env.set_fuel(Some(FUEL));
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
@@ -384,6 +389,18 @@ mod tests {
             err.contains("chat template") && err.contains("compiling"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_template_that_never_ends_is_stopped() {
+        let t = ChatTemplate::new(
+            "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+            "",
+            "",
+        )
+        .unwrap();
+        let err = t.render(&chat(), false).unwrap_err().to_string();
+        assert!(err.contains("fuel"), "{err}");
     }
 
     #[test]

@@ -13,6 +13,7 @@ use crate::data::Encoder;
 use crate::data::Tokenizer;
 use crate::error::{Error, Result};
 use crate::io::gguf::{GgmlType, Gguf, Value};
+use crate::io::write_file_atomically;
 use crate::llama::gguf;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -34,8 +35,12 @@ impl TextTokenizer {
     }
 }
 
-/// Our tokenizer's file in a checkpoint folder.
+/// A checkpoint folder's tokenizer in Hugging Face's `tokenizers` format (ours or a model's).
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
+/// The Hugging Face tokenizer's settings (class, special tokens, chat template).
+pub const TOKENIZER_CONFIG_FILE: &str = "tokenizer_config.json";
+/// Our tokenizer's own file in a checkpoint folder (exact: merges by id), beside the Hugging Face files.
+pub const OUR_TOKENIZER_FILE: &str = "tapegrad-tokenizer.json";
 /// A GGUF tokenizer's metadata in a checkpoint folder.
 pub const GGUF_TOKENIZER_FILE: &str = "tokenizer.gguf.json";
 
@@ -56,10 +61,22 @@ impl TextTokenizer {
         }
     }
 
-    /// Writes the tokenizer into a checkpoint folder (`TOKENIZER_FILE` or `GGUF_TOKENIZER_FILE`).
+    /// Writes the tokenizer into a checkpoint folder: ours as `OUR_TOKENIZER_FILE` and as Hugging Face's
+    /// `TOKENIZER_FILE` + `TOKENIZER_CONFIG_FILE` (so transformers' `AutoTokenizer` reads it), one read from
+    /// GGUF metadata as `GGUF_TOKENIZER_FILE`.
     pub fn save(&self, dir: &Path) -> Result<()> {
         match self {
-            TextTokenizer::Ours(t) => t.save(dir.join(TOKENIZER_FILE)),
+            TextTokenizer::Ours(t) => {
+                t.save(dir.join(OUR_TOKENIZER_FILE))?;
+                for (name, json) in [
+                    (TOKENIZER_FILE, t.hf_tokenizer_json()),
+                    (TOKENIZER_CONFIG_FILE, t.hf_tokenizer_config()),
+                ] {
+                    let bytes = serde_json::to_vec_pretty(&json).expect("json serializes");
+                    write_file_atomically(&dir.join(name), |w| w.write_all(&bytes))?;
+                }
+                Ok(())
+            }
             TextTokenizer::Vocab(_, json) => {
                 let path = dir.join(GGUF_TOKENIZER_FILE);
                 std::fs::write(&path, json).map_err(|e| Error::io(&path, e))
@@ -67,9 +84,11 @@ impl TextTokenizer {
         }
     }
 
-    /// Reads the tokenizer a checkpoint folder holds, if any.
+    /// Reads the tokenizer a checkpoint folder holds, if any: ours (`OUR_TOKENIZER_FILE`, or a
+    /// `TOKENIZER_FILE` in our own format, as older checkpoints hold it), GGUF metadata, or a Hugging Face
+    /// `tokenizer.json`.
     pub fn load(dir: &Path) -> Result<Option<TextTokenizer>> {
-        let ours = dir.join(TOKENIZER_FILE);
+        let ours = dir.join(OUR_TOKENIZER_FILE);
         if ours.is_file() {
             return Ok(Some(TextTokenizer::Ours(Tokenizer::load(&ours)?)));
         }
@@ -79,6 +98,15 @@ impl TextTokenizer {
             let metadata: BTreeMap<String, Value> = serde_json::from_slice(&text)
                 .map_err(|e| Error::format(&gguf_meta, format!("bad tokenizer metadata: {e}")))?;
             return TextTokenizer::from_metadata(&metadata, &gguf_meta).map(Some);
+        }
+        let hf = dir.join(TOKENIZER_FILE);
+        if hf.is_file() {
+            let text = std::fs::read(&hf).map_err(|e| Error::io(&hf, e))?;
+            if is_our_format(&text) {
+                return Ok(Some(TextTokenizer::Ours(Tokenizer::load(&hf)?)));
+            }
+            let metadata = crate::data::hf_tokenizer::metadata_from_hf(dir, &text)?;
+            return TextTokenizer::from_metadata(&metadata, &hf).map(Some);
         }
         Ok(None)
     }
@@ -108,11 +136,10 @@ impl TextTokenizer {
     }
 
     /// Token ids of `text` in which the texts of special tokens (`<|im_start|>`, `</s>`, ...) are those
-    /// tokens, as a rendered chat template needs; the rest as [`TextTokenizer::encode`]. Our own tokenizer has
-    /// no special token texts.
+    /// tokens, as a rendered chat template needs; the rest as [`TextTokenizer::encode`].
     pub fn encode_with_special(&self, text: &str) -> Vec<u32> {
         match self {
-            TextTokenizer::Ours(t) => t.encode(text.as_bytes()),
+            TextTokenizer::Ours(t) => t.encode_with_special(text),
             TextTokenizer::Vocab(t, _) => t.encode_with_special(text),
         }
     }
@@ -135,6 +162,18 @@ impl TextTokenizer {
 
 /// The GGUF metadata key of a model's chat template.
 pub const CHAT_TEMPLATE_KEY: &str = "tokenizer.chat_template";
+
+/// Whether a `tokenizer.json` is in our own format (older checkpoints), not Hugging Face's.
+fn is_our_format(json: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Format {
+        format: Option<String>,
+    }
+    serde_json::from_slice::<Format>(json)
+        .ok()
+        .and_then(|f| f.format)
+        .is_some_and(|f| f == crate::data::tokenizer::FORMAT_NAME)
+}
 
 /// How a loaded model holds its matrices.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -47,7 +47,40 @@ fn individual_digit_splits() {
     );
     assert_eq!(split(d, "٣٤"), ["٣", "٤"]);
     assert_eq!(PreTokenizer::from_name("smollm"), Some(d));
-    assert_eq!(PreTokenizer::from_name("llama-bpe"), None);
+    assert_eq!(PreTokenizer::from_name("qwen2"), None);
+}
+
+#[test]
+fn llama3_splits_as_its_pattern_says() {
+    let l = PreTokenizer::Llama3;
+    assert_eq!(PreTokenizer::from_name("llama-bpe"), Some(l));
+    assert_eq!(PreTokenizer::from_name(l.name()), Some(l));
+    // Contractions in any case; a letter run takes one non-letter, non-number char before it.
+    assert_eq!(
+        split(l, "I'M you'Re x'll"),
+        ["I", "'M", " you", "'Re", " x", "'ll"]
+    );
+    assert_eq!(split(l, "!hello\tworld"), ["!hello", "\tworld"]);
+    // Numbers in threes; a space before a number stands alone.
+    assert_eq!(split(l, "12345 678"), ["123", "45", " ", "678"]);
+    // Punctuation with an optional space before and line breaks after.
+    assert_eq!(split(l, "a .,;\n\nb"), ["a", " .,;\n\n", "b"]);
+    // Whitespace up to its last line break; a run before text leaves its last char.
+    assert_eq!(split(l, "a \n  \n  b"), ["a", " \n  \n", " ", " b"]);
+    assert_eq!(split(l, "a   b  "), ["a", "  ", " b", "  "]);
+    // Combining marks are not letters (\p{L}): they go with the punctuation rule.
+    assert_eq!(split(l, "e\u{301}x"), ["e", "\u{301}x"]);
+    assert!(split(l, "").is_empty());
+}
+
+#[test]
+fn our_chunks_split_text_at_the_same_places() {
+    let t = PreTokenizer::Tapegrad;
+    assert_eq!(PreTokenizer::from_name(t.name()), Some(t));
+    assert_eq!(
+        split(t, "Hi  there, 42é!"),
+        ["Hi", " ", " there", ",", " 4", "2", "é", "!"]
+    );
 }
 
 #[test]
