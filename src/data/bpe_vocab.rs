@@ -49,7 +49,7 @@ pub enum TokenizerModel {
 
 /// GPT-2's reversible map from bytes to printable chars: printable Latin-1 bytes map to themselves, the others
 /// to U+0100 onwards in byte order.
-pub(crate) fn byte_to_char_table() -> [char; 256] {
+pub fn byte_to_char_table() -> [char; 256] {
     let mut table = ['\0'; 256];
     let mut next = 256u32;
     for (b, slot) in table.iter_mut().enumerate() {

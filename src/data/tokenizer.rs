@@ -337,6 +337,11 @@ impl Tokenizer {
         EOS_ID
     }
 
+    /// The names of BOS and EOS (`<s>` and `</s>` unless the file said otherwise).
+    pub fn special_names(&self) -> [&str; 2] {
+        [&self.special_names[0], &self.special_names[1]]
+    }
+
     /// The learned merges in rank order; merge `i` creates token `258 + i`.
     pub fn merges(&self) -> &[(u32, u32)] {
         &self.merges

@@ -21,6 +21,8 @@ use crate::error::{Error, Result};
 use cursor::Cursor;
 
 mod cursor;
+pub mod write;
+pub use write::GgufWriter;
 
 /// The four bytes every GGUF file starts with.
 pub const GGUF_MAGIC: [u8; 4] = *b"GGUF";

@@ -7,6 +7,7 @@ pub mod chat;
 pub mod checkpoint;
 pub mod config;
 pub mod eval;
+pub mod export;
 pub mod generate;
 pub mod gguf;
 pub mod hf;

@@ -266,11 +266,16 @@ fn load_weights(path: &Path, keep_quantized: bool) -> Result<(Llama, Option<Text
         ));
     }
     let mut file = Gguf::open(path)?;
-    let tokenizer = TextTokenizer::from_metadata(&file.take_metadata("tokenizer."), path)?;
+    // A file without a vocabulary (a bare export) loads without a tokenizer.
+    let metadata = file.take_metadata("tokenizer.");
+    let tokenizer = match metadata.contains_key("tokenizer.ggml.model") {
+        true => Some(TextTokenizer::from_metadata(&metadata, path)?),
+        false => None,
+    };
     let config = gguf::config_from_gguf(&file)?;
     let mut weights = gguf::weights_from_gguf(&std::sync::Arc::new(file), &config, keep_quantized)?;
     let model = super::hf::model_from_tensors(config, &mut weights, path)?;
-    Ok((model, Some(tokenizer)))
+    Ok((model, tokenizer))
 }
 
 impl Encoder for TextTokenizer {

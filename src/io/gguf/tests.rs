@@ -4,6 +4,7 @@
 // Reference checks index element by element on purpose, mirroring the format descriptions.
 #![allow(clippy::needless_range_loop)]
 
+use super::write::header;
 use super::*;
 use half::f16;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,53 +16,6 @@ pub(crate) struct Writer {
     pub kvs: Vec<(String, Value)>,
     /// `(name, ggml dims innermost first, type id, raw bytes)`.
     pub tensors: Vec<(String, Vec<u64>, u32, Vec<u8>)>,
-}
-
-fn type_id(v: &Value) -> u32 {
-    match v {
-        Value::U8(_) => 0,
-        Value::I8(_) => 1,
-        Value::U16(_) => 2,
-        Value::I16(_) => 3,
-        Value::U32(_) => 4,
-        Value::I32(_) => 5,
-        Value::F32(_) => 6,
-        Value::Bool(_) => 7,
-        Value::String(_) => 8,
-        Value::Array(_) => 9,
-        Value::U64(_) => 10,
-        Value::I64(_) => 11,
-        Value::F64(_) => 12,
-    }
-}
-
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    out.extend((s.len() as u64).to_le_bytes());
-    out.extend(s.as_bytes());
-}
-
-fn put_value(out: &mut Vec<u8>, v: &Value) {
-    match v {
-        Value::U8(x) => out.extend(x.to_le_bytes()),
-        Value::I8(x) => out.extend(x.to_le_bytes()),
-        Value::U16(x) => out.extend(x.to_le_bytes()),
-        Value::I16(x) => out.extend(x.to_le_bytes()),
-        Value::U32(x) => out.extend(x.to_le_bytes()),
-        Value::I32(x) => out.extend(x.to_le_bytes()),
-        Value::F32(x) => out.extend(x.to_le_bytes()),
-        Value::Bool(x) => out.push(u8::from(*x)),
-        Value::String(s) => put_str(out, s),
-        Value::Array(items) => {
-            out.extend(items.first().map_or(0, type_id).to_le_bytes());
-            out.extend((items.len() as u64).to_le_bytes());
-            for item in items {
-                put_value(out, item);
-            }
-        }
-        Value::U64(x) => out.extend(x.to_le_bytes()),
-        Value::I64(x) => out.extend(x.to_le_bytes()),
-        Value::F64(x) => out.extend(x.to_le_bytes()),
-    }
 }
 
 impl Writer {
@@ -86,28 +40,11 @@ impl Writer {
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        out.extend(b"GGUF");
-        out.extend(self.version.to_le_bytes());
-        out.extend((self.tensors.len() as u64).to_le_bytes());
-        out.extend((self.kvs.len() as u64).to_le_bytes());
-        for (k, v) in &self.kvs {
-            put_str(&mut out, k);
-            out.extend(type_id(v).to_le_bytes());
-            put_value(&mut out, v);
-        }
-        let mut offset = 0usize;
-        for (name, dims, ty, bytes) in &self.tensors {
-            put_str(&mut out, name);
-            out.extend((dims.len() as u32).to_le_bytes());
-            for d in dims {
-                out.extend(d.to_le_bytes());
-            }
-            out.extend(ty.to_le_bytes());
-            out.extend((offset as u64).to_le_bytes());
-            offset = (offset + bytes.len()).next_multiple_of(self.alignment);
-        }
-        out.resize(out.len().next_multiple_of(self.alignment), 0);
+        let infos = self
+            .tensors
+            .iter()
+            .map(|(name, dims, ty, bytes)| (name.as_str(), dims.as_slice(), *ty, bytes.len()));
+        let mut out = header(self.version, self.alignment, &self.kvs, infos);
         for (_, _, _, bytes) in &self.tensors {
             out.extend(bytes);
             out.resize(out.len().next_multiple_of(self.alignment), 0);
