@@ -12,9 +12,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use tapegrad::llama::chat::ChatTemplate;
 use tapegrad::llama::generate::{generate, Sampling};
 use tapegrad::llama::parallel::ParallelOptions;
 use tapegrad::llama::pretrained::Quantization;
+use tapegrad::llama::sft::SftData;
 use tapegrad::llama::train::{TrainOptions, Trainer};
 use tapegrad::llama::{Config, LoraConfig, Recompute, Target};
 use tapegrad::memory::{memory_stats, reset_peak};
@@ -130,6 +132,17 @@ struct Args {
     /// OUT/merged at the end.
     #[arg(long, requires = "lora")]
     merge: bool,
+    /// Supervised finetuning on conversations (JSON lines: {"messages": [{"role", "content"}, ...]} or
+    /// Alpaca's {"instruction", "input", "output"}), rendered with the model's chat template, the loss on the
+    /// assistant's turns only; validation reports the SFT loss on held-out conversations. Replaces --data.
+    #[arg(long)]
+    sft: Option<PathBuf>,
+    /// With --sft: the share of conversations held out for validation.
+    #[arg(long, default_value_t = 0.1, requires = "sft")]
+    sft_val_fraction: f64,
+    /// With --sft: a Jinja chat template file to use instead of the model's own (or for a model without one).
+    #[arg(long, requires = "sft")]
+    chat_template: Option<PathBuf>,
 }
 
 fn parse_data(specs: &[String]) -> Result<Vec<(PathBuf, f64)>> {
@@ -234,6 +247,41 @@ fn run(args: Args) -> Result<()> {
     };
     if main_rank && ranks > 1 {
         launched.comm.barrier()?;
+    }
+    if let Some(path) = &args.sft {
+        let template = match &args.chat_template {
+            Some(file) => {
+                let source = std::fs::read_to_string(file).map_err(|e| Error::io(file, e))?;
+                let t = &trainer.tokenizer;
+                let text = |id: Option<u32>| id.map(|id| t.decode(&[id])).unwrap_or_default();
+                ChatTemplate::new(source, text(t.bos_id()), text(t.eos_id()))?
+            }
+            None => trainer.tokenizer.chat_template()?.ok_or_else(|| {
+                Error::invalid(
+                    "--sft",
+                    "the model's tokenizer has no chat template; give one with --chat-template FILE",
+                )
+            })?,
+        };
+        let sft = SftData::load(
+            path,
+            &template,
+            &trainer.tokenizer,
+            args.sft_val_fraction,
+            args.seed,
+        )?;
+        let trained: usize = sft
+            .train
+            .iter()
+            .map(|e| e.trained.iter().filter(|&&t| t).count())
+            .sum();
+        eprintln!(
+            "sft: {} training and {} held-out conversations from {} ({trained} assistant tokens to learn)",
+            sft.train.len(),
+            sft.val.len(),
+            path.display()
+        );
+        trainer.sft = Some(sft);
     }
     trainer.model.recompute = args.recompute;
     trainer.model.to_device(device)?;

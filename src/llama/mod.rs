@@ -19,6 +19,7 @@ pub mod peft;
 pub mod plot;
 pub mod pretrained;
 pub mod recompute;
+pub mod sft;
 pub mod stream;
 pub mod train;
 pub mod weight;

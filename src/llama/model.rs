@@ -517,7 +517,8 @@ impl Llama {
         head.linear(&x)?.to_dtype(dtype)
     }
 
-    /// Mean next-token cross-entropy (nats) of `inputs` against `targets`, both `[B, T]`.
+    /// Mean next-token cross-entropy (nats) of `inputs` against `targets`, both `[B, T]`, over the targets
+    /// that are not [`super::sft::IGNORE`] (0 when none is).
     pub fn loss(
         &self,
         inputs: &[u32],
@@ -528,7 +529,7 @@ impl Llama {
         let logits = self.forward(inputs, batch, seq_len, None)?;
         logits
             .reshape(&[batch * seq_len, self.config.vocab_size])?
-            .cross_entropy(targets, None)
+            .cross_entropy(targets, Some(super::sft::IGNORE))
     }
 }
 

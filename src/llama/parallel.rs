@@ -6,7 +6,7 @@
 
 use super::train::{accumulate, StepStats, Trainer};
 use crate::dist::{Buckets, Communicator, GradSync, Group, Reduce, ZeroAdamW};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::optim::adamw::StepInfo;
 use crate::tensor::Tensor;
 use std::time::Duration;
@@ -93,6 +93,12 @@ impl Trainer {
     /// backward, the global loss, and the (sharded) update. With gradient accumulation the first micro-batches
     /// sum their gradients locally, and the last one's backward hands the running mean to the collectives.
     pub(crate) fn parallel_step(&mut self) -> Result<StepStats> {
+        if self.sft.is_some() {
+            return Err(Error::invalid(
+                "--sft",
+                "supervised finetuning runs on one process (no data parallelism yet)",
+            ));
+        }
         let (rank, ranks) = self.rank_and_size();
         let (b, t, n) = (
             self.options.batch_size,

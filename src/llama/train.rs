@@ -9,6 +9,7 @@ use super::lora::LoraConfig;
 use super::model::Llama;
 use super::parallel::{CommStats, DataParallel};
 use super::pretrained::{load_pretrained_with, Quantization, TextTokenizer};
+use super::sft::{SftData, IGNORE};
 use crate::backend::Device;
 use crate::data::{prepare_source, Batch, Mixture, MixtureState, Tokenizer, DEFAULT_VAL_FRACTION};
 use crate::dtype::DType;
@@ -106,6 +107,9 @@ pub struct Trainer {
     pub warnings: Vec<String>,
     /// Data-parallel state, once [`Trainer::distribute`] has spread the run over ranks.
     pub parallel: Option<DataParallel>,
+    /// Supervised finetuning: when set, batches come from these conversations (loss on the assistant's turns
+    /// only) instead of the corpora, and validation scores its held-out conversations.
+    pub sft: Option<SftData>,
 }
 
 /// `sum + grads`, element by element (`grads` itself for the first micro-batch).
@@ -285,6 +289,7 @@ impl Trainer {
             skipped_in_a_row: 0,
             warnings: Vec::new(),
             parallel: None,
+            sft: None,
         })
     }
 
@@ -387,7 +392,10 @@ impl Trainer {
         );
         let (mut total, mut sum, mut saved_bytes) = (0.0, None::<Vec<Tensor>>, 0);
         for micro in 0..n {
-            let batch = self.mixture.next_batch(b);
+            let batch = match &self.sft {
+                Some(sft) => sft.batch(self.step, micro, n, b, t),
+                None => self.mixture.next_batch(b),
+            };
             let (loss, grads, saved) = self.micro_step(micro, &batch)?;
             total += loss;
             saved_bytes = saved_bytes.max(saved);
@@ -468,6 +476,9 @@ impl Trainer {
     /// data-parallel run each rank scores its rows of every batch (every rank calls it and gets the same
     /// figures).
     pub fn evaluate(&mut self, max_batches: usize) -> Result<EvalStats> {
+        if self.sft.is_some() {
+            return self.evaluate_sft(max_batches);
+        }
         // The global batch size (rows per rank × micro-batches × ranks) lays the windows out, so the figures do
         // not depend on how a step's batch is split; each rank scores its rows a micro-batch at a time.
         let (rank, ranks) = self.rank_and_size();
@@ -484,14 +495,8 @@ impl Trainer {
                 if batch.batch_size == 0 {
                     continue;
                 }
-                let loss = self.model.loss(
-                    &batch.inputs,
-                    &batch.targets,
-                    batch.batch_size,
-                    batch.seq_len,
-                )?;
                 let n = batch.targets.len();
-                total += loss.item()? * n as f64;
+                total += self.batch_loss(&batch)? * n as f64;
                 count += n;
             }
             Ok(())
@@ -502,6 +507,48 @@ impl Trainer {
         Ok(EvalStats {
             nats_per_token: nats,
             bits_per_byte: counts.bits_per_byte(nats),
+        })
+    }
+
+    /// The model's mean loss on `batch` (over its targets that are not [`IGNORE`]).
+    fn batch_loss(&self, batch: &Batch) -> Result<f64> {
+        self.model
+            .loss(
+                &batch.inputs,
+                &batch.targets,
+                batch.batch_size,
+                batch.seq_len,
+            )?
+            .item()
+    }
+
+    /// The SFT validation loss: the mean over the held-out conversations' assistant tokens (up to
+    /// `max_batches` batches), and per byte of those tokens' text.
+    fn evaluate_sft(&mut self, max_batches: usize) -> Result<EvalStats> {
+        let sft = self.sft.as_ref().expect("called for SFT runs");
+        let batches = sft.val_batches(self.options.batch_size, self.options.seq_len);
+        let (mut total, mut tokens, mut bytes) = (0.0, 0usize, 0usize);
+        no_grad(|| -> Result<()> {
+            for batch in batches.iter().take(max_batches.max(1)) {
+                let kept: Vec<u32> = batch
+                    .targets
+                    .iter()
+                    .copied()
+                    .filter(|&t| t != IGNORE)
+                    .collect();
+                total += self.batch_loss(batch)? * kept.len() as f64;
+                tokens += kept.len();
+                bytes += kept
+                    .iter()
+                    .map(|&id| self.tokenizer.decode(&[id]).len())
+                    .sum::<usize>();
+            }
+            Ok(())
+        })?;
+        let nats = total / tokens.max(1) as f64;
+        Ok(EvalStats {
+            nats_per_token: nats,
+            bits_per_byte: nats * tokens as f64 / (std::f64::consts::LN_2 * bytes.max(1) as f64),
         })
     }
 }
