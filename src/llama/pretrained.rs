@@ -9,6 +9,7 @@ use super::checkpoint::BASE_FILE;
 use super::model::Llama;
 use super::peft::{load_adapter, ADAPTER_CONFIG};
 use crate::data::bpe_vocab::VocabTokenizer;
+use crate::data::hf_tokenizer::hf_from_metadata;
 use crate::data::Encoder;
 use crate::data::Tokenizer;
 use crate::error::{Error, Result};
@@ -61,25 +62,26 @@ impl TextTokenizer {
         }
     }
 
-    /// Writes the tokenizer into a checkpoint folder: ours as `OUR_TOKENIZER_FILE` and as Hugging Face's
-    /// `TOKENIZER_FILE` + `TOKENIZER_CONFIG_FILE` (so transformers' `AutoTokenizer` reads it), one read from
-    /// GGUF metadata as `GGUF_TOKENIZER_FILE`.
+    /// Writes the tokenizer into a checkpoint folder: ours as `OUR_TOKENIZER_FILE`, one read from GGUF
+    /// metadata as `GGUF_TOKENIZER_FILE`, and either (a byte-level GGUF vocabulary) also as Hugging Face's
+    /// `TOKENIZER_FILE` + `TOKENIZER_CONFIG_FILE`, so transformers' `AutoTokenizer` reads the folder.
     pub fn save(&self, dir: &Path) -> Result<()> {
         match self {
             TextTokenizer::Ours(t) => {
                 t.save(dir.join(OUR_TOKENIZER_FILE))?;
-                for (name, json) in [
-                    (TOKENIZER_FILE, t.hf_tokenizer_json()),
-                    (TOKENIZER_CONFIG_FILE, t.hf_tokenizer_config()),
-                ] {
-                    let bytes = serde_json::to_vec_pretty(&json).expect("json serializes");
-                    write_file_atomically(&dir.join(name), |w| w.write_all(&bytes))?;
-                }
-                Ok(())
+                write_json(dir, TOKENIZER_FILE, &t.hf_tokenizer_json())?;
+                write_json(dir, TOKENIZER_CONFIG_FILE, &t.hf_tokenizer_config())
             }
             TextTokenizer::Vocab(_, json) => {
                 let path = dir.join(GGUF_TOKENIZER_FILE);
-                std::fs::write(&path, json).map_err(|e| Error::io(&path, e))
+                std::fs::write(&path, json).map_err(|e| Error::io(&path, e))?;
+                let metadata: BTreeMap<String, Value> = serde_json::from_slice(json)
+                    .map_err(|e| Error::invalid("tokenizer metadata", e.to_string()))?;
+                if let Some((tokenizer, config)) = hf_from_metadata(&metadata)? {
+                    write_json(dir, TOKENIZER_FILE, &tokenizer)?;
+                    write_json(dir, TOKENIZER_CONFIG_FILE, &config)?;
+                }
+                Ok(())
             }
         }
     }
@@ -162,6 +164,12 @@ impl TextTokenizer {
 
 /// The GGUF metadata key of a model's chat template.
 pub const CHAT_TEMPLATE_KEY: &str = "tokenizer.chat_template";
+
+/// Writes `json` (pretty) to `dir/name`, atomically.
+fn write_json(dir: &Path, name: &str, json: &serde_json::Value) -> Result<()> {
+    let bytes = serde_json::to_vec_pretty(json).expect("json serializes");
+    write_file_atomically(&dir.join(name), |w| w.write_all(&bytes))
+}
 
 /// Whether a `tokenizer.json` is in our own format (older checkpoints), not Hugging Face's.
 fn is_our_format(json: &[u8]) -> bool {
