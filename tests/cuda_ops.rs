@@ -400,6 +400,14 @@ fn cross_entropy_with_ignore_index() {
             vec![x.clone()],
             |xs| xs[0].cross_entropy(&targets, Some(99)),
         );
+        // The ignore index supervised finetuning uses (u32::MAX: -1 to an i32 kernel argument).
+        let sft = u32::MAX;
+        check(
+            &format!("cross_entropy {dtype} ignoring u32::MAX"),
+            dev,
+            vec![x.clone()],
+            |xs| xs[0].cross_entropy(&[sft, 10, sft, 0, 5, sft, 7, 1], Some(sft)),
+        );
         check(
             &format!("cross_entropy {dtype} no ignore"),
             dev,

@@ -1,6 +1,6 @@
 //! Byte-mutation fuzzing of every file reader (proptest, so it runs in CI): valid safetensors, token shards,
 //! tokenizer files, Hugging Face configs, Hugging Face `tokenizer.json` files (byte-level and
-//! SentencePiece-style) and chat templates are corrupted — bytes flipped, truncated, junk inserted — and each
+//! SentencePiece-style), chat templates and SFT conversation files are corrupted — bytes flipped, truncated, junk inserted — and each
 //! reader must return `Ok` or an `Err`, never panic, hang or allocate from untrusted sizes; a tokenizer that
 //! still reads must encode and decode, a template that still compiles must render or refuse. (GGUF has the
 //! same check in `io::gguf`'s unit tests.)
@@ -14,6 +14,8 @@ use tapegrad::data::{Shard, Tokenizer};
 use tapegrad::llama::chat::{ChatTemplate, Message};
 use tapegrad::llama::checkpoint::to_safetensors;
 use tapegrad::llama::hf::{config_from_json, read_tensors};
+use tapegrad::llama::pretrained::TextTokenizer;
+use tapegrad::llama::sft::{read_conversations, tokenize_conversation};
 use tapegrad::Tensor;
 
 fn dir() -> &'static PathBuf {
@@ -67,6 +69,7 @@ fn originals() -> &'static [(&'static str, Vec<u8>)] {
             ("hf-tokenizer", hf),
             ("hf-spm", spm_tokenizer_json()),
             ("chat-template", template),
+            ("sft", sft_lines()),
         ]
     })
 }
@@ -95,6 +98,36 @@ fn spm_tokenizer_json() -> Vec<u8> {
                   "merges": ["\u{2581} a", "\u{2581}a b"]},
     });
     serde_json::to_vec(&json).unwrap()
+}
+
+/// The first conversations of the bundled SFT set, in both of its layouts.
+fn sft_lines() -> Vec<u8> {
+    let all = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/sft/pirate.jsonl"),
+    )
+    .unwrap();
+    let lines: Vec<&str> = all.lines().take(10).collect();
+    assert!(lines.iter().any(|l| l.contains("\"instruction\"")));
+    (lines.join("\n") + "\n").into_bytes()
+}
+
+/// Reads an SFT file and, if it reads, renders and tokenizes its conversations.
+fn read_sft(path: &std::path::Path) -> bool {
+    let Ok(chats) = read_conversations(path) else {
+        return false;
+    };
+    let template = ChatTemplate::new(
+        "{% for m in messages %}<{{ m.role }}>{{ m.content }}</s>{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}",
+        "<s>",
+        "</s>",
+    )
+    .unwrap();
+    let tokenizer = TextTokenizer::Ours(Tokenizer::train(&[b"ab".as_slice()], 258).unwrap());
+    for chat in &chats {
+        let e = tokenize_conversation(&template, &tokenizer, chat).unwrap();
+        assert_eq!(e.ids.len(), e.trained.len());
+    }
+    true
 }
 
 /// Reads a Hugging Face `tokenizer.json` and, if it reads, encodes and decodes with it.
@@ -179,6 +212,7 @@ fn read(kind: &str, bytes: &[u8], case: u64) {
         }
         "hf-tokenizer" | "hf-spm" => drop(read_hf(bytes, case)),
         "chat-template" => drop(render_template(bytes)),
+        "sft" => drop(read_sft(&path)),
         _ => {
             if let Ok(json) = serde_json::from_slice::<serde_json::Value>(bytes) {
                 let _ = config_from_json(&json, &path);
@@ -192,7 +226,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(2048))]
 
     #[test]
-    fn corrupted_files_are_errors_never_panics(which in 0usize..7, kind in 0u8..4, seeds in prop::collection::vec(any::<u64>(), 1..6), case: u64) {
+    fn corrupted_files_are_errors_never_panics(which in 0usize..8, kind in 0u8..4, seeds in prop::collection::vec(any::<u64>(), 1..6), case: u64) {
         let (name, bytes) = &originals()[which];
         read(name, &mutate(bytes, kind, &seeds), case);
     }
@@ -212,6 +246,7 @@ fn the_unmutated_files_read_cleanly() {
             "tokenizer" => assert!(Tokenizer::load(&path).is_ok()),
             "hf-tokenizer" | "hf-spm" => assert!(read_hf(bytes, 0)),
             "chat-template" => assert!(render_template(bytes)),
+            "sft" => assert!(read_sft(&path)),
             _ => assert!(config_from_json(&serde_json::from_slice(bytes).unwrap(), &path).is_ok()),
         }
     }
