@@ -119,8 +119,15 @@ fn run(args: Args) -> Result<()> {
             format!("{} has no tokenizer", path.display()),
         )
     })?;
+    let prompt = tokenizer.encode(&args.prompt);
+    if !args.chat {
+        // The context this generation needs and no more; then the loading temporaries go back to the system.
+        model.limit_context(prompt.len() + args.max_tokens)?;
+    }
+    tapegrad::backend::cpu::release_freed_memory();
+    let model = &model;
     let generation = Generation {
-        model: &model,
+        model,
         tokenizer: &tokenizer,
         sampling,
         max_tokens: args.max_tokens,
@@ -135,7 +142,6 @@ fn run(args: Args) -> Result<()> {
     if args.chat {
         return chat(&args, &path, &generation, &mut rng);
     }
-    let prompt = tokenizer.encode(&args.prompt);
     let prefill = if args.timing {
         let start = Instant::now();
         tapegrad::no_grad(|| {

@@ -19,8 +19,10 @@ use std::sync::Mutex;
 
 use crate::error::{Error, Result};
 use crate::io::gguf::{Gguf, Value};
+use index::{Spellings, TokenIndex};
 pub use pretokenize::PreTokenizer;
 
+mod index;
 mod pretokenize;
 
 /// `tokenizer.ggml.token_type` values, as llama.cpp defines them.
@@ -115,6 +117,10 @@ struct Spm {
     add_space_prefix: bool,
     /// The id of the `<0xNN>` token for each byte.
     byte_ids: [Option<u32>; 256],
+    /// Every character some mergeable token of two or more characters holds: any other character never
+    /// merges, so the text is encoded in independent runs between such characters (the same tokens as one
+    /// pass over the whole text, with small queues).
+    joined: std::collections::HashSet<char>,
 }
 
 enum Model {
@@ -125,9 +131,10 @@ enum Model {
 /// A tokenizer rebuilt from GGUF metadata; see the module documentation.
 pub struct VocabTokenizer {
     model: Model,
-    tokens: Vec<String>,
+    tokens: Spellings,
     types: Vec<i32>,
-    token_to_id: HashMap<String, u32>,
+    /// Spelling → id over `tokens`.
+    index: TokenIndex,
     /// Control and user-defined tokens, longest first, for [`VocabTokenizer::encode_with_special`].
     specials: Vec<(String, u32)>,
     /// Whether some special spelling starts with this byte.
@@ -234,12 +241,11 @@ impl VocabTokenizer {
         let model = meta
             .str("tokenizer.ggml.model")?
             .ok_or_else(|| meta.err("missing metadata key tokenizer.ggml.model"))?;
-        let tokens: Vec<String> = meta
-            .str_array("tokenizer.ggml.tokens")?
-            .ok_or_else(|| meta.err("missing metadata key tokenizer.ggml.tokens"))?
-            .into_iter()
-            .map(str::to_owned)
-            .collect();
+        let tokens = Spellings::new(
+            &meta
+                .str_array("tokenizer.ggml.tokens")?
+                .ok_or_else(|| meta.err("missing metadata key tokenizer.ggml.tokens"))?,
+        );
         let n = tokens.len();
         if n == 0 || n > u32::MAX as usize {
             return Err(meta.err(format!(
@@ -266,10 +272,8 @@ impl VocabTokenizer {
                 types
             }
         };
-        let mut token_to_id = HashMap::with_capacity(n);
-        for (id, t) in tokens.iter().enumerate() {
-            token_to_id.entry(t.clone()).or_insert(id as u32);
-        }
+        let index = TokenIndex::new(&tokens);
+        let token_to_id = |s: &str| index.get(&tokens, s);
         let mut specials: Vec<(String, u32)> = tokens
             .iter()
             .zip(&types)
@@ -277,7 +281,7 @@ impl VocabTokenizer {
             .filter(|&(_, (t, &ty))| {
                 !t.is_empty() && (ty == token_type::CONTROL || ty == token_type::USER_DEFINED)
             })
-            .map(|(id, (t, _))| (t.clone(), id as u32))
+            .map(|(id, (t, _))| (t.to_string(), id as u32))
             .collect();
         specials.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.1.cmp(&b.1)));
         let mut special_starts = [false; 256];
@@ -287,7 +291,7 @@ impl VocabTokenizer {
 
         let model = match model {
             "gpt2" => Model::Bpe(ByteBpe::new(&meta, &tokens, &token_to_id)?),
-            "llama" => Model::Spm(Spm::new(&meta, &tokens, &token_to_id)?),
+            "llama" => Model::Spm(Spm::new(&meta, &tokens, &types, &token_to_id)?),
             other => {
                 return Err(meta.err(format!(
                     "unsupported tokenizer.ggml.model {other:?}, expected \"gpt2\" or \"llama\""
@@ -301,7 +305,7 @@ impl VocabTokenizer {
             unk: meta.id("tokenizer.ggml.unknown_token_id", n)?,
             tokens,
             types,
-            token_to_id,
+            index,
             specials,
             special_starts,
         })
@@ -345,12 +349,12 @@ impl VocabTokenizer {
 
     /// The stored spelling of token `id` (for `gpt2`, in the bytes-to-unicode alphabet).
     pub fn token(&self, id: u32) -> Option<&str> {
-        self.tokens.get(id as usize).map(String::as_str)
+        self.tokens.get(id as usize)
     }
 
     /// The id of the token spelled exactly `token`.
     pub fn token_id(&self, token: &str) -> Option<u32> {
-        self.token_to_id.get(token).copied()
+        self.index.get(&self.tokens, token)
     }
 
     /// Encodes `text` literally: no BOS/EOS is added and special-token spellings such as `<|im_start|>` are
@@ -451,7 +455,11 @@ impl VocabTokenizer {
 }
 
 impl ByteBpe {
-    fn new(meta: &Meta, tokens: &[String], token_to_id: &HashMap<String, u32>) -> Result<ByteBpe> {
+    fn new(
+        meta: &Meta,
+        tokens: &Spellings,
+        token_to_id: &dyn Fn(&str) -> Option<u32>,
+    ) -> Result<ByteBpe> {
         let pre_name = meta.str("tokenizer.ggml.pre")?.unwrap_or("default");
         let pre = PreTokenizer::from_name(pre_name).ok_or_else(|| {
             meta.err(format!(
@@ -462,9 +470,7 @@ impl ByteBpe {
         let mut byte_ids = [None; 256];
         let mut char_to_byte = vec![None; 512];
         for (b, &c) in table.iter().enumerate() {
-            byte_ids[b] = token_to_id
-                .get(c.encode_utf8(&mut [0u8; 4]) as &str)
-                .copied();
+            byte_ids[b] = token_to_id(c.encode_utf8(&mut [0u8; 4]));
             char_to_byte[c as usize] = Some(b as u8);
         }
         let merge_list = meta
@@ -482,11 +488,9 @@ impl ByteBpe {
             joined.push_str(a);
             joined.push_str(b);
             // Merges whose parts or result are not in the vocabulary can never apply; skip them.
-            let (Some(&ia), Some(&ib), Some(&im)) = (
-                token_to_id.get(a),
-                token_to_id.get(b),
-                token_to_id.get(joined.as_str()),
-            ) else {
+            let (Some(ia), Some(ib), Some(im)) =
+                (token_to_id(a), token_to_id(b), token_to_id(joined.as_str()))
+            else {
                 continue;
             };
             merges.entry(pair_key(ia, ib)).or_insert((rank as u32, im));
@@ -520,7 +524,7 @@ impl ByteBpe {
             if self.ignore_merges {
                 spelled.clear();
                 spelled.extend(piece.bytes().map(|b| self.table[b as usize]));
-                if let Some(&id) = tok.token_to_id.get(spelled.as_str()) {
+                if let Some(id) = tok.index.get(&tok.tokens, &spelled) {
                     out.push(id);
                     continue;
                 }
@@ -641,7 +645,12 @@ impl PartialOrd for Bigram {
 }
 
 impl Spm {
-    fn new(meta: &Meta, tokens: &[String], token_to_id: &HashMap<String, u32>) -> Result<Spm> {
+    fn new(
+        meta: &Meta,
+        tokens: &Spellings,
+        types: &[i32],
+        token_to_id: &dyn Fn(&str) -> Option<u32>,
+    ) -> Result<Spm> {
         let scores = meta
             .array("tokenizer.ggml.scores")?
             .ok_or_else(|| meta.err("missing metadata key tokenizer.ggml.scores"))?;
@@ -660,9 +669,19 @@ impl Spm {
         }
         let mut byte_ids = [None; 256];
         for (b, slot) in byte_ids.iter_mut().enumerate() {
-            *slot = token_to_id.get(&format!("<0x{b:02X}>")).copied();
+            *slot = token_to_id(&format!("<0x{b:02X}>"));
         }
+        let joined = tokens
+            .iter()
+            .zip(types)
+            .filter(|&(t, &ty)| {
+                (ty == token_type::NORMAL || ty == token_type::USER_DEFINED)
+                    && t.chars().nth(1).is_some()
+            })
+            .flat_map(|(t, _)| t.chars())
+            .collect();
         Ok(Spm {
+            joined,
             scores,
             add_space_prefix: meta
                 .bool("tokenizer.ggml.add_space_prefix")?
@@ -683,8 +702,24 @@ impl Spm {
         for c in text.chars() {
             s.push(if c == ' ' { '\u{2581}' } else { c });
         }
+        let mut run = 0;
+        for (i, c) in s.char_indices() {
+            if !self.joined.contains(&c) {
+                self.encode_run(&s[run..i], tok, out);
+                self.encode_run(&s[i..i + c.len_utf8()], tok, out);
+                run = i + c.len_utf8();
+            }
+        }
+        self.encode_run(&s[run..], tok, out);
+    }
+
+    /// Merges the symbols of `s` (already in SentencePiece's spelling) by score, leftmost on ties.
+    fn encode_run(&self, s: &str, tok: &VocabTokenizer, out: &mut Vec<u32>) {
+        if s.is_empty() {
+            return;
+        }
         let mergeable = |t: &str| -> Option<u32> {
-            let id = *tok.token_to_id.get(t)?;
+            let id = tok.index.get(&tok.tokens, t)?;
             let ty = tok.types[id as usize];
             (ty == token_type::NORMAL || ty == token_type::USER_DEFINED).then_some(id)
         };

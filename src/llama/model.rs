@@ -365,6 +365,17 @@ impl Llama {
         Ok(())
     }
 
+    /// Shortens the context to `positions` (no more than it is): the rotary tables are rebuilt that long, so a
+    /// generation that knows its length holds kilobytes of them instead of megabytes.
+    pub fn limit_context(&mut self, positions: usize) -> Result<()> {
+        let positions = positions.max(1);
+        if positions < self.config.max_seq_len {
+            self.rope = Rope::new(self.config.head_dim(), positions, self.config.rope_theta)?;
+            self.config.max_seq_len = positions;
+        }
+        Ok(())
+    }
+
     /// Folds every adapter into its base weight (`W + (α/r)·B A`, dense f32; a quantized base is dequantized)
     /// and removes the adapters: the model computes the same function as a plain one.
     pub fn merge_lora(&mut self) -> Result<()> {
