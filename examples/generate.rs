@@ -119,7 +119,7 @@ fn run(args: Args) -> Result<()> {
             format!("{} has no tokenizer", path.display()),
         )
     })?;
-    let prompt = tokenizer.encode(&args.prompt);
+    let prompt = tokenizer.encode_prompt(&args.prompt);
     if !args.chat {
         // The context this generation needs and no more; then the loading temporaries go back to the system.
         model.limit_context(prompt.len() + args.max_tokens)?;

@@ -96,6 +96,12 @@ fn llama_2_tokenizer_json_encodes_as_the_tokenizers_library_does() {
     let tokenizer = TextTokenizer::load(&dir).unwrap().unwrap();
     assert_eq!(tokenizer.vocab_size(), 32000);
     assert_eq!((tokenizer.bos_id(), tokenizer.eos_id()), (Some(1), Some(2)));
+    // Its config says prompts start with BOS.
+    let text = "Hello world";
+    assert_eq!(
+        tokenizer.encode_prompt(text),
+        [&[1][..], &tokenizer.encode(text)].concat()
+    );
     check_against_library("llama-2", &tokenizer);
 }
 
@@ -111,6 +117,11 @@ fn llama_3_tokenizer_json_encodes_as_the_tokenizers_library_does() {
         (Some(128000), Some(128001))
     );
     assert!(tokenizer.chat_template().unwrap().is_some());
+    assert_eq!(
+        tokenizer.encode_prompt("Hi"),
+        tokenizer.encode("Hi"),
+        "no BOS asked for"
+    );
     check_against_library("llama-3", &tokenizer);
 }
 

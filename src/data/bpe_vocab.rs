@@ -140,6 +140,9 @@ pub struct VocabTokenizer {
     /// Whether some special spelling starts with this byte.
     special_starts: [bool; 256],
     bos: Option<u32>,
+    /// Whether a prompt starts with BOS (`tokenizer.ggml.add_bos_token`; by default, as llama.cpp: for `llama`
+    /// vocabularies, not for `gpt2`).
+    add_bos: bool,
     eos: Option<u32>,
     unk: Option<u32>,
 }
@@ -298,8 +301,12 @@ impl VocabTokenizer {
                 )))
             }
         };
+        let add_bos = meta
+            .bool("tokenizer.ggml.add_bos_token")?
+            .unwrap_or(matches!(model, Model::Spm(_)));
         Ok(VocabTokenizer {
             model,
+            add_bos,
             bos: meta.id("tokenizer.ggml.bos_token_id", n)?,
             eos: meta.id("tokenizer.ggml.eos_token_id", n)?,
             unk: meta.id("tokenizer.ggml.unknown_token_id", n)?,
@@ -340,6 +347,11 @@ impl VocabTokenizer {
     /// The end-of-sequence token, if the vocabulary names one.
     pub fn eos_id(&self) -> Option<u32> {
         self.eos
+    }
+
+    /// Whether a prompt should start with BOS (and there is one).
+    pub fn adds_bos(&self) -> bool {
+        self.add_bos && self.bos.is_some()
     }
 
     /// The unknown token, if the vocabulary names one.

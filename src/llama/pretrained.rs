@@ -129,6 +129,19 @@ impl TextTokenizer {
         }
     }
 
+    /// A prompt's ids as the model expects them: [`TextTokenizer::encode`], after BOS where the vocabulary says
+    /// prompts start with it (Llama 2's does; SmolLM2's and our own do not).
+    pub fn encode_prompt(&self, text: &str) -> Vec<u32> {
+        let mut ids = Vec::new();
+        if let TextTokenizer::Vocab(t, _) = self {
+            if let (true, Some(bos)) = (t.adds_bos(), t.bos_id()) {
+                ids.push(bos);
+            }
+        }
+        ids.extend(self.encode(text));
+        ids
+    }
+
     /// The end-of-sequence id, if the tokenizer has one.
     pub fn eos_id(&self) -> Option<u32> {
         match self {
