@@ -8,7 +8,7 @@ use clap::Parser;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use tapegrad::llama::chat::{ChatTemplate, Message};
+use tapegrad::llama::chat::Message;
 use tapegrad::llama::checkpoint::latest_dir;
 use tapegrad::llama::generate::{generate_with, Sampling};
 use tapegrad::llama::pretrained::{load_pretrained_with, Quantization, TextTokenizer};
@@ -228,22 +228,9 @@ impl Generation<'_> {
 /// The conversation loop of `--chat`: a user turn per line of standard input until it ends.
 fn chat(args: &Args, path: &Path, generation: &Generation, rng: &mut Rng) -> Result<()> {
     let tokenizer = generation.tokenizer;
-    let template = match &args.chat_template {
-        Some(file) => {
-            let source = std::fs::read_to_string(file).map_err(|e| Error::io(file, e))?;
-            let text = |id: Option<u32>| id.map(|id| tokenizer.decode(&[id])).unwrap_or_default();
-            ChatTemplate::new(source, text(tokenizer.bos_id()), text(tokenizer.eos_id()))?
-        }
-        None => tokenizer.chat_template()?.ok_or_else(|| {
-            Error::invalid(
-                "--chat",
-                format!(
-                    "{} has no chat template; give one with --chat-template FILE",
-                    path.display()
-                ),
-            )
-        })?,
-    };
+    let template = tokenizer
+        .chat_template_or_file(args.chat_template.as_deref())
+        .map_err(|e| Error::invalid("--chat", format!("{}: {e}", path.display())))?;
     let mut messages: Vec<Message> = args
         .system
         .iter()

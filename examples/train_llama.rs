@@ -12,7 +12,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use tapegrad::llama::chat::ChatTemplate;
 use tapegrad::llama::generate::{generate, Sampling};
 use tapegrad::llama::parallel::ParallelOptions;
 use tapegrad::llama::pretrained::Quantization;
@@ -249,20 +248,9 @@ fn run(args: Args) -> Result<()> {
         launched.comm.barrier()?;
     }
     if let Some(path) = &args.sft {
-        let template = match &args.chat_template {
-            Some(file) => {
-                let source = std::fs::read_to_string(file).map_err(|e| Error::io(file, e))?;
-                let t = &trainer.tokenizer;
-                let text = |id: Option<u32>| id.map(|id| t.decode(&[id])).unwrap_or_default();
-                ChatTemplate::new(source, text(t.bos_id()), text(t.eos_id()))?
-            }
-            None => trainer.tokenizer.chat_template()?.ok_or_else(|| {
-                Error::invalid(
-                    "--sft",
-                    "the model's tokenizer has no chat template; give one with --chat-template FILE",
-                )
-            })?,
-        };
+        let template = trainer
+            .tokenizer
+            .chat_template_or_file(args.chat_template.as_deref())?;
         let sft = SftData::load(
             path,
             &template,

@@ -8,8 +8,9 @@
 use proptest::prelude::*;
 use std::path::PathBuf;
 use std::sync::OnceLock;
+use tapegrad::data::bpe_vocab::PreTokenizer;
 use tapegrad::data::bpe_vocab::VocabTokenizer;
-use tapegrad::data::hf_tokenizer::metadata_from_hf;
+use tapegrad::data::hf_tokenizer::{hf_from_metadata, metadata_from_hf};
 use tapegrad::data::{Shard, Tokenizer};
 use tapegrad::llama::chat::{ChatTemplate, Message};
 use tapegrad::llama::checkpoint::to_safetensors;
@@ -56,7 +57,8 @@ fn originals() -> &'static [(&'static str, Vec<u8>)] {
                 .join("tests/data/tiny-llama/model/config.json"),
         )
         .unwrap();
-        let hf = serde_json::to_vec(&tokenizer.hf_tokenizer_json()).unwrap();
+        let metadata = tokenizer.gguf_metadata(PreTokenizer::Tapegrad);
+        let hf = serde_json::to_vec(&hf_from_metadata(&metadata).unwrap().unwrap().0).unwrap();
         let template = std::fs::read(
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/chat/llama-2.jinja"),
         )

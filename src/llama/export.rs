@@ -7,10 +7,10 @@
 //! (single digits; it differs from ours around non-ASCII punctuation, which we count as letters).
 
 use super::checkpoint::dense_weights;
-use super::gguf::unpermute_order;
+use super::gguf::permute_qk;
 use super::model::Llama;
 use super::pretrained::TextTokenizer;
-use crate::data::bpe_vocab::{byte_to_char_table, token_type};
+use crate::data::bpe_vocab::PreTokenizer;
 use crate::error::{Error, Result};
 use crate::io::gguf::{GgmlType, GgufWriter, Value};
 use std::collections::BTreeMap;
@@ -128,19 +128,12 @@ pub fn export_gguf(
         let shape = tensor.shape().to_vec();
         let mut data = tensor.to_dtype(crate::DType::F32)?.to_vec::<f32>()?;
         if let Some(heads) = heads {
-            let order = unpermute_order(shape[0], heads).ok_or_else(|| {
+            data = permute_qk(&data, shape[0], shape[1], heads).ok_or_else(|| {
                 Error::invalid(
                     "gguf export",
                     format!("{hf}: {shape:?} is not {heads} even heads"),
                 )
             })?;
-            // Stored row `order[r]` holds original row `r`.
-            let cols = shape[1];
-            let mut permuted = vec![0f32; data.len()];
-            for (r, &s) in order.iter().enumerate() {
-                permuted[s * cols..(s + 1) * cols].copy_from_slice(&data[r * cols..(r + 1) * cols]);
-            }
-            data = permuted;
         }
         let tensor_ty = match ty {
             _ if shape.len() != 2 => GgmlType::F32,
@@ -157,47 +150,6 @@ fn tokenizer_metadata(tokenizer: &TextTokenizer) -> Result<BTreeMap<String, Valu
     match tokenizer {
         TextTokenizer::Vocab(_, json) => serde_json::from_slice(json)
             .map_err(|e| Error::invalid("tokenizer metadata", e.to_string())),
-        TextTokenizer::Ours(t) => {
-            let table = byte_to_char_table();
-            let [bos, eos] = t.special_names();
-            let spell = |id: u32| -> String {
-                match id {
-                    _ if id == t.bos_id() => bos.into(),
-                    _ if id == t.eos_id() => eos.into(),
-                    _ => t
-                        .token_bytes(id)
-                        .iter()
-                        .map(|&b| table[b as usize])
-                        .collect(),
-                }
-            };
-            let n = t.vocab_size() as u32;
-            let tokens = (0..n).map(|id| Value::String(spell(id))).collect();
-            let types = (0..n)
-                .map(|id| {
-                    Value::I32(if id == t.bos_id() || id == t.eos_id() {
-                        token_type::CONTROL
-                    } else {
-                        token_type::NORMAL
-                    })
-                })
-                .collect();
-            let merges = t
-                .merges()
-                .iter()
-                .map(|&(l, r)| Value::String(format!("{} {}", spell(l), spell(r))))
-                .collect();
-            let s = |v: &str| Value::String(v.into());
-            Ok(BTreeMap::from([
-                ("tokenizer.ggml.model".into(), s("gpt2")),
-                ("tokenizer.ggml.pre".into(), s("smollm")),
-                ("tokenizer.ggml.tokens".into(), Value::Array(tokens)),
-                ("tokenizer.ggml.token_type".into(), Value::Array(types)),
-                ("tokenizer.ggml.merges".into(), Value::Array(merges)),
-                ("tokenizer.ggml.bos_token_id".into(), Value::U32(t.bos_id())),
-                ("tokenizer.ggml.eos_token_id".into(), Value::U32(t.eos_id())),
-                ("tokenizer.ggml.add_bos_token".into(), Value::Bool(false)),
-            ]))
-        }
+        TextTokenizer::Ours(t) => Ok(t.gguf_metadata(PreTokenizer::Gpt2IndividualDigits)),
     }
 }

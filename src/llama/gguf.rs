@@ -107,6 +107,22 @@ pub fn unpermute_qk(data: &[f32], rows: usize, cols: usize, n_head: usize) -> Op
     Some(reorder_rows(data, &unpermute_order(rows, n_head)?))
 }
 
+/// llama.cpp's q/k row permutation, as its converter applies it (the inverse of [`unpermute_qk`]): the
+/// Hugging Face weight `[n_head·D, cols]` as a GGUF file stores it; `None` when `rows` is not `n_head` heads of
+/// even size.
+pub fn permute_qk(data: &[f32], rows: usize, cols: usize, n_head: usize) -> Option<Vec<f32>> {
+    if data.len() != rows * cols {
+        return None;
+    }
+    // Stored row `order[r]` holds original row `r`.
+    let order = unpermute_order(rows, n_head)?;
+    let mut inverse = vec![0; rows];
+    for (r, &stored) in order.iter().enumerate() {
+        inverse[stored] = r;
+    }
+    Some(reorder_rows(data, &inverse))
+}
+
 /// Rows of `data` (row-major, `order.len()` rows) in `order`: row `i` of the result is row `order[i]`.
 fn reorder_rows(data: &[f32], order: &[usize]) -> Vec<f32> {
     let cols = data.len() / order.len().max(1);
@@ -325,6 +341,8 @@ mod tests {
         // Head 0, D = 4: stored rows are original rows 0, 2, 1, 3.
         assert_eq!(&p[cols..2 * cols], &w[2 * cols..3 * cols]);
         assert_eq!(unpermute_qk(&p, rows, cols, n_head).unwrap(), w);
+        assert_eq!(permute_qk(&w, rows, cols, n_head).unwrap(), p);
+        assert!(permute_qk(&w, rows, cols, 5).is_none());
         assert!(unpermute_qk(&p, rows, cols, 5).is_none());
         assert!(unpermute_qk(&p, rows, cols, 12).is_none());
     }

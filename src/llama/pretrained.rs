@@ -8,7 +8,7 @@ use super::chat::ChatTemplate;
 use super::checkpoint::BASE_FILE;
 use super::model::Llama;
 use super::peft::{load_adapter, ADAPTER_CONFIG};
-use crate::data::bpe_vocab::VocabTokenizer;
+use crate::data::bpe_vocab::{PreTokenizer, VocabTokenizer};
 use crate::data::hf_tokenizer::hf_from_metadata;
 use crate::data::Encoder;
 use crate::data::Tokenizer;
@@ -69,8 +69,11 @@ impl TextTokenizer {
         match self {
             TextTokenizer::Ours(t) => {
                 t.save(dir.join(OUR_TOKENIZER_FILE))?;
-                write_json(dir, TOKENIZER_FILE, &t.hf_tokenizer_json())?;
-                write_json(dir, TOKENIZER_CONFIG_FILE, &t.hf_tokenizer_config())
+                let metadata = t.gguf_metadata(PreTokenizer::Tapegrad);
+                let (tokenizer, config) =
+                    hf_from_metadata(&metadata)?.expect("ours is a byte-level vocabulary");
+                write_json(dir, TOKENIZER_FILE, &tokenizer)?;
+                write_json(dir, TOKENIZER_CONFIG_FILE, &config)
             }
             TextTokenizer::Vocab(_, json) => {
                 let path = dir.join(GGUF_TOKENIZER_FILE);
@@ -162,16 +165,44 @@ impl TextTokenizer {
     /// The chat template the tokenizer came with (a GGUF file's `tokenizer.chat_template`), rendered with the
     /// tokenizer's BOS and EOS texts; `None` when it has none.
     pub fn chat_template(&self) -> Result<Option<ChatTemplate>> {
-        let TextTokenizer::Vocab(t, json) = self else {
+        let TextTokenizer::Vocab(_, json) = self else {
             return Ok(None);
         };
         let metadata: BTreeMap<String, Value> = serde_json::from_slice(json)
             .map_err(|e| Error::invalid("tokenizer metadata", e.to_string()))?;
-        let Some(source) = metadata.get(CHAT_TEMPLATE_KEY).and_then(Value::as_str) else {
-            return Ok(None);
+        match metadata.get(CHAT_TEMPLATE_KEY).and_then(Value::as_str) {
+            Some(source) => self.template(source.to_string()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The chat template in `file` when one is given (the `--chat-template` flag), else the tokenizer's own
+    /// ([`TextTokenizer::chat_template`]; an error saying so when it has none).
+    pub fn chat_template_or_file(&self, file: Option<&Path>) -> Result<ChatTemplate> {
+        match file {
+            Some(file) => {
+                let source = std::fs::read_to_string(file).map_err(|e| Error::io(file, e))?;
+                self.template(source)
+            }
+            None => self.chat_template()?.ok_or_else(|| {
+                Error::invalid(
+                    "chat template",
+                    "the model's tokenizer has none; give one with --chat-template FILE",
+                )
+            }),
+        }
+    }
+
+    /// `source` compiled with this tokenizer's BOS and EOS spellings (`<s>`, `</s>` for ours).
+    fn template(&self, source: String) -> Result<ChatTemplate> {
+        let [bos, eos] = match self {
+            TextTokenizer::Ours(t) => t.special_names(),
+            TextTokenizer::Vocab(t, _) => {
+                let text = |id: Option<u32>| id.and_then(|id| t.token(id)).unwrap_or("");
+                [text(t.bos_id()), text(t.eos_id())]
+            }
         };
-        let text = |id: Option<u32>| id.and_then(|id| t.token(id)).unwrap_or("").to_string();
-        ChatTemplate::new(source, text(t.bos_id()), text(t.eos_id())).map(Some)
+        ChatTemplate::new(source, bos, eos)
     }
 }
 

@@ -190,10 +190,16 @@ impl SftData {
     ) -> Batch {
         let n = self.train.len().max(1);
         let first = (step as usize * micros + micro) * rows;
+        // A batch spans at most a few epochs: shuffle each once.
+        let mut shuffled: Option<(usize, Vec<usize>)> = None;
         let picked: Vec<&SftExample> = (first..first + rows)
             .map(|k| {
                 let (epoch, at) = (k / n, k % n);
-                &self.train[self.order(epoch as u64)[at]]
+                if shuffled.as_ref().is_none_or(|(e, _)| *e != epoch) {
+                    shuffled = Some((epoch, self.order(epoch as u64)));
+                }
+                let order = &shuffled.as_ref().expect("set above").1;
+                &self.train[order[at]]
             })
             .collect();
         self.rows(&picked, seq_len)
@@ -270,6 +276,30 @@ mod tests {
             .filter(|(&i, &t)| t && i == 257)
             .count();
         assert_eq!(ends, 2, "each turn's end-of-turn token is learned");
+    }
+
+    #[test]
+    fn a_template_file_renders_with_our_special_names_and_a_missing_one_is_said() {
+        let (_, tokenizer) = setup();
+        let err = tokenizer
+            .chat_template_or_file(None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--chat-template"), "{err}");
+        let dir = crate::data::TempDir::new("template-file");
+        let file = dir.path().join("t.jinja");
+        std::fs::write(
+            &file,
+            "{{ bos_token }}{{ messages[0].content }}{{ eos_token }}",
+        )
+        .unwrap();
+        let t = tokenizer.chat_template_or_file(Some(&file)).unwrap();
+        let text = t.render(&[Message::new("user", "hi")], false).unwrap();
+        assert_eq!(text, "<s>hi</s>");
+        assert_eq!(tokenizer.encode_with_special(&text), [256, 104, 105, 257]);
+        assert!(tokenizer
+            .chat_template_or_file(Some(&dir.path().join("none")))
+            .is_err());
     }
 
     #[test]

@@ -1,13 +1,15 @@
-//! Our tokenizer in Hugging Face's `tokenizers` format, so `AutoTokenizer.from_pretrained(checkpoint)` gives
-//! our ids: `tokenizer.json` holds a byte-level BPE model (tokens spelled in GPT-2's bytes-to-unicode
-//! alphabet, ids and merge ranks as ours, BOS and EOS as special added tokens), our pre-tokenization rules
-//! written as a `Split` regex ([`PATTERN`]) followed by a `ByteLevel` step that only maps bytes, and a
-//! `ByteLevel` decoder; `tokenizer_config.json` names the class and the special tokens. Text that is valid
-//! UTF-8 encodes to the same ids in both (`tests/tokenizer_hf.rs` checks it against the `tokenizers` library).
+//! Our tokenizer as a vocabulary other tools read: [`Tokenizer::gguf_metadata`] gives the GGUF `tokenizer.*`
+//! metadata of a byte-level (`gpt2`) vocabulary — tokens spelled in GPT-2's bytes-to-unicode alphabet, ids
+//! and merge ranks as ours, BOS and EOS as control tokens — which `hf_tokenizer::hf_from_metadata` turns into
+//! Hugging Face's `tokenizer.json` (so `AutoTokenizer.from_pretrained(checkpoint)` gives our ids: our
+//! pre-tokenization rules as a `Split` regex, [`PATTERN`], then a `ByteLevel` step that only maps bytes) and
+//! the GGUF export writes as it is. Text that is valid UTF-8 encodes to the same ids (`tests/tokenizer_hf.rs`
+//! checks it against the `tokenizers` library).
 
 use super::{Tokenizer, BOS_ID, EOS_ID};
-use crate::data::bpe_vocab::byte_to_char_table;
-use serde_json::{json, Map, Value};
+use crate::data::bpe_vocab::{byte_to_char_table, token_type, PreTokenizer};
+use crate::io::gguf::Value;
+use std::collections::BTreeMap;
 
 /// [`super::pre_tokenize`]'s chunks as an Oniguruma regex: an optional space and a run of letters (ASCII
 /// letters and everything non-ASCII), an optional space and one digit, an optional space and a run of other
@@ -34,62 +36,45 @@ impl Tokenizer {
         }
     }
 
-    /// The `tokenizer.json` of this tokenizer in Hugging Face's `tokenizers` format.
-    pub fn hf_tokenizer_json(&self) -> Value {
+    /// The GGUF `tokenizer.*` metadata of this vocabulary with the pre-tokenizer named `pre` (ours,
+    /// [`PreTokenizer::Tapegrad`], for Hugging Face's files; llama.cpp knows only its own names).
+    pub fn gguf_metadata(&self, pre: PreTokenizer) -> BTreeMap<String, Value> {
         let table = byte_to_char_table();
-        let mut vocab = Map::new();
-        for id in 0..self.vocab_size() as u32 {
-            vocab.entry(self.spelling(id, &table)).or_insert(json!(id));
-        }
-        let merges: Vec<Value> = self
+        let n = self.vocab_size() as u32;
+        let tokens = (0..n)
+            .map(|id| Value::String(self.spelling(id, &table)))
+            .collect();
+        let types = (0..n)
+            .map(|id| {
+                Value::I32(if id == BOS_ID || id == EOS_ID {
+                    token_type::CONTROL
+                } else {
+                    token_type::NORMAL
+                })
+            })
+            .collect();
+        let merges = self
             .merges
             .iter()
             .map(|&(l, r)| {
-                json!(format!(
+                Value::String(format!(
                     "{} {}",
                     self.spelling(l, &table),
                     self.spelling(r, &table)
                 ))
             })
             .collect();
-        let added: Vec<Value> = [BOS_ID, EOS_ID]
-            .iter()
-            .map(|&id| {
-                json!({"id": id, "content": self.spelling(id, &table), "single_word": false,
-                       "lstrip": false, "rstrip": false, "normalized": false, "special": true})
-            })
-            .collect();
-        let byte_level = |use_regex: bool| {
-            json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true,
-                   "use_regex": use_regex})
-        };
-        json!({
-            "version": "1.0",
-            "truncation": null,
-            "padding": null,
-            "added_tokens": added,
-            "normalizer": null,
-            "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
-                {"type": "Split", "pattern": {"Regex": PATTERN}, "behavior": "Isolated", "invert": false},
-                byte_level(false),
-            ]},
-            "post_processor": null,
-            "decoder": byte_level(true),
-            "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
-                      "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
-                      "ignore_merges": false, "vocab": vocab, "merges": merges},
-        })
-    }
-
-    /// The `tokenizer_config.json` that goes with [`Tokenizer::hf_tokenizer_json`].
-    pub fn hf_tokenizer_config(&self) -> Value {
-        json!({
-            "tokenizer_class": "PreTrainedTokenizerFast",
-            "bos_token": self.special_names[0],
-            "eos_token": self.special_names[1],
-            "clean_up_tokenization_spaces": false,
-            "model_max_length": 1_000_000_000_000_000_000u64,
-        })
+        let s = |v: &str| Value::String(v.into());
+        BTreeMap::from([
+            ("tokenizer.ggml.model".into(), s("gpt2")),
+            ("tokenizer.ggml.pre".into(), s(pre.name())),
+            ("tokenizer.ggml.tokens".into(), Value::Array(tokens)),
+            ("tokenizer.ggml.token_type".into(), Value::Array(types)),
+            ("tokenizer.ggml.merges".into(), Value::Array(merges)),
+            ("tokenizer.ggml.bos_token_id".into(), Value::U32(BOS_ID)),
+            ("tokenizer.ggml.eos_token_id".into(), Value::U32(EOS_ID)),
+            ("tokenizer.ggml.add_bos_token".into(), Value::Bool(false)),
+        ])
     }
 
     /// Whether every token has its own spelling (byte-level BPE can learn the same bytes twice through
