@@ -16,6 +16,7 @@ use tapegrad::llama::generate::{generate, Sampling};
 use tapegrad::llama::parallel::ParallelOptions;
 use tapegrad::llama::pretrained::Quantization;
 use tapegrad::llama::sft::SftData;
+use tapegrad::llama::tasks;
 use tapegrad::llama::train::{TrainOptions, Trainer};
 use tapegrad::llama::{Config, LoraConfig, Recompute, Target};
 use tapegrad::memory::{memory_stats, reset_peak};
@@ -78,6 +79,16 @@ struct Args {
     /// Validation batches for the evaluation at the end (0: the whole held-out split).
     #[arg(long, default_value_t = 0)]
     final_eval_batches: usize,
+    /// Benchmarks scored at every validation (comma-separated: `hellaswag,piqa,...`; data from
+    /// scripts/fetch-evals.sh), as `examples/eval` scores them.
+    #[arg(long)]
+    eval_tasks: Option<String>,
+    /// Documents per benchmark at each validation (per subject for MMLU).
+    #[arg(long, default_value_t = 200)]
+    eval_limit: usize,
+    /// The folder scripts/fetch-evals.sh filled.
+    #[arg(long, default_value = "target/evals")]
+    eval_data: PathBuf,
     /// Checkpoint every N steps (and at the end).
     #[arg(long, default_value_t = 200)]
     save_every: usize,
@@ -184,6 +195,17 @@ fn main() {
 fn run(args: Args) -> Result<()> {
     tapegrad::backend::cpu::keep_freed_memory();
     let device: Device = args.device.parse()?;
+    // Benchmarks are read before training, so a missing file stops the run at once.
+    let mut benchmarks = Vec::new();
+    for task in tasks::parse_list(args.eval_tasks.as_deref().unwrap_or(""))? {
+        let docs = tasks::load(
+            task,
+            &args.eval_data,
+            task.default_shots(),
+            Some(args.eval_limit),
+        )?;
+        benchmarks.push((task, docs));
+    }
     let preset = Config::preset(&args.config)?;
     let default_batch = preset.batch_tokens / preset.config.max_seq_len;
     let options = TrainOptions {
@@ -419,6 +441,27 @@ fn run(args: Args) -> Result<()> {
                     serde_json::json!({"step": trainer.step, "val_loss": eval.nats_per_token, "val_bpb": eval.bits_per_byte,
                         "elapsed_s": start.elapsed().as_secs_f64()}),
                 )?;
+                for (task, docs) in &benchmarks {
+                    let options = tasks::Options::for_model(&trainer.model, 8);
+                    let r = tasks::evaluate(
+                        &trainer.model,
+                        &trainer.tokenizer,
+                        *task,
+                        docs,
+                        options,
+                        &mut || {},
+                    )?;
+                    let norm = r
+                        .acc_norm
+                        .map_or(String::new(), |a| format!(", acc_norm {a:.4}"));
+                    show(format!(
+                        "step {:>5}: {} acc {:.4} ± {:.4}{norm} ({} documents, {:.1} s)",
+                        trainer.step, r.task, r.acc, r.acc_stderr, r.n, r.seconds
+                    ));
+                    let mut line = serde_json::to_value(&r).expect("plain numbers");
+                    line["step"] = trainer.step.into();
+                    append_json(&metrics, line)?;
+                }
             }
         }
         if trainer.step % args.save_every.max(1) as u64 == 0 || last {

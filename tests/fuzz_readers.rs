@@ -1,11 +1,15 @@
 //! Byte-mutation fuzzing of every file reader (proptest, so it runs in CI): valid safetensors, token shards,
 //! tokenizer files, Hugging Face configs, Hugging Face `tokenizer.json` files (byte-level and
-//! SentencePiece-style), chat templates and SFT conversation files are corrupted — bytes flipped, truncated, junk inserted — and each
+//! SentencePiece-style), chat templates, SFT conversation files and benchmark task files (JSON lines, OLMo's gzip request files) are
+//! corrupted — bytes flipped, truncated, junk inserted — and each
 //! reader must return `Ok` or an `Err`, never panic, hang or allocate from untrusted sizes; a tokenizer that
 //! still reads must encode and decode, a template that still compiles must render or refuse. (GGUF has the
 //! same check in `io::gguf`'s unit tests.)
 
+mod common;
+
 use proptest::prelude::*;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use tapegrad::data::bpe_vocab::PreTokenizer;
@@ -17,6 +21,7 @@ use tapegrad::llama::checkpoint::to_safetensors;
 use tapegrad::llama::hf::{config_from_json, read_tensors};
 use tapegrad::llama::pretrained::TextTokenizer;
 use tapegrad::llama::sft::{read_conversations, tokenize_conversation};
+use tapegrad::llama::tasks::{self, Task};
 use tapegrad::Tensor;
 
 fn dir() -> &'static PathBuf {
@@ -72,8 +77,57 @@ fn originals() -> &'static [(&'static str, Vec<u8>)] {
             ("hf-spm", spm_tokenizer_json()),
             ("chat-template", template),
             ("sft", sft_lines()),
+            ("eval-hf", eval_file(Task::Hellaswag, false)),
+            ("eval-olmo", eval_file(Task::ArcEasy, true)),
         ]
     })
+}
+
+/// A made-up evaluation file of `task` (an OLMo request file decompressed when `gunzip`).
+fn eval_file(task: Task, gunzip: bool) -> Vec<u8> {
+    let folder = dir().join("evals");
+    common::write_eval_fixture(&folder);
+    let bytes = std::fs::read(folder.join(task.file())).unwrap();
+    if !gunzip {
+        return bytes;
+    }
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(&bytes[..])
+        .read_to_end(&mut out)
+        .unwrap();
+    out
+}
+
+/// Loads a task from `bytes` as its file (gzipped first for OLMo's request files); true if it loads.
+fn read_eval(kind: &str, bytes: &[u8], case: u64) -> bool {
+    let (task, gzip) = match kind {
+        "eval-hf" => (Task::Hellaswag, false),
+        _ => (Task::ArcEasy, true),
+    };
+    let folder = dir().join(format!("evals-{case}"));
+    let path = folder.join(task.file());
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    if gzip {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(bytes).unwrap();
+        std::fs::write(&path, gz.finish().unwrap()).unwrap();
+    } else {
+        std::fs::write(&path, bytes).unwrap();
+    }
+    let loaded = tasks::load(task, &folder, 0, None);
+    std::fs::remove_dir_all(&folder).unwrap();
+    match loaded {
+        Ok(docs) => {
+            for doc in &docs {
+                assert!(
+                    doc.gold < doc.requests.len(),
+                    "a loaded document's answer is a choice"
+                );
+            }
+            true
+        }
+        Err(_) => false,
+    }
 }
 
 /// A small SentencePiece-style `tokenizer.json`: specials, the 256 byte tokens, `▁`, `a`, `b` and two merges.
@@ -215,6 +269,7 @@ fn read(kind: &str, bytes: &[u8], case: u64) {
         "hf-tokenizer" | "hf-spm" => drop(read_hf(bytes, case)),
         "chat-template" => drop(render_template(bytes)),
         "sft" => drop(read_sft(&path)),
+        "eval-hf" | "eval-olmo" => drop(read_eval(kind, bytes, case)),
         _ => {
             if let Ok(json) = serde_json::from_slice::<serde_json::Value>(bytes) {
                 let _ = config_from_json(&json, &path);
@@ -228,7 +283,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(2048))]
 
     #[test]
-    fn corrupted_files_are_errors_never_panics(which in 0usize..8, kind in 0u8..4, seeds in prop::collection::vec(any::<u64>(), 1..6), case: u64) {
+    fn corrupted_files_are_errors_never_panics(which in 0usize..10, kind in 0u8..4, seeds in prop::collection::vec(any::<u64>(), 1..6), case: u64) {
         let (name, bytes) = &originals()[which];
         read(name, &mutate(bytes, kind, &seeds), case);
     }
@@ -249,6 +304,7 @@ fn the_unmutated_files_read_cleanly() {
             "hf-tokenizer" | "hf-spm" => assert!(read_hf(bytes, 0)),
             "chat-template" => assert!(render_template(bytes)),
             "sft" => assert!(read_sft(&path)),
+            "eval-hf" | "eval-olmo" => assert!(read_eval(name, bytes, 0)),
             _ => assert!(config_from_json(&serde_json::from_slice(bytes).unwrap(), &path).is_ok()),
         }
     }

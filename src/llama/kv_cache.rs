@@ -90,12 +90,12 @@ impl KvCache {
                 let positions = (len + n).max(reserve).max(2 * room).min(max_len);
                 let mut grown = Tensor::zeros(&[b, heads, positions, d], new.dtype());
                 if let Some(old) = slot.take() {
-                    place(&mut grown, &old.narrow(2, 0, len)?, 0)?;
+                    place(&mut grown, &old.narrow(2, 0, len)?, 0, 0)?;
                 }
                 *slot = Some(grown);
             }
             let buffer = slot.as_mut().expect("allocated above");
-            place(buffer, new, len)?;
+            place(buffer, new, 0, len)?;
             buffer.narrow(2, 0, len + n)
         };
         let k = write(&mut self.keys[layer], &k)?;
@@ -113,13 +113,44 @@ impl KvCache {
     pub(crate) fn advance(&mut self, n: usize) {
         self.len += n;
     }
+
+    /// A cache of `batch` sequences, each holding this one-sequence cache's positions (several continuations
+    /// of one shared context run as one batch), with room for `reserve` positions in all.
+    pub fn repeated(&self, batch: usize, reserve: usize) -> Result<KvCache> {
+        let copy = |slot: &Option<Tensor>| -> Result<Option<Tensor>> {
+            let Some(old) = slot else { return Ok(None) };
+            if old.dim(0) != 1 {
+                return Err(Error::invalid(
+                    "kv cache",
+                    format!("repeats a cache of one sequence, not of {}", old.dim(0)),
+                ));
+            }
+            let (heads, d) = (old.dim(1), old.dim(3));
+            let positions = reserve.max(self.len);
+            let mut grown = Tensor::zeros(&[batch, heads, positions, d], old.dtype());
+            let held = old.narrow(2, 0, self.len)?;
+            for b in 0..batch {
+                place(&mut grown, &held, b, 0)?;
+            }
+            Ok(Some(grown))
+        };
+        Ok(KvCache {
+            keys: self.keys.iter().map(copy).collect::<Result<_>>()?,
+            values: self.values.iter().map(copy).collect::<Result<_>>()?,
+            len: self.len,
+            reserve: reserve.max(self.len).max(1),
+            ids: self.ids.clone(),
+        })
+    }
 }
 
-/// Writes `new` (`[B, H, n, D]`) into positions `at..at + n` of `buffer` (`[B, H, P, D]`).
-fn place(buffer: &mut Tensor, new: &Tensor, at: usize) -> Result<()> {
+/// Writes `new` (`[b, H, n, D]`) into positions `at..at + n` of sequences `first..first + b` of `buffer`
+/// (`[B, H, P, D]`).
+fn place(buffer: &mut Tensor, new: &Tensor, first: usize, at: usize) -> Result<()> {
     fn copy<T: StorageElement + Default>(
         buffer: &mut Tensor,
         new: &Tensor,
+        first: usize,
         at: usize,
     ) -> Result<()> {
         let (heads, n, d) = (new.dim(1), new.dim(2), new.dim(3));
@@ -129,15 +160,15 @@ fn place(buffer: &mut Tensor, new: &Tensor, at: usize) -> Result<()> {
         for (r, row) in rows.chunks(d.max(1)).enumerate() {
             let (bh, t) = (r / n.max(1), r % n.max(1));
             let (bi, hi) = (bh / heads, bh % heads);
-            dst[((bi * heads + hi) * positions + at + t) * d..][..d].copy_from_slice(row);
+            dst[(((first + bi) * heads + hi) * positions + at + t) * d..][..d].copy_from_slice(row);
         }
         Ok(())
     }
     match new.dtype() {
-        DType::F32 => copy::<f32>(buffer, new, at),
-        DType::F64 => copy::<f64>(buffer, new, at),
-        DType::BF16 => copy::<half::bf16>(buffer, new, at),
-        DType::F16 => copy::<half::f16>(buffer, new, at),
+        DType::F32 => copy::<f32>(buffer, new, first, at),
+        DType::F64 => copy::<f64>(buffer, new, first, at),
+        DType::BF16 => copy::<half::bf16>(buffer, new, first, at),
+        DType::F16 => copy::<half::f16>(buffer, new, first, at),
     }
 }
 

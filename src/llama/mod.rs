@@ -21,6 +21,7 @@ pub mod pretrained;
 pub mod recompute;
 pub mod sft;
 pub mod stream;
+pub mod tasks;
 pub mod train;
 pub mod weight;
 

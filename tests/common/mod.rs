@@ -201,22 +201,139 @@ pub fn random_quant(ty: GgmlType, rows: usize, cols: usize, seed: u64) -> QuantM
 /// tests run outside this checkout). Without it the caller's test says why it skips, and under CI (`CI` set)
 /// a missing model is a failure, so the check never silently disappears.
 pub fn smollm2_path() -> Option<std::path::PathBuf> {
-    let dir = std::env::var_os("TAPEGRAD_MODELS").map_or_else(
-        || std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/models"),
+    fetched(
+        "TAPEGRAD_MODELS",
+        "models",
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "fetch-models.sh",
+    )
+}
+
+/// The evaluation data of `scripts/fetch-evals.sh` (`TAPEGRAD_EVALS` names its folder), as
+/// [`smollm2_path`] finds the model.
+pub fn evals_dir() -> Option<std::path::PathBuf> {
+    let complete = fetched("TAPEGRAD_EVALS", "evals", ".complete", "fetch-evals.sh")?;
+    complete.parent().map(std::path::Path::to_path_buf)
+}
+
+/// `file` in the folder `$var` names (default target/`folder`), made by scripts/`script`: missing, the test
+/// skips saying so, or fails under CI.
+fn fetched(var: &str, folder: &str, file: &str, script: &str) -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os(var).map_or_else(
+        || {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("target")
+                .join(folder)
+        },
         std::path::PathBuf::from,
     );
-    let path = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let path = dir.join(file);
     if path.is_file() {
         return Some(path);
     }
     assert!(
         std::env::var_os("CI").is_none(),
-        "{} is missing: run scripts/fetch-models.sh",
+        "{} is missing: run scripts/{script}",
         path.display()
     );
     eprintln!(
-        "skipping: {} is missing (run scripts/fetch-models.sh)",
+        "skipping: {} is missing (run scripts/{script})",
         path.display()
     );
     None
+}
+
+/// A made-up evaluation folder in `scripts/fetch-evals.sh`'s layout, every task with three documents (MMLU: two
+/// subjects of three test and five dev questions), in each source's own columns.
+#[allow(dead_code)]
+pub fn write_eval_fixture(dir: &std::path::Path) {
+    use serde_json::json;
+    use std::io::Write;
+    let lines = |rel: &str, rows: &[serde_json::Value]| {
+        let path = dir.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let text: String = rows.iter().map(|r| format!("{r}\n")).collect();
+        std::fs::write(path, text).unwrap();
+    };
+    let olmo = |rel: &str, docs: &[serde_json::Value]| {
+        let path = dir.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(
+            std::fs::File::create(path).unwrap(),
+            flate2::Compression::default(),
+        );
+        // One line per document and choice, as OLMo writes them, so each document appears several times.
+        for (i, doc) in docs.iter().enumerate() {
+            for idx in 0..doc["choices"].as_array().map_or(1, |c| c.len()) {
+                let line = json!({"request_type": "loglikelihood", "doc": doc, "idx": idx, "doc_id": i,
+                                  "request": {"context": "ignored", "continuation": " ignored"}});
+                writeln!(gz, "{line}").unwrap();
+            }
+        }
+        gz.finish().unwrap();
+    };
+    let three = |f: &dyn Fn(usize) -> serde_json::Value| (0..3).map(f).collect::<Vec<_>>();
+    lines(
+        "hf/hellaswag/none/validation.jsonl",
+        &three(&|i| {
+            json!({"activity_label": "Cooking", "ctx_a": format!("A cook heats pan {i}. [step]"), "ctx_b": "she ADDS",
+                   "endings": ["oil to it.", "a [title] cat.", "the moon.", "water."], "label": format!("{}", i % 4)})
+        }),
+    );
+    lines(
+        "hf/piqa/plain_text/validation.jsonl",
+        &three(
+            &|i| json!({"goal": format!("Open jar {i}"), "sol1": "twist the lid", "sol2": "eat the lid", "label": 0}),
+        ),
+    );
+    lines(
+        "hf/winogrande/winogrande_xl/validation.jsonl",
+        &three(&|i| {
+            json!({"sentence": format!("Ann beat Bo {i} times so _ won."), "option1": "Ann", "option2": "Bo",
+                   "answer": "1"})
+        }),
+    );
+    lines(
+        "hf/boolq/none/validation.jsonl",
+        &three(
+            &|i| json!({"question": format!("is {i} even"), "passage": "Numbers.", "answer": i % 2 == 0}),
+        ),
+    );
+    lines(
+        "hf/social_i_qa/none/validation.jsonl",
+        &three(&|i| {
+            json!({"context": format!("Kai ran {i} miles."), "question": "How does Kai feel?", "answerA": "tired",
+                   "answerB": "blue", "answerC": "tall", "label": "1"})
+        }),
+    );
+    for task in ["arc_easy", "arc_challenge", "openbookqa"] {
+        olmo(
+            &format!("oe/{task}/test_rc_5shot/requests.jsonl.gz"),
+            &three(&|i| {
+                json!({"id": format!("q{i}"), "query": format!("Question: What is {i}?\nAnswer:"),
+                       "choices": ["a number", "a color", "a sound"], "gold": 0})
+            }),
+        );
+    }
+    olmo(
+        "oe/lambada/bpb_0shot/requests.jsonl.gz",
+        &three(
+            &|i| json!({"id": i, "query": format!("She said hello to her friend number {i}, whose name was"), "answers_text": ["Anna"], "choices": ["Anna"]}),
+        ),
+    );
+    for subject in ["high_school_physics", "anatomy"] {
+        for (split, n) in [("test", 3), ("dev", 5)] {
+            let rows: Vec<_> = (0..n)
+                .map(|i| {
+                    json!({"question": format!("{subject} {split} {i}?"), "subject": subject,
+                                 "choices": ["w", "x", "y", "z"], "answer": i % 4})
+                })
+                .collect();
+            lines(
+                &format!("hf/hails/mmlu_no_train/{subject}/{split}.jsonl"),
+                &rows,
+            );
+        }
+    }
+    std::fs::write(dir.join(".complete"), "").unwrap();
 }
