@@ -85,6 +85,8 @@ fn run(args: Args) -> Result<()> {
             benchmarks.extend(tasks::parse_list(item)?);
         }
     }
+    let mut seen = std::collections::HashSet::new();
+    benchmarks.retain(|t| seen.insert(*t));
     let device: Device = args.device.parse()?;
     tapegrad::backend::cpu::keep_freed_memory();
     let path = if args.model.is_dir() {

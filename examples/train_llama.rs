@@ -441,16 +441,20 @@ fn run(args: Args) -> Result<()> {
                     serde_json::json!({"step": trainer.step, "val_loss": eval.nats_per_token, "val_bpb": eval.bits_per_byte,
                         "elapsed_s": start.elapsed().as_secs_f64()}),
                 )?;
-                for (task, docs) in &benchmarks {
-                    let options = tasks::Options::for_model(&trainer.model, 8);
-                    let r = tasks::evaluate(
-                        &trainer.model,
-                        &trainer.tokenizer,
-                        *task,
-                        docs,
-                        options,
-                        &mut || {},
-                    )?;
+            }
+            // Every rank scores the benchmarks (the others would otherwise wait in the next step's collective);
+            // the first reports them.
+            for (task, docs) in &benchmarks {
+                let options = tasks::Options::for_model(&trainer.model, 8);
+                let r = tasks::evaluate(
+                    &trainer.model,
+                    &trainer.tokenizer,
+                    *task,
+                    docs,
+                    options,
+                    &mut || {},
+                )?;
+                if main_rank {
                     let norm = r
                         .acc_norm
                         .map_or(String::new(), |a| format!(", acc_norm {a:.4}"));

@@ -1,6 +1,6 @@
 //! The GPU paths of the matrix product (cuBLAS), the fused kernels (attention, RMSNorm, SwiGLU), products with
 //! quantized weights (every block format, f32 and bf16), AdamW and training steps (dense, and LoRA over a
-//! quantized base), each against the CPU on the same inputs, forward and backward. They skip, saying why, on a
+//! quantized base) and benchmark scoring, each against the CPU on the same inputs, forward and backward. They skip, saying why, on a
 //! machine without a GPU (and fail there under `TAPEGRAD_REQUIRE_GPU=1`, as `scripts/gpu-check.sh` runs them).
 
 mod common;
@@ -382,4 +382,48 @@ fn lora_over_a_quantized_base_trains_on_the_gpu_like_on_the_cpu() {
         train(&mut model, 4, 1e-2, || {})
     });
     agree(&losses[0], &losses[1]);
+}
+
+#[test]
+fn benchmark_requests_score_on_the_gpu_as_on_the_cpu() {
+    use tapegrad::llama::pretrained::TextTokenizer;
+    use tapegrad::llama::tasks::score::{encode, score_batched, PrefixScorer};
+    let Some(dev) = common::gpu_or_skip("benchmark_requests_score_on_the_gpu_as_on_the_cpu") else {
+        return;
+    };
+    let _shared = DRIVER_COUNT.read().unwrap_or_else(|e| e.into_inner());
+    let tokenizer =
+        TextTokenizer::Ours(tapegrad::data::Tokenizer::train(&[b"abcd".as_slice()], 258).unwrap());
+    let docs = [
+        (
+            "Question: Which is hot?\nAnswer:",
+            vec![" the sun", " ice", " snow on a hill"],
+        ),
+        ("so the cat", vec![" slept.", " ran far away."]),
+    ];
+    let requests: Vec<Vec<_>> = docs
+        .iter()
+        .map(|(context, choices)| {
+            choices
+                .iter()
+                .map(|c| encode(&tokenizer, context, c, 64).unwrap())
+                .collect()
+        })
+        .collect();
+    let cpu = Llama::new(small_config(), DType::F32, 5).unwrap();
+    let mut scorer = PrefixScorer::new(&cpu, 4);
+    let on_cpu: Vec<_> = requests
+        .iter()
+        .flat_map(|r| scorer.score(r).unwrap())
+        .collect();
+    let mut gpu = Llama::new(small_config(), DType::F32, 5).unwrap();
+    gpu.to_device(dev).unwrap();
+    let flat: Vec<_> = requests.into_iter().flatten().collect();
+    let on_gpu = score_batched(&gpu, &flat, 3).unwrap().0;
+    for (c, g) in on_cpu.iter().zip(&on_gpu) {
+        assert!(
+            (c.log_likelihood - g.log_likelihood).abs() <= 1e-3 * c.log_likelihood.abs().max(1.0),
+            "CPU {c:?} vs GPU {g:?}"
+        );
+    }
 }

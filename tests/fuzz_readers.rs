@@ -77,18 +77,57 @@ fn originals() -> &'static [(&'static str, Vec<u8>)] {
             ("hf-spm", spm_tokenizer_json()),
             ("chat-template", template),
             ("sft", sft_lines()),
-            ("eval-hf", eval_file(Task::Hellaswag, false)),
-            ("eval-olmo", eval_file(Task::ArcEasy, true)),
         ]
+        .into_iter()
+        .chain(
+            EVAL_KINDS
+                .iter()
+                .map(|&(kind, task)| (kind, eval_file(kind, task))),
+        )
+        .collect()
     })
 }
 
-/// A made-up evaluation file of `task` (an OLMo request file decompressed when `gunzip`).
-fn eval_file(task: Task, gunzip: bool) -> Vec<u8> {
-    let folder = dir().join("evals");
-    common::write_eval_fixture(&folder);
-    let bytes = std::fs::read(folder.join(task.file())).unwrap();
-    if !gunzip {
+/// The benchmark readers fuzzed, by kind name.
+const EVAL_KINDS: [(&str, Task); 10] = [
+    ("eval-hellaswag", Task::Hellaswag),
+    ("eval-piqa", Task::Piqa),
+    ("eval-arc", Task::ArcEasy),
+    ("eval-winogrande", Task::Winogrande),
+    ("eval-boolq", Task::Boolq),
+    ("eval-openbookqa", Task::Openbookqa),
+    ("eval-siqa", Task::Siqa),
+    ("eval-lambada", Task::Lambada),
+    ("eval-mmlu", Task::Mmlu),
+    ("eval-arc-gzip", Task::ArcChallenge),
+];
+
+/// The made-up evaluation folder every benchmark case starts from.
+fn eval_base() -> &'static PathBuf {
+    static BASE: OnceLock<PathBuf> = OnceLock::new();
+    BASE.get_or_init(|| {
+        let folder = dir().join("evals");
+        common::write_eval_fixture(&folder);
+        folder
+    })
+}
+
+/// The file of `task` a case replaces: an MMLU subject's test questions; an OLMo request file unpacked (the
+/// `-gzip` kind mutates the packed bytes instead).
+fn eval_target(kind: &str, task: Task) -> (PathBuf, bool) {
+    let file = match task {
+        Task::Mmlu => PathBuf::from(task.file()).join("anatomy/test.jsonl"),
+        _ => PathBuf::from(task.file()),
+    };
+    let unpacked = task.file().ends_with(".gz") && !kind.ends_with("-gzip");
+    (file, unpacked)
+}
+
+/// The unmutated bytes of a benchmark kind.
+fn eval_file(kind: &str, task: Task) -> Vec<u8> {
+    let (file, unpacked) = eval_target(kind, task);
+    let bytes = std::fs::read(eval_base().join(file)).unwrap();
+    if !unpacked {
         return bytes;
     }
     let mut out = Vec::new();
@@ -98,23 +137,26 @@ fn eval_file(task: Task, gunzip: bool) -> Vec<u8> {
     out
 }
 
-/// Loads a task from `bytes` as its file (gzipped first for OLMo's request files); true if it loads.
+/// Loads a benchmark from a copy of the made-up folder whose file of `kind` holds `bytes` (packed again where
+/// the kind mutates unpacked requests); true if it loads.
 fn read_eval(kind: &str, bytes: &[u8], case: u64) -> bool {
-    let (task, gzip) = match kind {
-        "eval-hf" => (Task::Hellaswag, false),
-        _ => (Task::ArcEasy, true),
-    };
+    let task = EVAL_KINDS.iter().find(|(k, _)| *k == kind).unwrap().1;
+    let (file, unpacked) = eval_target(kind, task);
     let folder = dir().join(format!("evals-{case}"));
-    let path = folder.join(task.file());
+    let path = folder.join(&file);
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    if gzip {
+    if task == Task::Mmlu {
+        let dev = PathBuf::from(task.file()).join("anatomy/dev.jsonl");
+        std::fs::copy(eval_base().join(&dev), folder.join(&dev)).unwrap();
+    }
+    if unpacked {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(bytes).unwrap();
         std::fs::write(&path, gz.finish().unwrap()).unwrap();
     } else {
         std::fs::write(&path, bytes).unwrap();
     }
-    let loaded = tasks::load(task, &folder, 0, None);
+    let loaded = tasks::load(task, &folder, task.default_shots(), None);
     std::fs::remove_dir_all(&folder).unwrap();
     match loaded {
         Ok(docs) => {
@@ -269,7 +311,7 @@ fn read(kind: &str, bytes: &[u8], case: u64) {
         "hf-tokenizer" | "hf-spm" => drop(read_hf(bytes, case)),
         "chat-template" => drop(render_template(bytes)),
         "sft" => drop(read_sft(&path)),
-        "eval-hf" | "eval-olmo" => drop(read_eval(kind, bytes, case)),
+        eval if eval.starts_with("eval-") => drop(read_eval(kind, bytes, case)),
         _ => {
             if let Ok(json) = serde_json::from_slice::<serde_json::Value>(bytes) {
                 let _ = config_from_json(&json, &path);
@@ -283,7 +325,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(2048))]
 
     #[test]
-    fn corrupted_files_are_errors_never_panics(which in 0usize..10, kind in 0u8..4, seeds in prop::collection::vec(any::<u64>(), 1..6), case: u64) {
+    fn corrupted_files_are_errors_never_panics(which in 0usize..18, kind in 0u8..4, seeds in prop::collection::vec(any::<u64>(), 1..6), case: u64) {
         let (name, bytes) = &originals()[which];
         read(name, &mutate(bytes, kind, &seeds), case);
     }
@@ -291,6 +333,7 @@ proptest! {
 
 #[test]
 fn the_unmutated_files_read_cleanly() {
+    assert_eq!(originals().len(), 18, "the proptest draws from every kind");
     for (name, bytes) in originals() {
         let path = dir().join(format!("clean-{name}"));
         std::fs::write(&path, bytes).unwrap();
@@ -304,7 +347,7 @@ fn the_unmutated_files_read_cleanly() {
             "hf-tokenizer" | "hf-spm" => assert!(read_hf(bytes, 0)),
             "chat-template" => assert!(render_template(bytes)),
             "sft" => assert!(read_sft(&path)),
-            "eval-hf" | "eval-olmo" => assert!(read_eval(name, bytes, 0)),
+            eval if eval.starts_with("eval-") => assert!(read_eval(name, bytes, 0), "{name}"),
             _ => assert!(config_from_json(&serde_json::from_slice(bytes).unwrap(), &path).is_ok()),
         }
     }

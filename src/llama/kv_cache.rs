@@ -15,8 +15,9 @@ pub struct KvCache {
     len: usize,
     /// Positions the buffers are first made for.
     reserve: usize,
-    /// The token ids of the cached positions, kept by `generate_with` (which then reuses the cache for any
-    /// context that begins with them); empty when the cache was filled otherwise.
+    /// The token ids of the cached positions, kept by `generate_with` and the benchmarks' `PrefixScorer`
+    /// (which then reuse the cache for any context that begins with them); empty when the cache was filled
+    /// otherwise.
     pub(crate) ids: Vec<u32>,
 }
 

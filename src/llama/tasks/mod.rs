@@ -231,14 +231,24 @@ fn parse_lines(path: &Path, bytes: &[u8]) -> Result<Vec<(String, Value)>> {
     Ok(rows)
 }
 
+/// The most an OLMo request file may unpack to (ARC-Easy's, the largest used, unpacks to 18 MB).
+const MAX_REQUEST_BYTES: u64 = 1 << 30;
+
 /// The documents of an OLMo request file (gzip JSON lines, one line per document and request, each with its
 /// `doc`), each once, in order of first appearance.
 pub fn olmo_docs(path: &Path) -> Result<Vec<(String, Value)>> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut bytes = Vec::new();
-    flate2::read::GzDecoder::new(file)
+    flate2::read::MultiGzDecoder::new(file)
+        .take(MAX_REQUEST_BYTES + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| Error::format(path, format!("not a gzip file: {e}")))?;
+    if bytes.len() as u64 > MAX_REQUEST_BYTES {
+        return Err(Error::format(
+            path,
+            format!("unpacks to more than {MAX_REQUEST_BYTES} bytes"),
+        ));
+    }
     let mut seen = std::collections::HashSet::new();
     let mut docs = Vec::new();
     for (place, mut request) in parse_lines(path, &bytes)? {

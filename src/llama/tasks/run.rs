@@ -47,8 +47,8 @@ pub struct TaskResult {
     pub perplexity: Option<f64>,
     pub seconds: f64,
     pub examples_per_s: f64,
-    /// Tokens scored or run as context, summed over requests.
-    pub tokens: usize,
+    /// Positions run through the model (padding included; a shared prefix once).
+    pub positions: usize,
 }
 
 /// Scores `docs` of `task`, calling `progress` after each document.
@@ -69,22 +69,22 @@ pub fn evaluate(
             .collect()
     };
     let mut scores: Vec<Vec<Scored>> = Vec::with_capacity(docs.len());
-    let mut tokens = 0;
+    let mut positions = 0;
     if options.shared_prefix {
         let mut scorer = PrefixScorer::new(model, options.batch);
         for doc in docs {
-            let requests = encode_doc(doc)?;
-            tokens += requests.iter().map(|r| r.ids.len()).sum::<usize>();
-            scores.push(scorer.score(&requests)?);
+            scores.push(scorer.score(&encode_doc(doc)?)?);
             progress();
         }
+        positions = scorer.positions_run();
     } else {
         // Enough documents at a time to fill batches, few enough to show progress.
         for chunk in docs.chunks(options.batch.max(1) * 4) {
             let encoded: Vec<Vec<Encoded>> = chunk.iter().map(encode_doc).collect::<Result<_>>()?;
             let flat: Vec<Encoded> = encoded.iter().flatten().cloned().collect();
-            tokens += flat.iter().map(|r| r.ids.len()).sum::<usize>();
-            let mut scored = score_batched(model, &flat, options.batch)?.into_iter();
+            let (scored, run) = score_batched(model, &flat, options.batch)?;
+            positions += run;
+            let mut scored = scored.into_iter();
             for e in &encoded {
                 scores.push(scored.by_ref().take(e.len()).collect());
                 progress();
@@ -92,7 +92,7 @@ pub fn evaluate(
         }
     }
     let seconds = start.elapsed().as_secs_f64();
-    Ok(summarize(task, docs, &scores, seconds, tokens))
+    Ok(summarize(task, docs, &scores, seconds, positions))
 }
 
 /// The figures of scored documents.
@@ -101,7 +101,7 @@ pub fn summarize(
     docs: &[Doc],
     scores: &[Vec<Scored>],
     seconds: f64,
-    tokens: usize,
+    positions: usize,
 ) -> TaskResult {
     let n = docs.len();
     let (acc, acc_norm, perplexity) = if task == Task::Lambada {
@@ -138,7 +138,7 @@ pub fn summarize(
         perplexity,
         seconds,
         examples_per_s: n as f64 / seconds.max(1e-9),
-        tokens,
+        positions,
     }
 }
 
@@ -233,7 +233,7 @@ mod tests {
         let scores = [scored(&[-3.0, -5.0]), scored(&[-2.0, -4.0])];
         let r = summarize(Task::Hellaswag, &docs, &scores, 2.0, 10);
         assert_eq!((r.acc, r.acc_norm), (0.5, Some(1.0)));
-        assert_eq!((r.n, r.examples_per_s, r.tokens), (2, 1.0, 10));
+        assert_eq!((r.n, r.examples_per_s, r.positions), (2, 1.0, 10));
         let r = summarize(Task::Winogrande, &docs, &scores, 1.0, 0);
         assert_eq!(r.acc_norm, None, "the harness reports acc only");
         let docs = [doc(&[], 0, 0), doc(&[], 0, 0)];

@@ -18,11 +18,24 @@ use crate::tape::no_grad;
 use crate::tensor::Tensor;
 use crate::DType;
 
-/// A request's tokens: `ids[..from]` is the context, `ids[from..]` the scored continuation (`from ≥ 1`).
+/// A request's tokens: `ids[..from]` is the context, `ids[from..]` the scored continuation (`1 ≤ from <
+/// ids.len()`, as [`encode`] makes it).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Encoded {
-    pub ids: Vec<u32>,
-    pub from: usize,
+    ids: Vec<u32>,
+    from: usize,
+}
+
+impl Encoded {
+    /// Context and continuation.
+    pub fn ids(&self) -> &[u32] {
+        &self.ids
+    }
+
+    /// Where the continuation starts.
+    pub fn from(&self) -> usize {
+        self.from
+    }
 }
 
 /// What a request scored.
@@ -133,15 +146,21 @@ fn rows_of(logits: &Tensor) -> Result<Vec<f32>> {
 }
 
 /// Scores whole requests in right-padded batches of at most `batch` sequences, longest first; works on every
-/// device the model runs on.
-pub fn score_batched(model: &Llama, requests: &[Encoded], batch: usize) -> Result<Vec<Scored>> {
+/// device the model runs on. Also returns the positions run (padding included).
+pub fn score_batched(
+    model: &Llama,
+    requests: &[Encoded],
+    batch: usize,
+) -> Result<(Vec<Scored>, usize)> {
     let vocab = model.config.vocab_size;
     let mut order: Vec<usize> = (0..requests.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(requests[i].ids.len()));
     let mut out = vec![FRESH; requests.len()];
+    let mut run = 0;
     no_grad(|| {
         for chunk in order.chunks(batch.max(1)) {
             let t = requests[chunk[0]].ids.len() - 1;
+            run += chunk.len() * t;
             let mut ids = vec![0u32; chunk.len() * t];
             for (row, &i) in chunk.iter().enumerate() {
                 let input = &requests[i].ids[..requests[i].ids.len() - 1];
@@ -159,7 +178,7 @@ pub fn score_batched(model: &Llama, requests: &[Encoded], batch: usize) -> Resul
                 }
             }
         }
-        Ok(out)
+        Ok((out, run))
     })
 }
 
@@ -171,6 +190,8 @@ pub struct PrefixScorer<'a> {
     cache: KvCache,
     /// The logits row of the cache's last position.
     last: Vec<f32>,
+    /// Positions run so far (padding included).
+    run: usize,
 }
 
 impl<'a> PrefixScorer<'a> {
@@ -181,7 +202,14 @@ impl<'a> PrefixScorer<'a> {
             batch: batch.max(1),
             cache: KvCache::new(),
             last: Vec::new(),
+            run: 0,
         }
+    }
+
+    /// Positions run so far (padding included): the work done, where the requests' lengths count each shared
+    /// prefix again.
+    pub fn positions_run(&self) -> usize {
+        self.run
     }
 
     /// Scores one document's requests (any number; they need not share anything).
@@ -229,6 +257,7 @@ impl<'a> PrefixScorer<'a> {
         self.cache.truncate(keep);
         self.cache.ids = prefix[..keep].to_vec();
         let fresh = &prefix[keep..];
+        self.run += fresh.len();
         let logits = self
             .model
             .forward_last(fresh, 1, fresh.len(), Some(&mut self.cache))?;
@@ -239,7 +268,7 @@ impl<'a> PrefixScorer<'a> {
 
     /// Runs `requests[chunk]` beyond the shared `prefix` positions as one batch over copies of the cache.
     fn run_rests(
-        &self,
+        &mut self,
         requests: &[Encoded],
         chunk: &[usize],
         prefix: usize,
@@ -260,6 +289,7 @@ impl<'a> PrefixScorer<'a> {
                 let rest = &requests[i].ids[prefix..requests[i].ids.len() - 1];
                 ids[row * width..][..rest.len()].copy_from_slice(rest);
             }
+            self.run += chunk.len() * width;
             let mut cache = self.cache.repeated(chunk.len(), prefix + width)?;
             rows_of(
                 &self
@@ -329,35 +359,45 @@ mod tests {
     fn the_prefix_scorer_agrees_with_whole_batches_and_with_one_request_at_a_time() {
         let model = Llama::new(Config::preset("tiny").unwrap().config, DType::F32, 3).unwrap();
         let tok = bytes();
+        // (context, continuations, longest sequence kept).
         let docs: Vec<Vec<Encoded>> = [
-            ("the cat sat", vec![" on", " under the", "!"]),
-            ("the cat ran", vec![" far", " away"]),
-            ("a", vec!["b"]),
-            ("", vec!["just text"]),
+            ("the cat sat on the mat", vec![" on", " under the", "!"], 64),
+            // Its whole prefix is in the cache, which holds more: the last token runs again for its logits.
+            ("the cat sat", vec![" on", " by"], 64),
+            ("the cat ran", vec![" far", " away"], 64),
+            ("a", vec!["b"], 64),
+            ("", vec!["just text"], 64),
+            // Cut on the left to 8 positions + the predicted one.
+            ("a long context that gets cut", vec![" off", " down"], 8),
         ]
         .iter()
-        .map(|(ctx, conts)| {
+        .map(|(ctx, conts, max_len)| {
             conts
                 .iter()
-                .map(|c| encode(&tok, ctx, c, 64).unwrap())
+                .map(|c| encode(&tok, ctx, c, *max_len).unwrap())
                 .collect()
         })
         .collect();
-        // Winogrande's shape: contexts differ, the continuation is shared.
         let mut docs = docs;
-        docs.push(vec![
-            encode(&tok, "so the cat", " slept.", 64).unwrap(),
-            encode(&tok, "so the dog", " slept.", 64).unwrap(),
-        ]);
+        // Winogrande's shape: contexts differ, the continuation is shared; and requests sharing no first token.
+        for (one, other) in [("so the cat", "so the dog"), ("cat", "dog")] {
+            docs.push(vec![
+                encode(&tok, one, " slept.", 64).unwrap(),
+                encode(&tok, other, " slept.", 64).unwrap(),
+            ]);
+        }
+        assert_eq!(docs[5][0].ids.len(), 9);
         let all: Vec<Encoded> = docs.iter().flatten().cloned().collect();
-        let whole = score_batched(&model, &all, 3).unwrap();
+        let whole = score_batched(&model, &all, 3).unwrap().0;
         let alone: Vec<Scored> = all
             .iter()
-            .flat_map(|r| score_batched(&model, std::slice::from_ref(r), 1).unwrap())
+            .flat_map(|r| score_batched(&model, std::slice::from_ref(r), 1).unwrap().0)
             .collect();
         for batch in [1, 2, 8] {
             let mut scorer = PrefixScorer::new(&model, batch);
             let shared: Vec<Scored> = docs.iter().flat_map(|d| scorer.score(d).unwrap()).collect();
+            let lengths: usize = all.iter().map(|r| r.ids.len()).sum();
+            assert!(scorer.positions_run() < lengths, "shared prefixes run once");
             for ((s, w), a) in shared.iter().zip(&whole).zip(&alone) {
                 for other in [w, a] {
                     assert!(
