@@ -88,7 +88,6 @@ fn run(args: Args) -> Result<()> {
     let mut seen = std::collections::HashSet::new();
     benchmarks.retain(|t| seen.insert(*t));
     let device: Device = args.device.parse()?;
-    tapegrad::backend::cpu::keep_freed_memory();
     let path = if args.model.is_dir() {
         latest_dir(&args.model)?
     } else {
@@ -194,6 +193,12 @@ fn line(task: Task, shots: usize, r: &TaskResult) -> String {
     }
     if let Some(p) = r.perplexity {
         s += &format!(", perplexity {p:.3}");
+    }
+    if r.clipped > 0 {
+        s += &format!(
+            ", {} continuations longer than the context scored on their last tokens",
+            r.clipped
+        );
     }
     s + &format!(", {:.1} s ({:.2} examples/s)", r.seconds, r.examples_per_s)
 }

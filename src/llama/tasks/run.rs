@@ -49,6 +49,9 @@ pub struct TaskResult {
     pub examples_per_s: f64,
     /// Positions run through the model (padding included; a shared prefix once).
     pub positions: usize,
+    /// Requests whose continuation alone exceeds the model's context (only its last tokens are scored; the
+    /// harness refuses them).
+    pub clipped: usize,
 }
 
 /// Scores `docs` of `task`, calling `progress` after each document.
@@ -62,11 +65,15 @@ pub fn evaluate(
 ) -> Result<TaskResult> {
     let start = Instant::now();
     let max_len = model.config.max_seq_len;
+    let clipped = std::cell::Cell::new(0);
     let encode_doc = |doc: &Doc| -> Result<Vec<Encoded>> {
-        doc.requests
+        let encoded: Vec<Encoded> = doc
+            .requests
             .iter()
             .map(|(context, continuation)| encode(tokenizer, context, continuation, max_len))
-            .collect()
+            .collect::<Result<_>>()?;
+        clipped.set(clipped.get() + encoded.iter().filter(|e| e.clipped()).count());
+        Ok(encoded)
     };
     let mut scores: Vec<Vec<Scored>> = Vec::with_capacity(docs.len());
     let mut positions = 0;
@@ -92,7 +99,9 @@ pub fn evaluate(
         }
     }
     let seconds = start.elapsed().as_secs_f64();
-    Ok(summarize(task, docs, &scores, seconds, positions))
+    let mut result = summarize(task, docs, &scores, seconds, positions);
+    result.clipped = clipped.get();
+    Ok(result)
 }
 
 /// The figures of scored documents.
@@ -139,6 +148,7 @@ pub fn summarize(
         seconds,
         examples_per_s: n as f64 / seconds.max(1e-9),
         positions,
+        clipped: 0,
     }
 }
 

@@ -24,6 +24,7 @@ use crate::DType;
 pub struct Encoded {
     ids: Vec<u32>,
     from: usize,
+    clipped: bool,
 }
 
 impl Encoded {
@@ -35,6 +36,12 @@ impl Encoded {
     /// Where the continuation starts.
     pub fn from(&self) -> usize {
         self.from
+    }
+
+    /// Whether the continuation itself was longer than the model's context, so only its last tokens (those
+    /// after the first position kept) are scored. The harness refuses such a request; we score what fits.
+    pub fn clipped(&self) -> bool {
+        self.clipped
     }
 }
 
@@ -90,23 +97,15 @@ pub fn encode(
             format!("the continuation {continuation:?} has no tokens of its own"),
         ));
     }
-    if ids.len() - from > max_len {
-        return Err(Error::invalid(
-            "eval request",
-            format!(
-                "the continuation's {} tokens exceed the model's context of {max_len}",
-                ids.len() - from
-            ),
-        ));
-    }
+    let clipped = ids.len() - from > max_len;
     let (ids, from) = if ids.len() > max_len + 1 {
         let cut = ids.len() - (max_len + 1);
         ids.drain(..cut);
-        (ids, from - cut)
+        (ids, from.saturating_sub(cut).max(1))
     } else {
         (ids, from)
     };
-    Ok(Encoded { ids, from })
+    Ok(Encoded { ids, from, clipped })
 }
 
 /// `log softmax(row)[target]` and whether `target` is the row's first maximum.
@@ -340,10 +339,11 @@ mod tests {
         assert_eq!((e.ids[0], e.from), (tok.bos_id().unwrap(), 1));
         let err = encode(&tok, "ab", "", 10).unwrap_err().to_string();
         assert!(err.contains("no tokens of its own"), "{err}");
-        let err = encode(&tok, "ab", "cdefg", 4).unwrap_err().to_string();
-        assert!(err.contains("continuation's 5 tokens exceed"), "{err}");
         let e = encode(&tok, "ab", "cdef", 4).unwrap();
-        assert_eq!((e.ids, e.from), (tok.encode("bcdef"), 1));
+        assert_eq!((e.ids, e.from, e.clipped), (tok.encode("bcdef"), 1, false));
+        // A continuation longer than the context: its last 4 tokens are scored after the one before them.
+        let e = encode(&tok, "ab", "cdefg", 4).unwrap();
+        assert_eq!((e.ids, e.from, e.clipped), (tok.encode("cdefg"), 1, true));
     }
 
     #[test]
