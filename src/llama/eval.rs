@@ -4,6 +4,7 @@
 
 use super::model::Llama;
 use super::pretrained::TextTokenizer;
+use super::tasks::run::argmax;
 use crate::error::{Error, Result};
 use crate::tape::no_grad;
 use std::path::Path;
@@ -137,20 +138,9 @@ pub fn score_choices(
 /// The choice picked by log-likelihood and the one picked by log-likelihood per byte, from each choice's
 /// `(log-likelihood, bytes)`; on equal scores the first choice wins, as the evaluation harness's argmax picks it.
 pub fn picks(scores: &[(f64, usize)]) -> (usize, usize) {
-    let argmax = |score: &dyn Fn(&(f64, usize)) -> f64| {
-        scores
-            .iter()
-            .enumerate()
-            .fold((0, f64::NEG_INFINITY), |best, (i, s)| {
-                if score(s) > best.1 {
-                    (i, score(s))
-                } else {
-                    best
-                }
-            })
-            .0
-    };
-    (argmax(&|s| s.0), argmax(&|s| s.0 / s.1 as f64))
+    let raw: Vec<f64> = scores.iter().map(|s| s.0).collect();
+    let per_byte: Vec<f64> = scores.iter().map(|s| s.0 / s.1 as f64).collect();
+    (argmax(&raw), argmax(&per_byte))
 }
 
 /// Scores every question of a task.
