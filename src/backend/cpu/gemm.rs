@@ -143,6 +143,21 @@ pub trait GemmFloat: Float {
         interleave_rows(rows, panel)
     }
 
+    /// Packs B panels as [`pack_b`] does.
+    #[allow(clippy::too_many_arguments)]
+    fn pack_b(
+        b: MatRef<'_, Self>,
+        pc: usize,
+        kc: usize,
+        j0: usize,
+        n: usize,
+        count: usize,
+        panels: &mut [Self],
+        stride: usize,
+    ) {
+        pack_b(b, pc, kc, j0, n, count, panels, stride)
+    }
+
     /// Runs `f` with packing buffers of at least `len_a` and `len_b` elements, reused across calls.
     fn with_scratch<R>(
         len_a: usize,
@@ -211,6 +226,40 @@ impl GemmFloat for f32 {
             return;
         }
         interleave_rows(rows, panel)
+    }
+
+    fn pack_b(
+        b: MatRef<'_, f32>,
+        pc: usize,
+        kc: usize,
+        j0: usize,
+        n: usize,
+        count: usize,
+        panels: &mut [f32],
+        stride: usize,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if avx2::available() && b.row_stride == 1 && b.col_stride != 1 {
+            // B transposed (a weight read as Wᵀ): full panels through the SIMD transpose.
+            for g in 0..count {
+                let j = j0 + g * NR;
+                let panel = &mut panels[g * stride..];
+                if j + NR > n {
+                    pack_b(b, pc, kc, j, n, 1, panel, stride);
+                    continue;
+                }
+                let first = b.offset + j * b.col_stride + pc;
+                assert!(
+                    first + (NR - 1) * b.col_stride + kc <= b.data.len() && panel.len() >= kc * NR
+                );
+                let cols = std::array::from_fn(|c| b.data[first + c * b.col_stride..].as_ptr());
+                // SAFETY: the features were detected, every column holds kc floats from `first` (checked
+                // above) and the panel kc · NR.
+                unsafe { avx2::interleave_columns(cols, kc, panel.as_mut_ptr()) };
+            }
+            return;
+        }
+        pack_b(b, pc, kc, j0, n, count, panels, stride)
     }
 
     fn reads_a_in_place(a: MatRef<'_, f32>) -> bool {
@@ -451,7 +500,16 @@ pub fn gemm<T: GemmFloat>(
                             }
                             let b_panels = cols.start / NR..cols.end.div_ceil(NR);
                             pb.prepare(q, b_panels, |first, count, dst| {
-                                pack_b(b, pc, kc, jc + first * NR, jc + nc, count, dst, b_stride);
+                                T::pack_b(
+                                    b,
+                                    pc,
+                                    kc,
+                                    jc + first * NR,
+                                    jc + nc,
+                                    count,
+                                    dst,
+                                    b_stride,
+                                );
                             });
                             let b_panel = |j0: usize| &pb.get(q, j0 / NR)[..NR * kc];
                             let beta_now = if pc == 0 { beta } else { T::ONE };

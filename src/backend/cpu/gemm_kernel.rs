@@ -301,6 +301,56 @@ pub mod avx2 {
         }
     }
 
+    /// `panel[p · 16 + j] = cols[j][p]` for `p < kc`, `j < 16`: packs a B panel whose 16 columns are
+    /// contiguous runs of depth (a weight read as Wᵀ), eight depth steps at a time through two 8 × 8
+    /// transposes.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2; each column must hold `kc` floats and `panel` `kc · NR`.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn interleave_columns(cols: [*const f32; NR], kc: usize, panel: *mut f32) {
+        let mut p = 0;
+        while p + 8 <= kc {
+            for half in 0..2 {
+                let r: [__m256; 8] =
+                    std::array::from_fn(|i| _mm256_loadu_ps(cols[half * 8 + i].add(p)));
+                let t: [__m256; 8] = std::array::from_fn(|i| {
+                    let (a, b) = (r[i & !1], r[i | 1]);
+                    if i % 2 == 0 {
+                        _mm256_unpacklo_ps(a, b)
+                    } else {
+                        _mm256_unpackhi_ps(a, b)
+                    }
+                });
+                // u[4q + c] holds depth steps c and c + 4 of columns 4q..4q + 4 (low and high lane).
+                let u: [__m256; 8] = std::array::from_fn(|i| {
+                    let (q, c) = (i / 4, i % 4);
+                    let (a, b) = (t[4 * q + (c / 2)], t[4 * q + 2 + (c / 2)]);
+                    if c % 2 == 0 {
+                        _mm256_shuffle_ps::<0x44>(a, b)
+                    } else {
+                        _mm256_shuffle_ps::<0xEE>(a, b)
+                    }
+                });
+                let dst = panel.add(p * NR + half * 8);
+                for c in 0..4 {
+                    let (lo, hi) = (u[c], u[4 + c]);
+                    _mm256_storeu_ps(dst.add(c * NR), _mm256_permute2f128_ps::<0x20>(lo, hi));
+                    _mm256_storeu_ps(
+                        dst.add((c + 4) * NR),
+                        _mm256_permute2f128_ps::<0x31>(lo, hi),
+                    );
+                }
+            }
+            p += 8;
+        }
+        for p in p..kc {
+            for (j, col) in cols.iter().enumerate() {
+                *panel.add(p * NR + j) = *col.add(p);
+            }
+        }
+    }
+
     /// `C[6 × 16] = alpha · Σ_p a[p · a_step + i · a_row] · b[p · 16 + j] + beta · C`: as [`kernel_6x16`]
     /// with A read in place (any strides) instead of from a packed panel.
     ///

@@ -209,6 +209,33 @@ fn f32_interleave_rows_matches_portable() {
 }
 
 #[test]
+fn f32_pack_b_of_a_transposed_b_matches_portable() {
+    let mut rng = Rng::new(5);
+    // Columns of B are rows of W ([n x k] row-major, k + 3 wide): full panels, a partial one, depth tails.
+    for (n, kc, pc, count) in [
+        (16, 8, 0, 1),
+        (48, 37, 2, 3),
+        (40, 9, 1, 3),
+        (35, 16, 0, 3),
+        (16, 1, 4, 1),
+    ] {
+        let k = pc + kc + 3;
+        let w: Vec<f32> = (0..n * k).map(|_| rng.normal() as f32).collect();
+        let b = MatRef {
+            data: &w,
+            offset: 0,
+            row_stride: 1,
+            col_stride: k,
+        };
+        let stride = kc * NR + 4;
+        let (mut fast, mut slow) = (vec![-1.0; count * stride], vec![-1.0; count * stride]);
+        <f32 as GemmFloat>::pack_b(b, pc, kc, 0, n, count, &mut fast, stride);
+        pack_b(b, pc, kc, 0, n, count, &mut slow, stride);
+        assert_eq!(fast, slow, "n {n} kc {kc} pc {pc}");
+    }
+}
+
+#[test]
 fn f32_tile_matches_portable_kernel() {
     let mut rng = Rng::new(3);
     let (kc, ldc) = (37, 21);

@@ -211,17 +211,14 @@ impl<'a> PrefixScorer<'a> {
         self.run
     }
 
-    /// Scores one document's requests (any number; they need not share anything).
+    /// Scores requests (any number; they need not share anything): their common prefix once through the
+    /// cache, then one row per distinct remaining input.
     pub fn score(&mut self, requests: &[Encoded]) -> Result<Vec<Scored>> {
         let first = match requests.first() {
             Some(first) => first,
             None => return Ok(Vec::new()),
         };
-        // The longest prefix all requests share, ending at or before every context's end.
-        let mut shared = requests.iter().map(|r| r.from).min().unwrap_or(0);
-        for r in &requests[1..] {
-            shared = shared.min(common(&first.ids, &r.ids));
-        }
+        let shared = shared_prefix(requests);
         if shared == 0 {
             let mut out = Vec::with_capacity(requests.len());
             for r in requests {
@@ -231,10 +228,27 @@ impl<'a> PrefixScorer<'a> {
         }
         no_grad(|| {
             self.run_prefix(&first.ids[..shared])?;
+            // One row per distinct input after the prefix (requests that differ only in the token they
+            // predict share one), longest first so that batches carry little padding.
+            let mut rows: Vec<&[u32]> = Vec::new();
+            let mut users: Vec<Vec<usize>> = Vec::new();
+            let mut index = std::collections::HashMap::new();
+            for (i, r) in requests.iter().enumerate() {
+                let input = &r.ids[shared..r.ids.len() - 1];
+                let row = *index.entry(input).or_insert_with(|| {
+                    rows.push(input);
+                    users.push(Vec::new());
+                    rows.len() - 1
+                });
+                users[row].push(i);
+            }
+            let mut order: Vec<usize> = (0..rows.len()).collect();
+            order.sort_by_key(|&j| std::cmp::Reverse(rows[j].len()));
             let mut out = vec![FRESH; requests.len()];
-            let indices: Vec<usize> = (0..requests.len()).collect();
-            for chunk in indices.chunks(self.batch) {
-                self.run_rests(requests, chunk, shared, &mut out)?;
+            for chunk in order.chunks(self.batch) {
+                let chunk: Vec<(&[u32], &[usize])> =
+                    chunk.iter().map(|&j| (rows[j], &users[j][..])).collect();
+                self.run_rests(requests, &chunk, shared, &mut out)?;
             }
             Ok(out)
         })
@@ -265,50 +279,59 @@ impl<'a> PrefixScorer<'a> {
         Ok(())
     }
 
-    /// Runs `requests[chunk]` beyond the shared `prefix` positions as one batch over copies of the cache.
+    /// Runs `rows` (each an input after the shared `prefix` positions, with the requests it serves) as one
+    /// right-padded batch over copies of the cache, and scores those requests.
     fn run_rests(
         &mut self,
         requests: &[Encoded],
-        chunk: &[usize],
+        rows: &[(&[u32], &[usize])],
         prefix: usize,
         out: &mut [Scored],
     ) -> Result<()> {
         let vocab = self.model.config.vocab_size;
-        // Inputs after the prefix: every token but the last, which is only predicted.
-        let width = chunk
-            .iter()
-            .map(|&i| requests[i].ids.len() - 1 - prefix)
-            .max()
-            .unwrap_or(0);
+        let width = rows.iter().map(|(input, _)| input.len()).max().unwrap_or(0);
         let logits = if width == 0 {
             Vec::new()
         } else {
-            let mut ids = vec![0u32; chunk.len() * width];
-            for (row, &i) in chunk.iter().enumerate() {
-                let rest = &requests[i].ids[prefix..requests[i].ids.len() - 1];
-                ids[row * width..][..rest.len()].copy_from_slice(rest);
+            let mut ids = vec![0u32; rows.len() * width];
+            for (row, (input, _)) in rows.iter().enumerate() {
+                ids[row * width..][..input.len()].copy_from_slice(input);
             }
-            self.run += chunk.len() * width;
-            let mut cache = self.cache.repeated(chunk.len(), prefix + width)?;
+            self.run += rows.len() * width;
+            let mut cache = self.cache.repeated(rows.len(), prefix + width)?;
             rows_of(
                 &self
                     .model
-                    .forward(&ids, chunk.len(), width, Some(&mut cache))?,
+                    .forward(&ids, rows.len(), width, Some(&mut cache))?,
             )?
         };
-        for (row, &i) in chunk.iter().enumerate() {
-            let r = &requests[i];
-            for k in r.from - 1..r.ids.len() - 1 {
-                let logits_row = if k + 1 == prefix {
-                    &self.last[..]
-                } else {
-                    &logits[(row * width + k - prefix) * vocab..][..vocab]
-                };
-                add(&mut out[i], logits_row, r.ids[k + 1]);
+        for (row, (_, users)) in rows.iter().enumerate() {
+            for &i in users.iter() {
+                let r = &requests[i];
+                for k in r.from - 1..r.ids.len() - 1 {
+                    let logits_row = if k + 1 == prefix {
+                        &self.last[..]
+                    } else {
+                        &logits[(row * width + k - prefix) * vocab..][..vocab]
+                    };
+                    add(&mut out[i], logits_row, r.ids[k + 1]);
+                }
             }
         }
         Ok(())
     }
+}
+
+/// The longest prefix all `requests` share, ending at or before every context's end.
+fn shared_prefix(requests: &[Encoded]) -> usize {
+    let Some(first) = requests.first() else {
+        return 0;
+    };
+    let mut shared = requests.iter().map(|r| r.from).min().unwrap_or(0);
+    for r in &requests[1..] {
+        shared = shared.min(common(&first.ids, &r.ids));
+    }
+    shared
 }
 
 /// Length of the common prefix of `a` and `b`.
@@ -366,6 +389,8 @@ mod tests {
             ("the cat sat", vec![" on", " by"], 64),
             ("the cat ran", vec![" far", " away"], 64),
             ("a", vec!["b"], 64),
+            // Answers of one token after a shared space (MMLU's letters): one row serves all three.
+            ("pick one:", vec![" a", " b", " c"], 64),
             ("", vec!["just text"], 64),
             // Cut on the left to 8 positions + the predicted one.
             ("a long context that gets cut", vec![" off", " down"], 8),
@@ -386,7 +411,15 @@ mod tests {
                 encode(&tok, other, " slept.", 64).unwrap(),
             ]);
         }
-        assert_eq!(docs[5][0].ids.len(), 9);
+        assert_eq!(docs[6][0].ids.len(), 9);
+        let letters = &docs[5];
+        let mut scorer = PrefixScorer::new(&model, 8);
+        scorer.score(letters).unwrap();
+        assert_eq!(
+            scorer.positions_run(),
+            letters[0].ids.len() - 1,
+            "the context once, then the one input the three answers share"
+        );
         let all: Vec<Encoded> = docs.iter().flatten().cloned().collect();
         let whole = score_batched(&model, &all, 3).unwrap().0;
         let alone: Vec<Scored> = all
