@@ -9,8 +9,8 @@ mod common;
 
 use common::values;
 use tapegrad::ops::{
-    attention_reference, cross_entropy_reference, rms_norm_reference, rope_reference,
-    swiglu_reference, Rope,
+    attention_reference, cross_entropy_reference, linear_cross_entropy_reference,
+    rms_norm_reference, rope_reference, swiglu_reference, Rope,
 };
 use tapegrad::{DType, Rng, Tape, Tensor};
 
@@ -192,6 +192,66 @@ fn cross_entropy_matches_reference() {
             );
         }
     }
+}
+
+#[test]
+fn linear_cross_entropy_matches_reference() {
+    for t in LENGTHS {
+        for ignore in [None, Some(0)] {
+            let ts = targets(B * t, ignore, 12 + t as u64);
+            let inputs = [
+                values(&[B, t, C], -1.0, 1.0, 13),
+                values(&[V, C], -0.5, 0.5, 14),
+            ];
+            let seed = values(&[], 0.5, 2.0, 15);
+            // The default chunk (every row at once here), chunks that split the rows unevenly, and rows
+            // one at a time.
+            for chunk in [usize::MAX, 7, 1] {
+                check_fused(
+                    &format!("linear_cross_entropy T={t} ignore={ignore:?} chunk={chunk}"),
+                    &inputs,
+                    &seed,
+                    &|xs| xs[0].linear_cross_entropy_in_chunks(&xs[1], &ts, ignore, chunk),
+                    &|xs| linear_cross_entropy_reference(&xs[0], &xs[1], &ts, ignore),
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn linear_cross_entropy_keeps_only_what_the_tracked_inputs_need() {
+    let ts = targets(B * 37, None, 16);
+    let (x, w) = (
+        values(&[B, 37, C], -1.0, 1.0, 17),
+        values(&[V, C], -0.5, 0.5, 18),
+    );
+    let expected = linear_cross_entropy_reference(&x, &w, &ts, None)
+        .unwrap()
+        .item()
+        .unwrap();
+    // Untracked: the loss alone.
+    let loss = x.linear_cross_entropy(&w, &ts, None).unwrap();
+    assert!((loss.item().unwrap() - expected).abs() < 1e-12);
+    // A frozen head: the input's gradient only, kept at the input's size.
+    let tape = Tape::new();
+    let xt = tape.watch(&x);
+    let loss = xt.linear_cross_entropy(&w, &ts, None).unwrap();
+    let kept = tape.saved_bytes().now;
+    assert_eq!(kept, x.numel() * 8, "dx alone is kept, not the logits");
+    let grads = tape.backward(&loss).unwrap();
+    let gx = grads.get(&xt).unwrap().to_vec::<f64>().unwrap();
+    let tape = Tape::new();
+    let xr = tape.watch(&x);
+    let reference = linear_cross_entropy_reference(&xr, &w, &ts, None).unwrap();
+    let rx = tape
+        .backward(&reference)
+        .unwrap()
+        .get(&xr)
+        .unwrap()
+        .to_vec::<f64>()
+        .unwrap();
+    assert_close("frozen head dx", &gx, &rx, TOL_F64);
 }
 
 #[test]

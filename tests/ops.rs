@@ -197,6 +197,18 @@ proptest! {
         check_op(&[x], |xs| xs[0].cross_entropy(&targets, ignore_index), Some(&reference));
     }
 
+    /// Covers `ops/linear_cross_entropy.rs`.
+
+    #[test]
+    fn linear_cross_entropy_in_chunks(rows in 1usize..8, dim in 1usize..4, classes in 1usize..6, chunk in 1usize..4, targets in prop::collection::vec(0u32..6, 8), ignore in any::<bool>(), seed: u64) {
+        let ignore_index = ignore.then_some(0u32);
+        let targets: Vec<u32> = targets[..rows].iter().map(|t| t % classes as u32).collect();
+        let x = values(&[rows, dim], -2.0, 2.0, seed);
+        let w = values(&[classes, dim], -2.0, 2.0, seed ^ 1);
+        let reference = |xs: &[Tensor]| tapegrad::ops::linear_cross_entropy_reference(&xs[0], &xs[1], &targets, ignore_index);
+        check_op(&[x, w], |xs| xs[0].linear_cross_entropy_in_chunks(&xs[1], &targets, ignore_index, chunk), Some(&reference));
+    }
+
     /// Covers `ops/rmsnorm.rs`.
 
     #[test]

@@ -24,14 +24,14 @@ pub struct Labels<'a> {
 
 impl Labels<'_> {
     /// `1 / max(kept, 1)`: the loss is the mean over kept rows, 0 when none is.
-    fn norm(&self) -> f64 {
+    pub(super) fn norm(&self) -> f64 {
         1.0 / self.kept.max(1) as f64
     }
 }
 
 /// `log Σ exp(row)`, with the max and the sum kept in eight lanes (so the loops vectorize) and `fast_exp`.
 #[inline(always)]
-fn row_lse<T: Float>(row: &[T]) -> T {
+pub(super) fn row_lse<T: Float>(row: &[T]) -> T {
     const LANES: usize = 8;
     let chunks = row.chunks_exact(LANES);
     let tail = chunks.remainder();
@@ -53,6 +53,15 @@ fn row_lse<T: Float>(row: &[T]) -> T {
     }
     let tail_sum = tail.iter().fold(T::ZERO, |s, &v| s + (v - max).fast_exp());
     max + (sums.iter().fold(T::ZERO, |a, &b| a + b) + tail_sum).ln()
+}
+
+/// `row ← (softmax(row) − onehot(target)) · s` in place, given the row's log-sum-exp.
+#[inline(always)]
+pub(super) fn to_gradient<T: Float>(row: &mut [T], lse: T, target: u32, s: T) {
+    for v in row.iter_mut() {
+        *v = (*v - lse).fast_exp() * s;
+    }
+    row[target as usize] -= s;
 }
 
 /// The rows and the vocabulary of contiguous logits `layout` with one target per row.
@@ -151,11 +160,8 @@ impl Storage {
                         out.fill(T::ZERO);
                         return;
                     }
-                    let row = &data[r * vocab..(r + 1) * vocab];
-                    for (o, &v) in out.iter_mut().zip(row) {
-                        *o = (v - lse[r]).fast_exp() * s;
-                    }
-                    out[target as usize] -= s;
+                    out.copy_from_slice(&data[r * vocab..(r + 1) * vocab]);
+                    to_gradient(out, lse[r], target, s);
                 },
             );
             Ok(T::wrap(dx))

@@ -17,6 +17,7 @@ pub mod cuda;
 #[path = "cuda_off.rs"]
 pub mod cuda;
 mod embedding;
+mod linear_cross_entropy;
 mod matmul;
 pub mod memory;
 pub(crate) mod op_code;
@@ -35,6 +36,7 @@ pub mod twin;
 use crate::dtype::DType;
 pub use attention::Geometry;
 pub use cross_entropy::Labels;
+pub use linear_cross_entropy::{chunk_rows, LinearCrossEntropy};
 pub use pointwise::{Arith, Pointwise};
 pub use quant::{is_block_format, QuantMatrix};
 pub use reduce::{Argmax, Reduce};

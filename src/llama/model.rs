@@ -467,6 +467,20 @@ impl Llama {
         ids: &[u32],
         batch: usize,
         seq_len: usize,
+        cache: Option<&mut KvCache>,
+        last_only: bool,
+    ) -> Result<Tensor> {
+        let x = self.hidden(ids, batch, seq_len, cache, last_only)?;
+        let head = self.lm_head.as_ref().unwrap_or(&self.embed);
+        head.linear(&x)?.to_dtype(self.norm.dtype())
+    }
+
+    /// The final norm's output `[B, T, dim]` (`[B, 1, dim]` with `last_only`): what the output head reads.
+    fn hidden(
+        &self,
+        ids: &[u32],
+        batch: usize,
+        seq_len: usize,
         mut cache: Option<&mut KvCache>,
         last_only: bool,
     ) -> Result<Tensor> {
@@ -523,9 +537,7 @@ impl Llama {
         } else {
             x
         };
-        let x = x.rms_norm(&self.norm.to_dtype(act)?, cfg.norm_eps)?;
-        let head = self.lm_head.as_ref().unwrap_or(&self.embed);
-        head.linear(&x)?.to_dtype(dtype)
+        x.rms_norm(&self.norm.to_dtype(act)?, cfg.norm_eps)
     }
 
     /// Mean next-token cross-entropy (nats) of `inputs` against `targets`, both `[B, T]`, over the targets
@@ -537,10 +549,10 @@ impl Llama {
         batch: usize,
         seq_len: usize,
     ) -> Result<Tensor> {
-        let logits = self.forward(inputs, batch, seq_len, None)?;
-        logits
-            .reshape(&[batch * seq_len, self.config.vocab_size])?
-            .cross_entropy(targets, Some(super::sft::IGNORE))
+        let x = self.hidden(inputs, batch, seq_len, None, false)?;
+        let head = self.lm_head.as_ref().unwrap_or(&self.embed);
+        head.cross_entropy(&x, targets, Some(super::sft::IGNORE))?
+            .to_dtype(self.norm.dtype())
     }
 }
 

@@ -63,6 +63,29 @@ impl Weight {
         }
     }
 
+    /// The mean cross-entropy of `self.linear(x)` against `targets` (one per row of `x`), `ignore` skipped: on
+    /// the CPU a dense weight runs the fused head (`Tensor::linear_cross_entropy`: no logits tensor), elsewhere
+    /// the logits are made and handed to `cross_entropy`.
+    pub fn cross_entropy(
+        &self,
+        x: &Tensor,
+        targets: &[u32],
+        ignore: Option<u32>,
+    ) -> Result<Tensor> {
+        match self {
+            Weight::Dense(w) if x.device() == crate::backend::Device::Cpu => {
+                x.linear_cross_entropy(&w.to_dtype(x.dtype())?, targets, ignore)
+            }
+            _ => {
+                let logits = self.linear(x)?;
+                let vocab = logits.shape().last().copied().unwrap_or(1);
+                logits
+                    .reshape(&[logits.numel() / vocab.max(1), vocab])?
+                    .cross_entropy(targets, ignore)
+            }
+        }
+    }
+
     /// Rows `ids` of the weight (an embedding lookup), `ids_shape + [cols]`, in `dtype`. A quantized weight is
     /// frozen, so its rows are dequantized into a constant.
     pub fn embedding(&self, ids: &[u32], ids_shape: &[usize], dtype: DType) -> Result<Tensor> {

@@ -14,6 +14,7 @@ mod cat;
 mod cross_entropy;
 mod device;
 mod embedding;
+mod linear_cross_entropy;
 mod matmul;
 mod quant_linear;
 mod reduce;
@@ -26,6 +27,7 @@ mod view;
 
 pub use attention::attention_reference;
 pub use cross_entropy::cross_entropy_reference;
+pub use linear_cross_entropy::linear_cross_entropy_reference;
 pub use quant_linear::linear_quantized_reference;
 pub use rmsnorm::rms_norm_reference;
 pub use rope::{rope_interleaved_to_half, rope_reference, Rope};

@@ -8,6 +8,7 @@
 //! without AVX2) uses the portable kernel.
 
 use super::gemm::{GemmFloat, MatRef, MR, NR};
+use super::simd::Level;
 use crate::dtype::Float;
 
 /// The portable micro-kernel (and the reference the AVX2 one is tested against):
@@ -168,6 +169,8 @@ pub type StridedKernel =
 /// One instruction set's f32 micro-kernels for the 6 × 16 tile (see `avx2` for their contracts).
 pub struct F32Kernels {
     pub name: &'static str,
+    /// The vector level it needs.
+    pub level: Level,
     /// A full tile from packed panels, written to C with alpha and beta.
     pub full: unsafe fn(usize, *const f32, *const f32, *mut f32, usize, f32, f32),
     /// A full tile with A read in place (any strides), written to C.
@@ -181,11 +184,13 @@ pub fn f32_kernel_sets() -> Vec<&'static F32Kernels> {
         use super::gemm_avx512 as avx512;
         static AVX512: F32Kernels = F32Kernels {
             name: "avx512",
+            level: Level::Avx512,
             full: avx512::kernel_6x16,
             strided: avx512::kernel_6x16_strided,
         };
         static AVX2: F32Kernels = F32Kernels {
             name: "avx2",
+            level: Level::Avx2,
             full: avx2::kernel_6x16,
             strided: avx2::kernel_6x16_strided,
         };
@@ -202,11 +207,15 @@ pub fn f32_kernel_sets() -> Vec<&'static F32Kernels> {
     Vec::new()
 }
 
-/// The fastest f32 kernel set this CPU runs, if any (detected once).
+/// The fastest f32 kernel set this CPU runs within the `TAPEGRAD_SIMD` cap, if any (detected once).
 #[inline]
 pub fn f32_kernels() -> Option<&'static F32Kernels> {
     static BEST: std::sync::OnceLock<Option<&'static F32Kernels>> = std::sync::OnceLock::new();
-    *BEST.get_or_init(|| f32_kernel_sets().first().copied())
+    *BEST.get_or_init(|| {
+        f32_kernel_sets()
+            .into_iter()
+            .find(|set| set.level <= super::simd::level())
+    })
 }
 
 #[cfg(target_arch = "x86_64")]

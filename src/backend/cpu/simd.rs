@@ -1,31 +1,90 @@
-//! Loops compiled for AVX2 + FMA when the CPU has them.
+//! Loops compiled for AVX-512 or AVX2 + FMA when the CPU has them.
 //!
 //! The crate is built for baseline x86-64, so a plain loop over `f32` vectorizes four lanes wide with SSE2.
-//! [`vectorized`] runs a closure through a function compiled with AVX2 and FMA enabled; the closure is inlined
-//! there and compiled eight lanes wide. Whatever it calls must be inlined too to benefit: kernels are
-//! `#[inline(always)]`, and so are the row closures handed to `elementwise::for_each_row` (the compiler does not
-//! inline a large closure called from two places on its own; the disassembly of every `avx2_fma` copy shows no
-//! call into a kernel). Elsewhere it just calls the closure.
+//! [`vectorized`] runs a closure through a function compiled with AVX-512 (F, BW, DQ, VL) or with AVX2 and FMA
+//! enabled, whichever is the widest the CPU has; the closure is inlined there and compiled sixteen or eight
+//! lanes wide. Whatever it calls must be inlined too to benefit: kernels are `#[inline(always)]`, and so are
+//! the row closures handed to `elementwise::for_each_row` (the compiler does not inline a large closure called
+//! from two places on its own; the disassembly of every `avx2_fma` copy shows no call into a kernel).
+//! Elsewhere it just calls the closure.
 //!
-//! Both paths give the same bits: the compiler never fuses a separate multiply and add into an FMA, and the
+//! Every path gives the same bits: the compiler never fuses a separate multiply and add into an FMA, and the
 //! kernels' reductions run in a fixed lane order whatever the vector width.
+//!
+//! `TAPEGRAD_SIMD=avx2` (or `portable`) caps the level, for measuring the paths of CPUs without AVX-512 on one
+//! that has it; the GEMM's micro-kernel follows the same cap.
 
-/// Whether this CPU has AVX2 and FMA (detected once; later calls read a cached flag).
-pub fn has_avx2_fma() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
-    #[allow(unreachable_code)]
-    false
+/// The widest vector instructions the CPU loops use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    /// Baseline x86-64 (SSE2), or another architecture.
+    Portable,
+    /// AVX2 and FMA.
+    Avx2,
+    /// AVX-512 F, BW, DQ and VL (with AVX2 and FMA).
+    Avx512,
 }
 
-/// Runs `f`, compiled for AVX2 + FMA when the CPU has them. Call it around a whole loop (a row, a chunk), not
+/// What this CPU has, capped by `TAPEGRAD_SIMD` (`avx2` or `portable`; detected once).
+pub fn level() -> Level {
+    static LEVEL: std::sync::OnceLock<Level> = std::sync::OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        let cap = match std::env::var("TAPEGRAD_SIMD").as_deref() {
+            Ok("portable") => Level::Portable,
+            Ok("avx2") => Level::Avx2,
+            _ => Level::Avx512,
+        };
+        detected().min(cap)
+    })
+}
+
+/// The level this CPU has.
+fn detected() -> Level {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::is_x86_feature_detected as has;
+        if !(has!("avx2") && has!("fma")) {
+            return Level::Portable;
+        }
+        if has!("avx512f") && has!("avx512bw") && has!("avx512dq") && has!("avx512vl") {
+            return Level::Avx512;
+        }
+        return Level::Avx2;
+    }
+    #[allow(unreachable_code)]
+    Level::Portable
+}
+
+/// Whether the loops may use AVX2 and FMA.
+pub fn has_avx2_fma() -> bool {
+    level() >= Level::Avx2
+}
+
+/// Runs `f`, compiled for the widest level the CPU has. Call it around a whole loop (a row, a chunk), not
 /// per element: the check and the call cost a few nanoseconds.
 #[inline(always)]
 pub fn vectorized<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
+    match level() {
+        // SAFETY: the CPU has the features `avx512` is compiled for.
+        Level::Avx512 => return unsafe { avx512(f) },
         // SAFETY: the CPU has the features `avx2_fma` is compiled for.
-        return unsafe { avx2_fma(f) };
+        Level::Avx2 => return unsafe { avx2_fma(f) },
+        Level::Portable => {}
+    }
+    f()
+}
+
+/// As [`vectorized`] at a given level at most (the tests compare the levels).
+#[cfg(test)]
+fn vectorized_at<R>(at: Level, f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    match at.min(level()) {
+        // SAFETY: the CPU has the features `avx512` is compiled for.
+        Level::Avx512 => return unsafe { avx512(f) },
+        // SAFETY: the CPU has the features `avx2_fma` is compiled for.
+        Level::Avx2 => return unsafe { avx2_fma(f) },
+        Level::Portable => {}
     }
     f()
 }
@@ -33,6 +92,12 @@ pub fn vectorized<R>(f: impl FnOnce() -> R) -> R {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn avx2_fma<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+unsafe fn avx512<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
@@ -53,20 +118,23 @@ mod tests {
     }
 
     #[test]
-    fn the_vectorized_path_gives_the_same_bits() {
+    fn every_vectorized_level_gives_the_same_bits() {
         let x: Vec<f32> = (0..4099)
             .map(|i| ((i * 37 % 1001) as f32 - 500.0) / 7.0)
             .collect();
         let plain: Vec<f32> = x.iter().map(|v| v.fast_exp() / (1.0 + v * v)).collect();
-        let fast: Vec<f32> =
-            vectorized(|| x.iter().map(|v| v.fast_exp() / (1.0 + v * v)).collect());
-        assert!(plain
-            .iter()
-            .zip(&fast)
-            .all(|(a, b)| a.to_bits() == b.to_bits()));
-        assert_eq!(
-            lane_sum(&x).to_bits(),
-            vectorized(|| lane_sum(&x)).to_bits()
-        );
+        for at in [Level::Avx2, Level::Avx512] {
+            let fast: Vec<f32> = vectorized_at(at, || {
+                x.iter().map(|v| v.fast_exp() / (1.0 + v * v)).collect()
+            });
+            assert!(plain
+                .iter()
+                .zip(&fast)
+                .all(|(a, b)| a.to_bits() == b.to_bits()));
+            assert_eq!(
+                lane_sum(&x).to_bits(),
+                vectorized_at(at, || lane_sum(&x)).to_bits()
+            );
+        }
     }
 }
