@@ -272,6 +272,28 @@ fn cross_entropy_target_out_of_range() {
 }
 
 #[test]
+fn linear_cross_entropy_names_shapes_and_targets() {
+    let x = Tensor::zeros(&[3, 4], DType::F32);
+    let w = Tensor::zeros(&[5, 4], DType::F32);
+    let e = err(x.linear_cross_entropy(&Tensor::zeros(&[5, 3], DType::F32), &[0, 1, 2], None));
+    assert_eq!(
+        e.to_string(),
+        "linear_cross_entropy: input [3, 4] and weight [5, 3] are not compatible (weight is [vocab, in])"
+    );
+    let e = err(x.linear_cross_entropy(&w, &[0, 1], None));
+    assert_eq!(
+        e.to_string(),
+        "linear_cross_entropy: input [3, 4] holds 3 rows but 2 targets were given"
+    );
+    let e = err(x.linear_cross_entropy(&w, &[0, 5, 1], None));
+    assert_eq!(
+        e.to_string(),
+        "linear_cross_entropy: target 5 is out of range for 5 classes"
+    );
+    assert!(x.linear_cross_entropy(&w, &[0, 5, 1], Some(5)).is_ok());
+}
+
+#[test]
 fn rms_norm_weight_mismatch() {
     let e = err(zeros(&[2, 3]).rms_norm(&zeros(&[4]), 1e-6));
     assert!(matches!(e, Error::Shape { op: "rms_norm", .. }), "{e:?}");

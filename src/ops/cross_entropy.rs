@@ -20,12 +20,32 @@ fn check(logits: &Tensor, targets: &[u32], ignore: Option<u32>) -> Result<(usize
     }
     let vocab = logits.shape()[logits.ndim() - 1];
     let rows = logits.numel() / vocab.max(1);
+    check_targets(
+        "cross_entropy",
+        &format!("logits {:?} hold", logits.shape()),
+        rows,
+        vocab,
+        targets,
+        ignore,
+    )?;
+    Ok((rows, vocab))
+}
+
+/// Checks that `targets` hold one class below `vocab` (or `ignore`) per row of the `rows` that `subject` (for
+/// the message: "logits [3, 5] hold") holds.
+pub(super) fn check_targets(
+    op: &'static str,
+    subject: &str,
+    rows: usize,
+    vocab: usize,
+    targets: &[u32],
+    ignore: Option<u32>,
+) -> Result<()> {
     if rows != targets.len() {
         return Err(Error::shape(
-            "cross_entropy",
+            op,
             format!(
-                "logits {:?} hold {rows} rows but {} targets were given",
-                logits.shape(),
+                "{subject} {rows} rows but {} targets were given",
                 targets.len()
             ),
         ));
@@ -35,11 +55,11 @@ fn check(logits: &Tensor, targets: &[u32], ignore: Option<u32>) -> Result<(usize
         .find(|&&t| Some(t) != ignore && t as usize >= vocab)
     {
         return Err(Error::Index {
-            op: "cross_entropy",
+            op,
             msg: format!("target {bad} is out of range for {vocab} classes"),
         });
     }
-    Ok((rows, vocab))
+    Ok(())
 }
 
 impl Tensor {

@@ -46,25 +46,14 @@ impl Tensor {
             ));
         }
         let (rows, vocab) = (self.numel() / d.max(1), weight.shape()[0]);
-        if rows != targets.len() {
-            return Err(Error::shape(
-                "linear_cross_entropy",
-                format!(
-                    "input {:?} holds {rows} rows but {} targets were given",
-                    self.shape(),
-                    targets.len()
-                ),
-            ));
-        }
-        if let Some(&bad) = targets
-            .iter()
-            .find(|&&t| Some(t) != ignore_index && t as usize >= vocab)
-        {
-            return Err(Error::Index {
-                op: "linear_cross_entropy",
-                msg: format!("target {bad} is out of range for {vocab} classes"),
-            });
-        }
+        super::cross_entropy::check_targets(
+            "linear_cross_entropy",
+            &format!("input {:?} holds", self.shape()),
+            rows,
+            vocab,
+            targets,
+            ignore_index,
+        )?;
         let targets = targets.to_vec();
         let kept = targets.iter().filter(|&&t| Some(t) != ignore_index).count();
         with_precision("linear_cross_entropy", &[self, weight], |xs| {
