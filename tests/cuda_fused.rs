@@ -1,7 +1,8 @@
-//! The GPU paths of the matrix product (cuBLAS), the fused kernels (attention, RMSNorm, SwiGLU), products with
-//! quantized weights (every block format, f32 and bf16), AdamW and training steps (dense, and LoRA over a
-//! quantized base) and benchmark scoring, each against the CPU on the same inputs, forward and backward. They skip, saying why, on a
-//! machine without a GPU (and fail there under `TAPEGRAD_REQUIRE_GPU=1`, as `scripts/gpu-check.sh` runs them).
+//! The GPU paths of the matrix product (cuBLAS), the fused kernels (attention, RMSNorm, SwiGLU, the head fused
+//! with the cross-entropy), products with quantized weights (every block format, f32 and bf16), AdamW and
+//! training steps (dense, and LoRA over a quantized base) and benchmark scoring, each against the CPU on the same
+//! inputs, forward and backward. They skip, saying why, on a machine without a GPU (and fail there under
+//! `TAPEGRAD_REQUIRE_GPU=1`, as `scripts/gpu-check.sh` runs them).
 
 mod common;
 
@@ -115,6 +116,27 @@ fn matmul_in_f32_and_with_bf16_mixed_precision() {
     check("matmul bf16 autocast", dev, &[a, b], 1e-2, &|x| {
         x[0].matmul(&x[1])
     });
+}
+
+#[test]
+fn the_fused_head_and_cross_entropy_on_the_gpu() {
+    let Some(dev) = common::gpu_or_skip("the_fused_head_and_cross_entropy_on_the_gpu") else {
+        return;
+    };
+    let (x, w) = (
+        randn(&[2, 19, 48], 9),
+        randn(&[101, 48], 10).scale(0.2).unwrap(),
+    );
+    let targets: Vec<u32> = (0..38).map(|i| (i * 7 % 101) as u32).collect();
+    for (chunk, ignore) in [(usize::MAX, None), (5, Some(14))] {
+        check(
+            &format!("linear_cross_entropy chunk {chunk}"),
+            dev,
+            &[x.clone(), w.clone()],
+            1e-5,
+            &|xs| xs[0].linear_cross_entropy_in_chunks(&xs[1], &targets, ignore, chunk),
+        );
+    }
 }
 
 #[test]
