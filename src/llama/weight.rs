@@ -64,8 +64,9 @@ impl Weight {
     }
 
     /// The mean cross-entropy of `self.linear(x)` against `targets` (one per row of `x`), `ignore` skipped: on
-    /// the CPU a dense weight runs the fused head (`Tensor::linear_cross_entropy`: no logits tensor), elsewhere
-    /// the logits are made and handed to `cross_entropy`.
+    /// the CPU a dense weight runs the fused head (`Tensor::linear_cross_entropy`: no logits tensor); on a GPU
+    /// (where the fused loop computes in f32 while `linear` autocasts to bf16) and over a quantized weight the
+    /// logits are made and handed to `cross_entropy`.
     pub fn cross_entropy(
         &self,
         x: &Tensor,

@@ -15,7 +15,7 @@ use crate::tensor::Tensor;
 
 impl Tensor {
     /// Mean cross-entropy of `self · weightᵀ` against `targets` (one per row of `self`, `ignore_index`
-    /// skipped), never holding the logits whole. On the CPU; elsewhere use `linear` and `cross_entropy`.
+    /// skipped), never holding the logits whole.
     pub fn linear_cross_entropy(
         &self,
         weight: &Tensor,
