@@ -190,8 +190,11 @@ pub fn grouped_mean_stderr(xs: &[f64], groups: &[usize]) -> (f64, f64) {
             .map(|(x, _)| *x)
             .collect();
         let size = members.len() as f64;
-        let (_, se) = mean_stderr(&members);
-        pooled += (size - 1.0) * se * se * size;
+        // A group of one adds nothing to the pooled variance (its weight nᵢ − 1 is 0; its own is undefined).
+        if members.len() > 1 {
+            let (_, se) = mean_stderr(&members);
+            pooled += (size - 1.0) * se * se * size;
+        }
         total += size;
     }
     let mean = xs.iter().sum::<f64>() / total;
@@ -232,6 +235,10 @@ mod tests {
         let (mean, se) = grouped_mean_stderr(&[1.0, 0.0, 1.0, 1.0, 1.0], &[0, 0, 1, 1, 1]);
         assert_eq!(mean, 0.8);
         assert!((se - (0.5f64 / 3.0 / 5.0).sqrt()).abs() < 1e-15, "{se}");
+        // A third group of one (MMLU with --limit 1 on a subject): weight 0, N − k unchanged.
+        let (mean, se) = grouped_mean_stderr(&[1.0, 0.0, 1.0, 1.0, 1.0, 0.0], &[0, 0, 1, 1, 1, 2]);
+        assert!((mean - 4.0 / 6.0).abs() < 1e-15);
+        assert!((se - (0.5f64 / 3.0 / 6.0).sqrt()).abs() < 1e-15, "{se}");
         assert_eq!(argmax(&[1.0, 3.0, 3.0]), 1);
     }
 
