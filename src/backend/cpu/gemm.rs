@@ -413,11 +413,7 @@ pub fn gemm<T: GemmFloat>(
     if m == 0 || n == 0 {
         return;
     }
-    assert!(
-        ldc >= n && c.len() >= (m - 1) * ldc + n,
-        "gemm: C of {} elements cannot hold [{m} x {n}] with row stride {ldc}",
-        c.len()
-    );
+    check_c("gemm", m, n, c.len(), ldc);
     if k == 0 {
         scale_c(m, n, beta, c, ldc);
         return;
@@ -544,6 +540,14 @@ pub fn gemm<T: GemmFloat>(
             }
         },
     )
+}
+
+/// Panics unless a C of `len` elements holds `[m × n]` (`m ≥ 1`) at row stride `ldc`.
+pub(super) fn check_c(op: &str, m: usize, n: usize, len: usize, ldc: usize) {
+    assert!(
+        ldc >= n && len > (m - 1) * ldc + n - 1,
+        "{op}: C of {len} elements cannot hold [{m} x {n}] with row stride {ldc}"
+    );
 }
 
 /// Tile sizes (`mc` rows, a multiple of `MR`; `nt` columns, a multiple of `NR`) for `m` rows and `nc` columns on
