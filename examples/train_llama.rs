@@ -52,7 +52,8 @@ struct Args {
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Activations and matrix products: auto (bf16 on a GPU, f32 on the CPU), bf16 (mixed precision: f32
-    /// parameters, gradients and optimizer state) or f32.
+    /// parameters, gradients and optimizer state; on the CPU the matrix products in bf16 with f32
+    /// accumulation, which needs AVX512-BF16) or f32.
     #[arg(long, default_value = "auto")]
     precision: String,
     /// The device's peak dense bf16 TFLOP/s for the MFU figure (default: known from the GPU's name).
@@ -186,7 +187,11 @@ fn append_json(path: &Path, value: serde_json::Value) -> Result<()> {
 fn main() {
     let args = Args::parse();
     let f32_only = args.precision == "f32";
-    if let Err(e) = tapegrad::ops::with_gpu_bf16(!f32_only, || run(args)) {
+    let cpu_bf16 = args.precision == "bf16" && args.device == "cpu";
+    let result = tapegrad::ops::with_gpu_bf16(!f32_only, || {
+        tapegrad::ops::with_cpu_bf16(cpu_bf16, || run(args))
+    });
+    if let Err(e) = result {
         eprintln!("error: {e}");
         std::process::exit(1);
     }
@@ -296,6 +301,14 @@ fn run(args: Args) -> Result<()> {
     trainer.model.recompute = args.recompute;
     trainer.model.to_device(device)?;
     trainer.model.activations = match (args.precision.as_str(), device) {
+        ("bf16", Device::Cpu) if !tapegrad::ops::cpu_bf16_available() => {
+            return Err(Error::invalid(
+                "--precision",
+                "bf16 on the CPU needs AVX512-BF16, which this CPU lacks (or TAPEGRAD_SIMD caps); use f32",
+            ))
+        }
+        // Products in bf16 (`with_cpu_bf16`), activations in f32: the CPU's other kernels compute in f32.
+        ("bf16", Device::Cpu) => None,
         ("bf16", _) => Some(DType::BF16),
         ("auto", Device::Cuda(_)) => Some(DType::BF16),
         ("auto" | "f32", _) => None,

@@ -96,6 +96,18 @@ pub fn with_gpu_bf16<R>(enabled: bool, f: impl FnOnce() -> R) -> R {
     crate::tape::scoped(&GPU_BF16, enabled, f)
 }
 
+/// Runs `f` with the CPU's f32 matrix products (every GEMM on this thread: `matmul`, `linear`, the fused head,
+/// products with quantized weights) computed in bf16 with f32 accumulation when `enabled` and the CPU has
+/// AVX512-BF16 (`cpu_bf16_available`): the operands are rounded to bf16, the product stays f32. Off by default.
+pub fn with_cpu_bf16<R>(enabled: bool, f: impl FnOnce() -> R) -> R {
+    crate::backend::cpu::gemm_bf16::with_products_in_bf16(enabled, f)
+}
+
+/// Whether this CPU computes products in bf16 (AVX512-BF16, within the `TAPEGRAD_SIMD` cap).
+pub fn cpu_bf16_available() -> bool {
+    crate::backend::cpu::gemm_bf16::available()
+}
+
 /// Whether f32 matrix products on the GPU run in bf16 on this thread (see `with_gpu_bf16`).
 pub fn gpu_bf16() -> bool {
     GPU_BF16.with(|g| g.get())

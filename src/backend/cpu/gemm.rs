@@ -143,6 +143,23 @@ pub trait GemmFloat: Float {
         interleave_rows(rows, panel)
     }
 
+    /// Runs the product in bf16 (`gemm_bf16`) and returns true when this thread asks for it
+    /// (`gemm_bf16::with_products_in_bf16`) and the CPU can; f32 only.
+    #[allow(clippy::too_many_arguments)]
+    fn in_bf16(
+        _m: usize,
+        _n: usize,
+        _k: usize,
+        _alpha: Self,
+        _a: MatRef<'_, Self>,
+        _b: MatRef<'_, Self>,
+        _beta: Self,
+        _c: &mut [Self],
+        _ldc: usize,
+    ) -> bool {
+        false
+    }
+
     /// Packs B panels as [`pack_b`] does.
     #[allow(clippy::too_many_arguments)]
     fn pack_b(
@@ -215,6 +232,24 @@ impl GemmFloat for f64 {
 
 impl GemmFloat for f32 {
     scratch!(f32);
+
+    fn in_bf16(
+        m: usize,
+        n: usize,
+        k: usize,
+        alpha: f32,
+        a: MatRef<'_, f32>,
+        b: MatRef<'_, f32>,
+        beta: f32,
+        c: &mut [f32],
+        ldc: usize,
+    ) -> bool {
+        if !super::gemm_bf16::products_in_bf16() {
+            return false;
+        }
+        super::gemm_bf16::gemm_bf16(m, n, k, alpha, a, b, beta, c, ldc, true);
+        true
+    }
 
     fn interleave_rows(rows: [&[f32]; MR], panel: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
@@ -414,6 +449,9 @@ pub fn gemm<T: GemmFloat>(
         return;
     }
     check_c("gemm", m, n, c.len(), ldc);
+    if T::in_bf16(m, n, k, alpha, a, b, beta, c, ldc) {
+        return;
+    }
     if k == 0 {
         scale_c(m, n, beta, c, ldc);
         return;

@@ -27,6 +27,29 @@ const NC: usize = 2048;
 /// Rows of A packed at once (768 KiB of pairs at the deepest block, within the L2 cache).
 const MB: usize = 768;
 
+thread_local! {
+    static PRODUCTS_IN_BF16: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with the f32 GEMMs it calls on this thread computed in bf16 when `enabled` and [`available`]
+/// (mixed precision on the CPU; off by default, so f32 products keep their bits).
+pub fn with_products_in_bf16<R>(enabled: bool, f: impl FnOnce() -> R) -> R {
+    let before = PRODUCTS_IN_BF16.with(|c| c.replace(enabled));
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            PRODUCTS_IN_BF16.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(before);
+    f()
+}
+
+/// Whether f32 GEMMs on this thread run here (see [`with_products_in_bf16`]).
+pub fn products_in_bf16() -> bool {
+    PRODUCTS_IN_BF16.with(|c| c.get()) && available()
+}
+
 /// Whether this CPU multiplies in bf16 (AVX512-BF16, within the `TAPEGRAD_SIMD` cap).
 pub fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -492,6 +515,35 @@ mod tests {
             pack_b(b, rows, 8, pc, kc, false, &mut slow);
             assert_eq!(fast, slow, "B row-major, depth {pc}+{kc}");
         }
+    }
+
+    #[test]
+    fn the_f32_gemm_runs_in_bf16_only_inside_the_scope() {
+        let mut rng = Rng::new(14);
+        let (m, n, k) = (9, 40, 70);
+        let a: Vec<f32> = (0..m * k).map(|_| rng.normal() as f32).collect();
+        let b: Vec<f32> = (0..k * n).map(|_| rng.normal() as f32).collect();
+        let (av, bv) = (view(&a, k, 1), view(&b, n, 1));
+        let run = |in_bf16: bool| {
+            let mut c = vec![0.0f32; m * n];
+            with_products_in_bf16(in_bf16, || {
+                super::super::gemm::gemm(m, n, k, 1.0, av, bv, 0.0, &mut c, n)
+            });
+            c
+        };
+        let mut direct = vec![0.0f32; m * n];
+        gemm_bf16(m, n, k, 1.0, av, bv, 0.0, &mut direct, n, available());
+        let (f32s, bf16s) = (run(false), run(true));
+        if available() {
+            assert_eq!(
+                bf16s, direct,
+                "inside the scope the f32 entry is the bf16 product"
+            );
+            assert_ne!(f32s, direct, "outside it the product keeps f32 operands");
+        } else {
+            assert_eq!(bf16s, f32s, "without AVX512-BF16 the flag changes nothing");
+        }
+        assert!(!products_in_bf16(), "the scope restores the flag");
     }
 
     #[test]
