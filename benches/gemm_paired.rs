@@ -5,7 +5,9 @@
 //! library once on the same shape, in an order that rotates from round to round, each timing long enough
 //! (about 25 ms, whole products) to swamp the clock. A round's ratio is `gemm` crate time / tapegrad time, so a
 //! slow spell of the machine hits both sides of a ratio alike; the report gives the median ratio with its
-//! quartiles and the share of rounds tapegrad won, next to each library's median GFLOP/s.
+//! quartiles and the share of rounds tapegrad won, next to each library's median GFLOP/s. Where the CPU has
+//! AVX512-BF16, ours with the products in bf16 (`ops::with_cpu_bf16`) takes part in the rounds as a fourth
+//! library, with its ratio to our f32 product.
 
 #[path = "common/gemm_cases.rs"]
 mod common;
@@ -34,17 +36,16 @@ fn main() {
         "GEMM, f32, {threads} threads, interleaved rounds, {seconds} s per shape; \
          ratio = gemm-crate time / tapegrad time per round"
     );
-    println!(
-        "{:<28} {:>6} {:>14} {:>14} {:>14} {:>7} {:>15} {:>6}",
-        "shape (m x n x k)",
-        "rounds",
-        Lib::ALL[0].name(),
-        Lib::ALL[1].name(),
-        Lib::ALL[2].name(),
-        "ratio",
-        "quartiles",
-        "won"
-    );
+    let libs = Lib::available();
+    let mut header = format!("{:<28} {:>6}", "shape (m x n x k)", "rounds");
+    for lib in &libs {
+        header += &format!(" {:>14}", lib.name());
+    }
+    header += &format!(" {:>7} {:>15} {:>6}", "ratio", "quartiles", "won");
+    if libs.len() > 3 {
+        header += &format!(" {:>9}", "bf16/f32");
+    }
+    println!("{header}");
     for case in cases() {
         let shape = format!("{} {}x{}x{}", case.name, case.m, case.n, case.k);
         if !picks.is_empty() && !picks.iter().any(|p| shape.contains(p.as_str())) {
@@ -53,25 +54,25 @@ fn main() {
         let mut ops = Operands::new(&case);
         let flop = 2.0 * (case.m * case.n * case.k) as f64;
         // Warm up every library and size one timing at about 25 ms.
-        let mut reps = [1usize; 3];
-        for (i, lib) in Lib::ALL.into_iter().enumerate() {
+        let mut reps = vec![1usize; libs.len()];
+        for (i, &lib) in libs.iter().enumerate() {
             ops.run(&case, lib, threads);
             let t = Instant::now();
             ops.run(&case, lib, threads);
             let once = t.elapsed().as_secs_f64().max(1e-6);
             reps[i] = ((0.025 / once).ceil() as usize).max(1);
         }
-        let mut secs: [Vec<f64>; 3] = Default::default();
+        let mut secs: Vec<Vec<f64>> = vec![Vec::new(); libs.len()];
         let mut ratios = Vec::new();
         let start = Instant::now();
         let mut round = 0;
         while round < 10 || start.elapsed() < Duration::from_secs_f64(seconds) {
-            let mut this = [0.0; 3];
-            for j in 0..3 {
-                let i = (round + j) % 3;
+            let mut this = vec![0.0; libs.len()];
+            for j in 0..libs.len() {
+                let i = (round + j) % libs.len();
                 let t = Instant::now();
                 for _ in 0..reps[i] {
-                    ops.run(&case, Lib::ALL[i], threads);
+                    ops.run(&case, libs[i], threads);
                 }
                 this[i] = t.elapsed().as_secs_f64() / reps[i] as f64;
                 secs[i].push(this[i]);
@@ -80,21 +81,21 @@ fn main() {
             round += 1;
         }
         let won = ratios.iter().filter(|&&r| r >= 1.0).count() as f64 / ratios.len() as f64;
-        let gflops: Vec<f64> = secs
-            .iter_mut()
-            .map(|s| flop / quantile(s, 0.5) / 1e9)
-            .collect();
-        println!(
-            "{:<28} {:>6} {:>14.1} {:>14.1} {:>14.1} {:>7.3} {:>7.3}-{:<7.3} {:>5.0}%",
-            shape,
-            ratios.len(),
-            gflops[0],
-            gflops[1],
-            gflops[2],
+        let medians: Vec<f64> = secs.iter_mut().map(|s| quantile(s, 0.5)).collect();
+        let mut line = format!("{:<28} {:>6}", shape, ratios.len());
+        for s in &medians {
+            line += &format!(" {:>14.1}", flop / s / 1e9);
+        }
+        line += &format!(
+            " {:>7.3} {:>7.3}-{:<7.3} {:>5.0}%",
             quantile(&mut ratios, 0.5),
             quantile(&mut ratios, 0.25),
             quantile(&mut ratios, 0.75),
             100.0 * won
         );
+        if libs.len() > 3 {
+            line += &format!(" {:>9.2}", medians[0] / medians[3]);
+        }
+        println!("{line}");
     }
 }

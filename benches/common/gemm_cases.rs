@@ -47,16 +47,29 @@ pub enum Lib {
     Tapegrad,
     GemmCrate,
     Matrixmultiply,
+    /// Ours with the products in bf16 (f32 accumulation), where the CPU has AVX512-BF16.
+    TapegradBf16,
 }
 
 impl Lib {
     pub const ALL: [Lib; 3] = [Lib::Tapegrad, Lib::GemmCrate, Lib::Matrixmultiply];
+
+    /// [`Lib::ALL`], and [`Lib::TapegradBf16`] where this CPU runs it.
+    #[allow(dead_code)]
+    pub fn available() -> Vec<Lib> {
+        let mut libs = Lib::ALL.to_vec();
+        if tapegrad::ops::cpu_bf16_available() {
+            libs.push(Lib::TapegradBf16);
+        }
+        libs
+    }
 
     pub fn name(self) -> &'static str {
         match self {
             Lib::Tapegrad => "tapegrad",
             Lib::GemmCrate => "gemm-crate",
             Lib::Matrixmultiply => "matrixmultiply",
+            Lib::TapegradBf16 => "tapegrad-bf16",
         }
     }
 }
@@ -88,7 +101,7 @@ impl Operands {
         let (rsa, csa) = if case.transpose_a { (1, m) } else { (k, 1) };
         let (a, b, c) = (&self.a, &self.b, &mut self.c);
         match lib {
-            Lib::Tapegrad => {
+            Lib::Tapegrad | Lib::TapegradBf16 => {
                 let av = MatRef {
                     data: a,
                     offset: 0,
@@ -101,7 +114,9 @@ impl Operands {
                     row_stride: n,
                     col_stride: 1,
                 };
-                gemm(m, n, k, 1.0, av, bv, 0.0, c, n)
+                tapegrad::ops::with_cpu_bf16(lib == Lib::TapegradBf16, || {
+                    gemm(m, n, k, 1.0, av, bv, 0.0, c, n)
+                })
             }
             // SAFETY: the pointers cover `m × k`, `k × n` and `m × n` elements with the strides given.
             Lib::GemmCrate => unsafe {

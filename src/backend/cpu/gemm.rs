@@ -13,10 +13,15 @@
 //! row-major f32 A is not packed at all: the micro-kernel broadcasts its elements straight from the `MR` rows
 //! (each read in order, so the prefetchers follow them), which saves a pass over A.
 //!
-//! The micro-kernels and the packing routines are in `gemm_kernel` (and `gemm_avx512`): f32 uses the AVX-512
-//! or the AVX2 + FMA micro-kernel (6 × 16) when the CPU has them (runtime detection), and a portable one
-//! otherwise; f64 uses the portable one.
+//! The driver (`drive`) is generic over a packing format (`Packing`: the packed element, the panel width `NR`,
+//! the packing routines and the micro-kernel). `Plain` is the element type's own: the micro-kernels and the
+//! packing routines in `gemm_kernel` — the AVX2 + FMA micro-kernel (6 × 16) when the CPU has it (runtime
+//! detection), a portable one otherwise; f64 uses the portable one. On CPUs with AVX-512 f32 uses the wide
+//! format of `gemm_avx512` (6 × 32), and inside `gemm_bf16::with_products_in_bf16` the bf16 pairs of
+//! `gemm_bf16` (6 × 32, `vdpbf16ps`).
 
+#[cfg(target_arch = "x86_64")]
+use super::gemm_avx512::Wide;
 #[cfg(target_arch = "x86_64")]
 use super::gemm_kernel::avx2;
 pub use super::gemm_kernel::portable_kernel;
@@ -32,7 +37,7 @@ pub const MR: usize = 6;
 /// Columns of B per micro-panel.
 pub const NR: usize = 16;
 /// Depth of one packed block.
-const KC: usize = 512;
+pub(super) const KC: usize = 512;
 /// Rows of C per parallel tile.
 const MC: usize = 96;
 /// Columns of C per parallel tile.
@@ -88,7 +93,7 @@ unsafe fn tile_portable<T: Float>(
 }
 
 /// The element types the GEMM runs on, each with its micro-kernel.
-pub trait GemmFloat: Float {
+pub trait GemmFloat: Float + Default {
     /// `C[mr × nr] = alpha · Σ_p a[p · MR + i] · b[p · NR + j] + beta · C` over `kc` steps, with C at `c` (row
     /// stride `ldc`), `mr ≤ MR`, `nr ≤ NR`; with `beta == 0` C is only written.
     ///
@@ -143,21 +148,10 @@ pub trait GemmFloat: Float {
         interleave_rows(rows, panel)
     }
 
-    /// Runs the product in bf16 (`gemm_bf16`) and returns true when this thread asks for it
-    /// (`gemm_bf16::with_products_in_bf16`) and the CPU can; f32 only.
-    #[allow(clippy::too_many_arguments)]
-    fn in_bf16(
-        _m: usize,
-        _n: usize,
-        _k: usize,
-        _alpha: Self,
-        _a: MatRef<'_, Self>,
-        _b: MatRef<'_, Self>,
-        _beta: Self,
-        _c: &mut [Self],
-        _ldc: usize,
-    ) -> bool {
-        false
+    /// Computes `C = alpha · A · B + beta · C` for `k ≥ 1` (see [`gemm`]); f32 turns to bf16 panels inside
+    /// `gemm_bf16::with_products_in_bf16`.
+    fn multiply(p: Product<'_, Self>, c: &mut [Self], ldc: usize) {
+        in_plain_panels(p, c, ldc)
     }
 
     /// Packs B panels as [`pack_b`] does.
@@ -189,16 +183,16 @@ const ALIGN: usize = 64;
 /// Runs `f` with two scratch buffers of at least `len_a` and `len_b` elements from `cell`, each starting on a
 /// cache line and kept for the next call on this thread (fresh multi-megabyte buffers would fault their pages
 /// in on every product). A nested call on the same thread, which finds the cell borrowed, allocates its own.
-fn with_cell_scratch<T: Float, R>(
+pub(super) fn with_cell_scratch<T: Copy + Default, R>(
     cell: &std::cell::RefCell<(Vec<T>, Vec<T>)>,
     len_a: usize,
     len_b: usize,
     f: impl FnOnce(&mut [T], &mut [T]) -> R,
 ) -> R {
-    fn aligned<T: Float>(v: &mut Vec<T>, len: usize) -> &mut [T] {
+    fn aligned<T: Copy + Default>(v: &mut Vec<T>, len: usize) -> &mut [T] {
         let pad = ALIGN / std::mem::size_of::<T>();
         if v.len() < len + pad {
-            *v = vec![T::ZERO; len + pad];
+            *v = vec![T::default(); len + pad];
         }
         let start = v.as_ptr().align_offset(ALIGN).min(pad);
         &mut v[start..start + len]
@@ -233,22 +227,17 @@ impl GemmFloat for f64 {
 impl GemmFloat for f32 {
     scratch!(f32);
 
-    fn in_bf16(
-        m: usize,
-        n: usize,
-        k: usize,
-        alpha: f32,
-        a: MatRef<'_, f32>,
-        b: MatRef<'_, f32>,
-        beta: f32,
-        c: &mut [f32],
-        ldc: usize,
-    ) -> bool {
-        if !super::gemm_bf16::products_in_bf16() {
-            return false;
+    fn multiply(p: Product<'_, f32>, c: &mut [f32], ldc: usize) {
+        if super::gemm_bf16::products_in_bf16() {
+            drive(&super::gemm_bf16::Bf16Pairs { fast: true }, p, c, ldc);
+            return;
         }
-        super::gemm_bf16::gemm_bf16(m, n, k, alpha, a, b, beta, c, ldc, true);
-        true
+        #[cfg(target_arch = "x86_64")]
+        if p.m > SKINNY_ROWS && Wide::available() {
+            drive(&Wide, p, c, ldc);
+            return;
+        }
+        in_plain_panels(p, c, ldc)
     }
 
     fn interleave_rows(rows: [&[f32]; MR], panel: &mut [f32]) {
@@ -290,7 +279,7 @@ impl GemmFloat for f32 {
                 let cols = std::array::from_fn(|c| b.data[first + c * b.col_stride..].as_ptr());
                 // SAFETY: the features were detected, every column holds kc floats from `first` (checked
                 // above) and the panel kc · NR.
-                unsafe { avx2::interleave_columns(cols, kc, panel.as_mut_ptr()) };
+                unsafe { avx2::interleave_columns(cols, kc, panel.as_mut_ptr(), NR) };
             }
             return;
         }
@@ -348,13 +337,9 @@ unsafe fn f32_tile_direct_a(
     alpha: f32,
     beta: f32,
 ) {
-    assert!(kc >= 1 && mr >= 1 && b.len() >= kc * NR);
-    // Every element the kernel reads (rows i0..i0+mr, depth pc..pc+kc) lies inside A's data.
-    let last = a.offset + (i0 + mr - 1) * a.row_stride + (pc + kc - 1) * a.col_stride;
-    assert!(last < a.data.len());
+    assert!(b.len() >= kc * NR);
+    let ar = a_in_place(a, (i0, pc), mr, kc);
     if let Some(k) = kernels.filter(|_| mr == MR) {
-        let start = a.offset + i0 * a.row_stride + pc * a.col_stride;
-        let ar = (a.data[start..].as_ptr(), a.row_stride, a.col_stride);
         // SAFETY: the CPU runs the kernels, A holds the MR rows and kc steps read and B the kc rows (checked
         // above), and the caller owns the C tile.
         unsafe { strided_tile(k, kc, ar, b, c, ldc, (mr, nr), alpha, beta) };
@@ -365,6 +350,21 @@ unsafe fn f32_tile_direct_a(
     pack_a(a, i0, i0 + mr, pc, kc, panel);
     // SAFETY: forwarded from the caller.
     unsafe { f32_tile(kernels, kc, panel, b, c, ldc, (mr, nr), alpha, beta) }
+}
+
+/// Rows `i0..i0 + mr` and depth `pc..pc + kc` of A for a micro-kernel reading it in place: its first element
+/// with the row and column strides, after checking that every element read lies inside A's data.
+pub(super) fn a_in_place(
+    a: MatRef<'_, f32>,
+    (i0, pc): (usize, usize),
+    mr: usize,
+    kc: usize,
+) -> (*const f32, usize, usize) {
+    assert!(kc >= 1 && mr >= 1);
+    let last = a.offset + (i0 + mr - 1) * a.row_stride + (pc + kc - 1) * a.col_stride;
+    assert!(last < a.data.len());
+    let start = a.offset + i0 * a.row_stride + pc * a.col_stride;
+    (a.data[start..].as_ptr(), a.row_stride, a.col_stride)
 }
 
 /// [`GemmFloat::tile`] for f32 with the kernel set `kernels` (the portable kernel with `None`).
@@ -449,17 +449,221 @@ pub fn gemm<T: GemmFloat>(
         return;
     }
     check_c("gemm", m, n, c.len(), ldc);
-    if T::in_bf16(m, n, k, alpha, a, b, beta, c, ldc) {
-        return;
-    }
     if k == 0 {
         scale_c(m, n, beta, c, ldc);
         return;
     }
-    if m <= SKINNY_ROWS {
-        skinny(m, n, k, alpha, a, b, beta, c, ldc);
-        return;
+    let p = Product {
+        m,
+        n,
+        k,
+        alpha,
+        a,
+        b,
+        beta,
+    };
+    T::multiply(p, c, ldc);
+}
+
+/// The operands of one product `alpha · A · B + beta · C` with `A: [m × k]` and `B: [k × n]`.
+#[derive(Clone, Copy)]
+pub struct Product<'a, T> {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub alpha: T,
+    pub a: MatRef<'a, T>,
+    pub b: MatRef<'a, T>,
+    pub beta: T,
+}
+
+/// How the driver packs and multiplies one kind of product: panels of `Packed` elements, `MR` rows of A by
+/// `NR` columns of B, `depth(kc)` packed steps for a depth block of `kc`.
+pub trait Packing<T: Float>: Sync {
+    type Packed: Copy + Default + Send + Sync;
+    /// Columns of B per micro-panel (a multiple of 16 that divides `NT`).
+    const NR: usize;
+
+    /// Packed steps along the depth for `kc` steps of it.
+    fn depth(&self, kc: usize) -> usize {
+        kc
     }
+
+    /// Runs `f` with packing buffers of at least `len_a` and `len_b` elements, reused across calls.
+    fn with_scratch<R>(
+        &self,
+        len_a: usize,
+        len_b: usize,
+        f: impl FnOnce(&mut [Self::Packed], &mut [Self::Packed]) -> R,
+    ) -> R;
+
+    /// Packs rows `i0..i0 + MR` (zero past `m`) and depth `pc..pc + kc` of A as one micro-panel.
+    fn pack_a(
+        &self,
+        a: MatRef<'_, T>,
+        i0: usize,
+        m: usize,
+        pc: usize,
+        kc: usize,
+        panel: &mut [Self::Packed],
+    );
+
+    /// Packs columns `j0..j0 + count · NR` (zero past `n`) and depth `pc..pc + kc` of B as `count` micro-panels
+    /// `stride` elements apart.
+    #[allow(clippy::too_many_arguments)]
+    fn pack_b(
+        &self,
+        b: MatRef<'_, T>,
+        pc: usize,
+        kc: usize,
+        j0: usize,
+        n: usize,
+        count: usize,
+        panels: &mut [Self::Packed],
+        stride: usize,
+    );
+
+    /// Whether [`Packing::tile_direct_a`] reads `a` in place (otherwise A is packed).
+    fn reads_a_in_place(&self, _a: MatRef<'_, T>) -> bool {
+        false
+    }
+
+    /// `C[mr × nr] = alpha · A · B + beta · C` over the `kc` depth steps of the packed panels `a` and `b`, with
+    /// C at `c` (row stride `ldc`), `mr ≤ MR`, `nr ≤ NR`; with `beta == 0` C is only written.
+    ///
+    /// # Safety
+    /// `c` must be valid for reads and writes of `mr` rows of `nr` elements at row stride `ldc`, and no other
+    /// thread may access them.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile(
+        &self,
+        kc: usize,
+        a: &[Self::Packed],
+        b: &[Self::Packed],
+        c: *mut T,
+        ldc: usize,
+        size: (usize, usize),
+        alpha: T,
+        beta: T,
+    );
+
+    /// As [`Packing::tile`], with A's rows `i0..i0 + mr` and depth `pc..pc + kc` read from `a` (packed here
+    /// unless [`Packing::reads_a_in_place`]).
+    ///
+    /// # Safety
+    /// As for [`Packing::tile`].
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile_direct_a(
+        &self,
+        kc: usize,
+        a: MatRef<'_, T>,
+        (i0, pc): (usize, usize),
+        b: &[Self::Packed],
+        c: *mut T,
+        ldc: usize,
+        size: (usize, usize),
+        alpha: T,
+        beta: T,
+    ) {
+        let mut panel = vec![Self::Packed::default(); MR * self.depth(kc)];
+        self.pack_a(a, i0, i0 + size.0, pc, kc, &mut panel);
+        // SAFETY: forwarded from the caller.
+        unsafe { self.tile(kc, &panel, b, c, ldc, size, alpha, beta) }
+    }
+}
+
+/// The element type's own panels and micro-kernels ([`GemmFloat`]).
+pub struct Plain;
+
+impl<T: GemmFloat> Packing<T> for Plain {
+    type Packed = T;
+    const NR: usize = NR;
+
+    fn with_scratch<R>(
+        &self,
+        len_a: usize,
+        len_b: usize,
+        f: impl FnOnce(&mut [T], &mut [T]) -> R,
+    ) -> R {
+        T::with_scratch(len_a, len_b, f)
+    }
+
+    fn pack_a(&self, a: MatRef<'_, T>, i0: usize, m: usize, pc: usize, kc: usize, panel: &mut [T]) {
+        pack_a(a, i0, m, pc, kc, panel)
+    }
+
+    fn pack_b(
+        &self,
+        b: MatRef<'_, T>,
+        pc: usize,
+        kc: usize,
+        j0: usize,
+        n: usize,
+        count: usize,
+        panels: &mut [T],
+        stride: usize,
+    ) {
+        T::pack_b(b, pc, kc, j0, n, count, panels, stride)
+    }
+
+    fn reads_a_in_place(&self, a: MatRef<'_, T>) -> bool {
+        T::reads_a_in_place(a)
+    }
+
+    unsafe fn tile(
+        &self,
+        kc: usize,
+        a: &[T],
+        b: &[T],
+        c: *mut T,
+        ldc: usize,
+        size: (usize, usize),
+        alpha: T,
+        beta: T,
+    ) {
+        // SAFETY: forwarded from the caller.
+        unsafe { T::tile(kc, a, b, c, ldc, size, alpha, beta) }
+    }
+
+    unsafe fn tile_direct_a(
+        &self,
+        kc: usize,
+        a: MatRef<'_, T>,
+        at: (usize, usize),
+        b: &[T],
+        c: *mut T,
+        ldc: usize,
+        size: (usize, usize),
+        alpha: T,
+        beta: T,
+    ) {
+        // SAFETY: forwarded from the caller.
+        unsafe { T::tile_direct_a(kc, a, at, b, c, ldc, size, alpha, beta) }
+    }
+}
+
+/// The product in the element type's own precision: few rows through [`skinny`], the rest packed.
+fn in_plain_panels<T: GemmFloat>(p: Product<'_, T>, c: &mut [T], ldc: usize) {
+    if p.m <= SKINNY_ROWS {
+        skinny(p.m, p.n, p.k, p.alpha, p.a, p.b, p.beta, c, ldc);
+    } else {
+        drive(&Plain, p, c, ldc);
+    }
+}
+
+/// The packed, tiled, parallel product (see the module's header) with `format`'s panels and kernels; `k ≥ 1`
+/// and C checked by the caller.
+pub fn drive<T: Float, P: Packing<T>>(format: &P, p: Product<'_, T>, c: &mut [T], ldc: usize) {
+    let Product {
+        m,
+        n,
+        k,
+        alpha,
+        a,
+        b,
+        beta,
+    } = p;
+    let nr_max = P::NR;
     let parallel = m * n * k >= PARALLEL_WORK;
     let threads = if parallel {
         rayon::current_num_threads()
@@ -469,34 +673,36 @@ pub fn gemm<T: GemmFloat>(
     let out = SharedOut(c.as_mut_ptr());
     // Small products read A in place when the micro-kernel can (f32 with a SIMD kernel set, A row-major); then
     // A has no packed panels.
-    let direct_a = m * n * k <= DIRECT_A_WORK && T::reads_a_in_place(a);
+    let direct_a = m * n * k <= DIRECT_A_WORK && format.reads_a_in_place(a);
     let m_panels = m.div_ceil(MR);
     let packed_a_panels = if direct_a { 0 } else { m_panels };
     // Depth blocks of (nearly) equal size, at most KC each.
     let kb = k.div_ceil(k.div_ceil(KC));
     let k_blocks = k.div_ceil(kb);
+    let depth = format.depth(kb);
     // Depth blocks per parallel phase: all of them unless the packed operands would pass PACKED_LIMIT elements.
-    let phase_blocks = (PACKED_LIMIT / ((packed_a_panels * MR + n.min(NC).div_ceil(NR) * NR) * kb))
+    let phase_blocks = (PACKED_LIMIT
+        / ((packed_a_panels * MR + n.min(NC).div_ceil(nr_max) * nr_max) * depth))
         .clamp(1, k_blocks);
-    let b_panels_max = NC.min(n).div_ceil(NR);
-    let (a_stride, b_stride) = (MR * kb, NR * kb);
-    T::with_scratch(
+    let b_panels_max = NC.min(n).div_ceil(nr_max);
+    let (a_stride, b_stride) = (MR * depth, nr_max * depth);
+    format.with_scratch(
         phase_blocks * packed_a_panels * a_stride,
         phase_blocks * b_panels_max * b_stride,
         |packed_a, packed_b| {
             let mut state: Vec<AtomicU8> = Vec::new();
             for jc in (0..n).step_by(NC) {
                 let nc = NC.min(n - jc);
-                let b_panels = nc.div_ceil(NR);
-                let (mc, nt) = tile_sizes(m, nc, threads);
+                let b_panels = nc.div_ceil(nr_max);
+                let (mc, nt) = tile_sizes(m, nc, threads, nr_max);
                 let (tiles_m, tiles_n) = (m.div_ceil(mc), nc.div_ceil(nt));
                 for q0 in (0..k_blocks).step_by(phase_blocks) {
                     // Depth blocks q0.. of this phase; panel `(q - q0) · panels + p` holds panel p of block q.
                     let blocks = phase_blocks.min(k_blocks - q0);
-                    let states_a = Panels::<T>::states(blocks, packed_a_panels, GROUP);
+                    let states_a = Panels::<P::Packed>::states(blocks, packed_a_panels, GROUP);
                     state.clear();
                     state.resize_with(
-                        states_a + Panels::<T>::states(blocks, b_panels, GROUP),
+                        states_a + Panels::<P::Packed>::states(blocks, b_panels, GROUP),
                         || AtomicU8::new(EMPTY),
                     );
                     let (state_a, state_b) = state.split_at(states_a);
@@ -522,51 +728,42 @@ pub fn gemm<T: GemmFloat>(
                         for q in 0..blocks {
                             let pc = (q0 + q) * kb;
                             let kc = kb.min(k - pc);
+                            let used = format.depth(kc);
                             if !direct_a {
                                 let a_panels = rows.start / MR..rows.end.div_ceil(MR);
                                 pa.prepare(q, a_panels, |first, count, dst| {
                                     for (i, panel) in
                                         dst.chunks_exact_mut(a_stride).take(count).enumerate()
                                     {
-                                        pack_a(a, (first + i) * MR, m, pc, kc, panel);
+                                        format.pack_a(a, (first + i) * MR, m, pc, kc, panel);
                                     }
                                 });
                             }
-                            let b_panels = cols.start / NR..cols.end.div_ceil(NR);
+                            let b_panels = cols.start / nr_max..cols.end.div_ceil(nr_max);
                             pb.prepare(q, b_panels, |first, count, dst| {
-                                T::pack_b(
-                                    b,
-                                    pc,
-                                    kc,
-                                    jc + first * NR,
-                                    jc + nc,
-                                    count,
-                                    dst,
-                                    b_stride,
-                                );
+                                let j0 = jc + first * nr_max;
+                                format.pack_b(b, pc, kc, j0, jc + nc, count, dst, b_stride);
                             });
-                            let b_panel = |j0: usize| &pb.get(q, j0 / NR)[..NR * kc];
+                            let b_panel = |j0: usize| &pb.get(q, j0 / nr_max)[..nr_max * used];
                             let beta_now = if pc == 0 { beta } else { T::ONE };
                             for i0 in rows.clone().step_by(MR) {
                                 let mr = MR.min(m - i0);
-                                for j0 in cols.clone().step_by(NR) {
-                                    let nr = NR.min(cols.end - j0);
+                                for j0 in cols.clone().step_by(nr_max) {
+                                    let nr = nr_max.min(cols.end - j0);
                                     let size = (mr, nr);
+                                    let bp = b_panel(j0);
                                     // SAFETY: rows i0..i0+mr and columns jc+j0..jc+j0+nr of C belong to this
-                                    // tile only, and lie inside C (checked by the assert at the top); read in
-                                    // place, A holds rows i0..i0+mr and depth pc..pc+kc.
+                                    // tile only, and lie inside C (checked by the caller).
                                     unsafe {
                                         let c = out.ptr().add(i0 * ldc + jc + j0);
                                         if direct_a {
                                             let at = (i0, pc);
-                                            let bp = b_panel(j0);
-                                            T::tile_direct_a(
+                                            format.tile_direct_a(
                                                 kc, a, at, bp, c, ldc, size, alpha, beta_now,
                                             )
                                         } else {
-                                            let ap = &pa.get(q, i0 / MR)[..MR * kc];
-                                            let bp = b_panel(j0);
-                                            T::tile(kc, ap, bp, c, ldc, size, alpha, beta_now)
+                                            let ap = &pa.get(q, i0 / MR)[..MR * used];
+                                            format.tile(kc, ap, bp, c, ldc, size, alpha, beta_now)
                                         }
                                     };
                                 }
@@ -588,18 +785,18 @@ pub(super) fn check_c(op: &str, m: usize, n: usize, len: usize, ldc: usize) {
     );
 }
 
-/// Tile sizes (`mc` rows, a multiple of `MR`; `nt` columns, a multiple of `NR`) for `m` rows and `nc` columns on
+/// Tile sizes (`mc` rows, a multiple of `MR`; `nt` columns, a multiple of `nr`) for `m` rows and `nc` columns on
 /// `threads` threads: at most `MC × NT`, and small enough that every thread gets about six tiles, so that small
 /// products keep all cores busy and the last tiles do not leave one idle. The rows and columns are split into
 /// near-equal tiles.
-fn tile_sizes(m: usize, nc: usize, threads: usize) -> (usize, usize) {
+fn tile_sizes(m: usize, nc: usize, threads: usize, nr: usize) -> (usize, usize) {
     let (mut tiles_m, mut tiles_n) = (m.div_ceil(MC), nc.div_ceil(NT));
     let rows_of = |t: usize| m.div_ceil(t).div_ceil(MR) * MR;
-    let cols_of = |t: usize| nc.div_ceil(t).div_ceil(NR) * NR;
+    let cols_of = |t: usize| nc.div_ceil(t).div_ceil(nr) * nr;
     let target = if threads > 1 { 6 * threads } else { 1 };
     while tiles_m * tiles_n < target {
         let (rows, cols) = (rows_of(tiles_m), cols_of(tiles_n));
-        if cols > 4 * NR && cols >= rows {
+        if cols > 4 * nr && cols >= rows {
             tiles_n += 1;
         } else if rows > 4 * MR {
             tiles_m += 1;
@@ -664,7 +861,7 @@ fn skinny<T: Float>(
     }
 }
 
-fn scale_c<T: Float>(m: usize, n: usize, beta: T, c: &mut [T], ldc: usize) {
+pub(super) fn scale_c<T: Float>(m: usize, n: usize, beta: T, c: &mut [T], ldc: usize) {
     for i in 0..m {
         for v in &mut c[i * ldc..i * ldc + n] {
             *v = if beta == T::ZERO { T::ZERO } else { beta * *v };

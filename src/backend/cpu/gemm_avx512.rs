@@ -1,10 +1,11 @@
-//! The f32 GEMM micro-kernels for AVX-512: the same 6 × 16 tile and packed layout as the AVX2 kernels, one
-//! zmm accumulator per row of the tile. Where 512-bit operations run as two 256-bit halves (the Zen 4
-//! generation) the arithmetic per cycle is the same as AVX2's, but each depth step issues 13 instructions
-//! instead of 20 (one B load, six broadcasts, six FMAs), which leaves the core more room to keep the FMA units
-//! busy while B streams in.
+//! The f32 GEMM of CPUs with AVX-512: the wide packing format (`Wide`, 6 × 32 tiles, twelve zmm accumulators)
+//! of the GEMM's driver. Where 512-bit FMAs run on two full-width pipes (the Zen 5 generation, server Intel
+//! cores) twelve independent accumulators keep both busy; where they run as two 256-bit halves (Zen 4) the
+//! tile issues fewer instructions per multiply-add than the AVX2 kernel. Every element of C is one chain of
+//! FMAs in depth order, as in the AVX2 kernel: the same bits on every path.
 
-use super::gemm::{MR, NR};
+use super::gemm::{a_in_place, GemmFloat, MatRef, Packing, MR, NR};
+use super::gemm_kernel::{avx2, pack_a};
 use std::arch::x86_64::*;
 
 /// Whether this CPU runs these kernels.
@@ -13,78 +14,223 @@ pub fn available() -> bool {
     std::is_x86_feature_detected!("avx512f")
 }
 
-/// `C[6 × 16] = alpha · Σ_p a[p · 6 + i] · b[p · 16 + j] + beta · C` over `kc` steps, C at `c` with row stride
-/// `ldc`; with `beta == 0` C is only written.
-///
-/// # Safety
-/// The CPU must support AVX-512F; `a` must hold `kc · MR` and `b` `kc · NR` floats; `c` must be valid for
-/// reads and writes of 6 rows of 16 floats at row stride `ldc`, owned by the caller.
-#[target_feature(enable = "avx512f")]
-pub unsafe fn kernel_6x16(
-    kc: usize,
-    a: *const f32,
-    b: *const f32,
-    c: *mut f32,
-    ldc: usize,
-    alpha: f32,
-    beta: f32,
-) {
-    store(accumulate(kc, (a, 1, MR), b), c, ldc, alpha, beta);
+/// Columns of B per micro-panel of the wide format.
+pub const WIDE: usize = 32;
+
+/// The f32 packing format of CPUs with full-width AVX-512 FMA units: 6 × 32 tiles, twelve zmm accumulators.
+/// A's micro-panels are the 6-row panels of the other f32 kernels; B's hold 32 columns (`[kc][32]`). Each depth
+/// step issues two loads of B, six broadcasts of A and twelve FMAs, enough independent FMAs to cover their
+/// latency on two 512-bit pipes (six accumulators cover at most three quarters of it). Every element of C
+/// sums its products in the same order, with the same roundings, as the 6 × 16 kernels: the same bits.
+pub struct Wide;
+
+impl Wide {
+    /// Whether this CPU runs the wide kernels (within the `TAPEGRAD_SIMD` cap).
+    pub fn available() -> bool {
+        super::simd::level() == super::simd::Level::Avx512 && available()
+    }
 }
 
-/// As [`kernel_6x16`] with A read in place: element `(i, p)` at `a[p · a_step + i · a_row]`.
+impl Packing<f32> for Wide {
+    type Packed = f32;
+    const NR: usize = WIDE;
+
+    fn with_scratch<R>(
+        &self,
+        len_a: usize,
+        len_b: usize,
+        f: impl FnOnce(&mut [f32], &mut [f32]) -> R,
+    ) -> R {
+        <f32 as GemmFloat>::with_scratch(len_a, len_b, f)
+    }
+
+    fn pack_a(
+        &self,
+        a: MatRef<'_, f32>,
+        i0: usize,
+        m: usize,
+        pc: usize,
+        kc: usize,
+        panel: &mut [f32],
+    ) {
+        pack_a(a, i0, m, pc, kc, panel)
+    }
+
+    fn pack_b(
+        &self,
+        b: MatRef<'_, f32>,
+        pc: usize,
+        kc: usize,
+        j0: usize,
+        n: usize,
+        count: usize,
+        panels: &mut [f32],
+        stride: usize,
+    ) {
+        for g in 0..count {
+            pack_b_wide(
+                b,
+                pc,
+                kc,
+                j0 + g * WIDE,
+                n,
+                &mut panels[g * stride..][..kc * WIDE],
+            );
+        }
+    }
+
+    fn reads_a_in_place(&self, a: MatRef<'_, f32>) -> bool {
+        a.col_stride == 1
+    }
+
+    unsafe fn tile(
+        &self,
+        kc: usize,
+        a: &[f32],
+        b: &[f32],
+        c: *mut f32,
+        ldc: usize,
+        size: (usize, usize),
+        alpha: f32,
+        beta: f32,
+    ) {
+        assert!(a.len() >= kc * MR && b.len() >= kc * WIDE);
+        // SAFETY: `Wide` is only used where the CPU runs its kernels, the panels hold kc steps (checked above)
+        // and the caller owns the C tile.
+        unsafe {
+            wide_tile(
+                kc,
+                (a.as_ptr(), 1, MR),
+                b.as_ptr(),
+                c,
+                ldc,
+                size,
+                alpha,
+                beta,
+            )
+        }
+    }
+
+    unsafe fn tile_direct_a(
+        &self,
+        kc: usize,
+        a: MatRef<'_, f32>,
+        (i0, pc): (usize, usize),
+        b: &[f32],
+        c: *mut f32,
+        ldc: usize,
+        (mr, nr): (usize, usize),
+        alpha: f32,
+        beta: f32,
+    ) {
+        assert!(b.len() >= kc * WIDE);
+        let ar = a_in_place(a, (i0, pc), mr, kc);
+        if mr < MR {
+            let mut panel = [0.0f32; MR * super::gemm::KC];
+            let panel = &mut panel[..MR * kc];
+            pack_a(a, i0, i0 + mr, pc, kc, panel);
+            // SAFETY: forwarded from the caller.
+            return unsafe { self.tile(kc, panel, b, c, ldc, (mr, nr), alpha, beta) };
+        }
+        // SAFETY: as in `tile`, with A holding the MR rows and kc steps read (checked above).
+        unsafe { wide_tile(kc, ar, b.as_ptr(), c, ldc, (mr, nr), alpha, beta) }
+    }
+}
+
+/// Packs columns `j0..j0 + 32` (zero past `n`) and depth `pc..pc + kc` of B as one wide panel `[kc][32]`.
+fn pack_b_wide(b: MatRef<'_, f32>, pc: usize, kc: usize, j0: usize, n: usize, panel: &mut [f32]) {
+    let cols = WIDE.min(n - j0);
+    if b.col_stride == 1 && cols == WIDE {
+        // Row-major: each depth step is a run of the 32 columns.
+        for (p, dst) in panel.chunks_exact_mut(WIDE).take(kc).enumerate() {
+            dst.copy_from_slice(&b.data[b.offset + (pc + p) * b.row_stride + j0..][..WIDE]);
+        }
+        return;
+    }
+    if b.row_stride == 1 && b.col_stride != 1 && cols == WIDE && avx2::available() {
+        // A weight read as Wᵀ: each column is a run of depth, transposed 16 columns at a time.
+        let first = b.offset + j0 * b.col_stride + pc;
+        assert!(first + (WIDE - 1) * b.col_stride + kc <= b.data.len() && panel.len() >= kc * WIDE);
+        for half in 0..2 {
+            let cols =
+                std::array::from_fn(|c| b.data[first + (half * NR + c) * b.col_stride..].as_ptr());
+            // SAFETY: the features were detected, every column holds kc floats from `first` (checked above)
+            // and the panel kc rows of 32 floats, of which this half writes 16.
+            unsafe { avx2::interleave_columns(cols, kc, panel[half * NR..].as_mut_ptr(), WIDE) };
+        }
+        return;
+    }
+    for (p, dst) in panel.chunks_exact_mut(WIDE).take(kc).enumerate() {
+        for (j, d) in dst.iter_mut().enumerate() {
+            *d = if j < cols { b.at(pc + p, j0 + j) } else { 0.0 };
+        }
+    }
+}
+
+/// One 6 × 32 tile: straight into C when it is full, through a buffer when it is an edge tile.
 ///
 /// # Safety
-/// As for [`kernel_6x16`], with `a` valid for reads at `p · a_step + i · a_row` for `p < kc`, `i < 6`.
-#[target_feature(enable = "avx512f")]
-pub unsafe fn kernel_6x16_strided(
+/// The CPU must run AVX-512F; `a` must be valid for reads at `p · a_step + i · a_row` for `p < kc`, `i < 6`,
+/// `b` for `kc · 32` floats, and the caller must own the C tile.
+#[allow(clippy::too_many_arguments)]
+unsafe fn wide_tile(
     kc: usize,
     a: (*const f32, usize, usize),
     b: *const f32,
     c: *mut f32,
     ldc: usize,
+    (mr, nr): (usize, usize),
     alpha: f32,
     beta: f32,
 ) {
-    store(accumulate(kc, a, b), c, ldc, alpha, beta);
-}
-
-/// Writes the accumulators to C: `C = alpha · acc + beta · C`, C only written when `beta == 0`.
-#[inline(always)]
-unsafe fn store(acc: [__m512; MR], c: *mut f32, ldc: usize, alpha: f32, beta: f32) {
-    let av = _mm512_set1_ps(alpha);
-    if beta == 0.0 {
-        for (i, v) in acc.iter().enumerate() {
-            _mm512_storeu_ps(c.add(i * ldc), _mm512_mul_ps(*v, av));
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        if mr == MR && nr == WIDE {
+            kernel_6x32(kc, a, b, c, ldc, alpha, beta);
+            return;
         }
-    } else {
-        let bv = _mm512_set1_ps(beta);
-        for (i, v) in acc.iter().enumerate() {
-            let row = c.add(i * ldc);
-            let old = _mm512_mul_ps(_mm512_loadu_ps(row), bv);
-            _mm512_storeu_ps(row, _mm512_fmadd_ps(*v, av, old));
+        let mut acc = [0.0f32; MR * WIDE];
+        kernel_6x32(kc, a, b, acc.as_mut_ptr(), WIDE, 1.0, 0.0);
+        for (i, acc) in acc.chunks_exact(WIDE).take(mr).enumerate() {
+            let row = std::slice::from_raw_parts_mut(c.add(i * ldc), nr);
+            for (c, &v) in row.iter_mut().zip(acc) {
+                *c = if beta == 0.0 {
+                    alpha * v
+                } else {
+                    alpha * v + beta * *c
+                };
+            }
         }
     }
 }
 
-/// The six accumulators (row `i` in `acc[i]`) after `kc` steps, A's element `(i, p)` at
-/// `a[p · a_step + i · a_row]` (a packed panel is `a_row = 1`, `a_step = MR`).
-#[inline(always)]
-unsafe fn accumulate(
+/// `C[6 × 32] = alpha · Σ_p a[p · a_step + i · a_row] · b[p · 32 + j] + beta · C` over `kc` steps, C at `c`
+/// with row stride `ldc`; with `beta == 0` C is only written.
+///
+/// # Safety
+/// As for [`wide_tile`], with a full tile of C.
+#[target_feature(enable = "avx512f")]
+unsafe fn kernel_6x32(
     kc: usize,
     (mut a, a_row, a_step): (*const f32, usize, usize),
     mut b: *const f32,
-) -> [__m512; MR] {
-    let mut c = [_mm512_setzero_ps(); MR];
+    c: *mut f32,
+    ldc: usize,
+    alpha: f32,
+    beta: f32,
+) {
+    let mut acc = [_mm512_setzero_ps(); 2 * MR];
     let rows: [usize; MR] = std::array::from_fn(|i| i * a_row);
     macro_rules! step {
         () => {
-            let bv = _mm512_loadu_ps(b);
+            let (b0, b1) = (_mm512_loadu_ps(b), _mm512_loadu_ps(b.add(16)));
             for i in 0..MR {
-                c[i] = _mm512_fmadd_ps(_mm512_set1_ps(*a.add(rows[i])), bv, c[i]);
+                let ai = _mm512_set1_ps(*a.add(rows[i]));
+                acc[2 * i] = _mm512_fmadd_ps(ai, b0, acc[2 * i]);
+                acc[2 * i + 1] = _mm512_fmadd_ps(ai, b1, acc[2 * i + 1]);
             }
             a = a.add(a_step);
-            b = b.add(NR);
+            b = b.add(WIDE);
         };
     }
     for _ in 0..kc / 4 {
@@ -96,5 +242,18 @@ unsafe fn accumulate(
     for _ in 0..kc % 4 {
         step!();
     }
-    c
+    let av = _mm512_set1_ps(alpha);
+    for (h, v) in acc.iter().enumerate() {
+        let at = c.add((h / 2) * ldc + (h % 2) * 16);
+        let out = if beta == 0.0 {
+            _mm512_mul_ps(*v, av)
+        } else {
+            _mm512_fmadd_ps(
+                *v,
+                av,
+                _mm512_mul_ps(_mm512_loadu_ps(at), _mm512_set1_ps(beta)),
+            )
+        };
+        _mm512_storeu_ps(at, out);
+    }
 }

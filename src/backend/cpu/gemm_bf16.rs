@@ -3,29 +3,22 @@
 //! multiplying pairs of bf16 along the depth and accumulating in f32 — the recipe of the GPU's mixed precision
 //! (the product itself is not rounded to bf16 here: it stays f32).
 //!
-//! Packed layout: depth goes in pairs (`kp = ⌈k/2⌉`, a zero pads an odd depth); an A micro-panel holds `MR`
-//! rows as `[kp][MR]` 32-bit pairs `(A[i, 2p], A[i, 2p + 1])`, a B micro-panel `NR` columns as `[kp][NR]` pairs
-//! `(B[2p, j], B[2p + 1, j])`. Per depth block of at most `KC` the B panels of `NC` columns are packed once
-//! (in parallel) and the A panels of each row block of `MB` rows; tiles of `MR × NR` then run in parallel, each
-//! over the whole block, and add its product to C (with beta on the first block). The micro-kernel (6 × 32, twelve zmm accumulators) issues per pair of depth steps two
-//! loads of B, six broadcasts of A and twelve `vdpbf16ps`: 64 multiply-adds each.
+//! [`Bf16Pairs`] is a packing format of the GEMM's driver (`gemm::drive`: the same lazily packed panels, tiles
+//! and parallel phases as the f32 product). Depth goes in pairs (`kp = ⌈kc/2⌉` per block, a zero pads an odd
+//! depth); an A micro-panel holds `MR` rows as `[kp][MR]` 32-bit pairs `(A[i, 2p], A[i, 2p + 1])`, a B
+//! micro-panel `NR` columns as `[kp][NR]` pairs `(B[2p, j], B[2p + 1, j])`. The micro-kernel (6 × 32, twelve zmm
+//! accumulators) issues per pair of depth steps two loads of B, six broadcasts of A and twelve `vdpbf16ps`:
+//! 384 multiply-adds; full tiles are written to C from the registers.
 //!
 //! `kernel_portable` is the twin every CPU runs (and the tests compare against): the same packed panels, each
 //! pair's two products summed in f32 and added to the accumulator.
 
-use super::gemm::MatRef;
-use rayon::prelude::*;
+use super::gemm::{drive, MatRef, Packing, Product};
 
 /// Rows of A per micro-panel.
 pub const MR: usize = 6;
 /// Columns of B per micro-panel.
 pub const NR: usize = 32;
-/// Depth of one packed block (256 pairs).
-const KC: usize = 512;
-/// Columns of B packed at once.
-const NC: usize = 2048;
-/// Rows of A packed at once (768 KiB of pairs at the deepest block, within the L2 cache).
-const MB: usize = 768;
 
 thread_local! {
     static PRODUCTS_IN_BF16: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
@@ -54,7 +47,9 @@ pub fn products_in_bf16() -> bool {
 pub fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
     return super::simd::level() == super::simd::Level::Avx512
-        && std::is_x86_feature_detected!("avx512bf16");
+        && std::is_x86_feature_detected!("avx512bf16")
+        && std::is_x86_feature_detected!("avx512vl")
+        && std::is_x86_feature_detected!("avx512bw");
     #[allow(unreachable_code)]
     false
 }
@@ -129,6 +124,19 @@ fn pack_a(
             (i < m).then(|| a.data[a.offset + i * a.row_stride + pc..][..kc].as_ptr())
         };
         pack_depth_runs(line, MR, kc, fast, panel);
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if fast && a.row_stride == 1 && i0 + MR <= m {
+        // A transposed (the output gradient of a weight gradient): each depth step is a run of the MR rows.
+        let step = |p: usize| {
+            (p < kc).then(|| a.data[a.offset + (pc + p) * a.col_stride + i0..][..MR].as_ptr())
+        };
+        for (q, dst) in panel.chunks_exact_mut(MR).take(kc.div_ceil(2)).enumerate() {
+            let even = step(2 * q).expect("an even step lies inside the block");
+            // SAFETY: the features were detected (`fast`) and both steps hold MR floats.
+            unsafe { avx512::pair_steps(even, step(2 * q + 1), dst) };
+        }
         return;
     }
     pack_scalar(MR, kc, panel, |r, p| {
@@ -266,53 +274,175 @@ mod avx512 {
         _mm512_storeu_si512(p.add(1), _mm512_permutex2var_epi16(e, hi, o));
     }
 
-    /// As [`super::kernel_portable`] with `vdpbf16ps`: `acc` (row-major `MR × NR`) `+= A · B` over `kp` pairs.
+    /// `out[i] = (even[i], odd[i])` as bf16 pairs for the MR rows `i` (`odd` absent: zeros).
     ///
     /// # Safety
-    /// The CPU must support AVX-512F and AVX512-BF16; `a` must hold `kp · MR` and `b` `kp · NR` words.
+    /// The CPU must support AVX-512F, AVX512-VL and AVX512-BF16; `even` (and `odd`) must hold MR floats.
+    #[target_feature(enable = "avx512f,avx512vl,avx512bf16")]
+    pub unsafe fn pair_steps(even: *const f32, odd: Option<*const f32>, out: &mut [u32]) {
+        assert!(out.len() >= MR && MR == 6);
+        let rows: __mmask8 = 0x3f;
+        let e: __m128i = std::mem::transmute(_mm256_cvtneps_pbh(_mm256_maskz_loadu_ps(rows, even)));
+        let o: __m128i = std::mem::transmute(_mm256_cvtneps_pbh(match odd {
+            Some(odd) => _mm256_maskz_loadu_ps(rows, odd),
+            None => _mm256_setzero_ps(),
+        }));
+        let p = out.as_mut_ptr() as *mut __m128i;
+        _mm_storeu_si128(p, _mm_unpacklo_epi16(e, o));
+        _mm_storel_epi64(p.add(1), _mm_unpackhi_epi16(e, o));
+    }
+
+    /// `C[6 × 32] = alpha · A · B + beta · C` over `kp` pairs with `vdpbf16ps`, C at `c` with row stride `ldc`;
+    /// with `beta == 0` C is only written. (Edge tiles pass a buffer with `ldc = NR`.)
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F and AVX512-BF16; `a` must hold `kp · MR` and `b` `kp · NR` words; `c` must
+    /// be valid for reads and writes of 6 rows of 32 floats at row stride `ldc`, owned by the caller.
     #[target_feature(enable = "avx512f,avx512bf16")]
-    pub unsafe fn kernel(kp: usize, a: *const u32, b: *const u32, acc: &mut [f32; MR * NR]) {
-        let mut c = [_mm512_setzero_ps(); 2 * MR];
+    pub unsafe fn kernel(
+        kp: usize,
+        a: *const u32,
+        b: *const u32,
+        c: *mut f32,
+        ldc: usize,
+        alpha: f32,
+        beta: f32,
+    ) {
+        let mut acc = [_mm512_setzero_ps(); 2 * MR];
         let (mut a, mut b) = (a, b);
         for _ in 0..kp {
             let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(b as *const __m512i));
             let b1: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(16) as *const __m512i));
             for i in 0..MR {
                 let ai: __m512bh = std::mem::transmute(_mm512_set1_epi32(*a.add(i) as i32));
-                c[2 * i] = _mm512_dpbf16_ps(c[2 * i], ai, b0);
-                c[2 * i + 1] = _mm512_dpbf16_ps(c[2 * i + 1], ai, b1);
+                acc[2 * i] = _mm512_dpbf16_ps(acc[2 * i], ai, b0);
+                acc[2 * i + 1] = _mm512_dpbf16_ps(acc[2 * i + 1], ai, b1);
             }
             a = a.add(MR);
             b = b.add(NR);
         }
-        for (i, row) in acc.chunks_exact_mut(NR).enumerate() {
-            let p = row.as_mut_ptr();
-            _mm512_storeu_ps(p, _mm512_add_ps(_mm512_loadu_ps(p), c[2 * i]));
-            _mm512_storeu_ps(
-                p.add(16),
-                _mm512_add_ps(_mm512_loadu_ps(p.add(16)), c[2 * i + 1]),
-            );
+        let (alpha, beta_v) = (_mm512_set1_ps(alpha), _mm512_set1_ps(beta));
+        for (h, &v) in acc.iter().enumerate() {
+            let p = c.add((h / 2) * ldc + (h % 2) * 16);
+            let mut out = _mm512_mul_ps(alpha, v);
+            if beta != 0.0 {
+                out = _mm512_add_ps(out, _mm512_mul_ps(beta_v, _mm512_loadu_ps(p)));
+            }
+            _mm512_storeu_ps(p, out);
         }
     }
 }
 
-/// One tile's accumulation through the fastest kernel this CPU runs (`fast` = AVX512-BF16 detected).
-#[inline]
-fn accumulate(fast: bool, kp: usize, a: &[u32], b: &[u32], acc: &mut [f32; MR * NR]) {
-    assert!(a.len() >= kp * MR && b.len() >= kp * NR);
-    #[cfg(target_arch = "x86_64")]
-    if fast {
-        // SAFETY: the features were detected and the panels hold kp pairs (checked above).
-        unsafe { avx512::kernel(kp, a.as_ptr(), b.as_ptr(), acc) };
-        return;
+/// The bf16 pairs of [`gemm_bf16`] as a packing format of the GEMM's driver; `fast` picks the AVX512-BF16
+/// packing and kernel (callers pass [`available`]; the tests pass `false` too).
+pub struct Bf16Pairs {
+    pub fast: bool,
+}
+
+impl Packing<f32> for Bf16Pairs {
+    type Packed = u32;
+    const NR: usize = NR;
+
+    fn depth(&self, kc: usize) -> usize {
+        kc.div_ceil(2)
     }
-    let _ = fast;
-    kernel_portable(kp, a, b, acc);
+
+    fn with_scratch<R>(
+        &self,
+        len_a: usize,
+        len_b: usize,
+        f: impl FnOnce(&mut [u32], &mut [u32]) -> R,
+    ) -> R {
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<(Vec<u32>, Vec<u32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+        }
+        SCRATCH.with(|cell| super::gemm::with_cell_scratch(cell, len_a, len_b, f))
+    }
+
+    fn pack_a(
+        &self,
+        a: MatRef<'_, f32>,
+        i0: usize,
+        m: usize,
+        pc: usize,
+        kc: usize,
+        panel: &mut [u32],
+    ) {
+        pack_a(a, m, i0, pc, kc, self.fast, panel)
+    }
+
+    fn pack_b(
+        &self,
+        b: MatRef<'_, f32>,
+        pc: usize,
+        kc: usize,
+        j0: usize,
+        n: usize,
+        count: usize,
+        panels: &mut [u32],
+        stride: usize,
+    ) {
+        let len = kc.div_ceil(2) * NR;
+        for g in 0..count {
+            pack_b(
+                b,
+                n,
+                j0 + g * NR,
+                pc,
+                kc,
+                self.fast,
+                &mut panels[g * stride..][..len],
+            );
+        }
+    }
+
+    unsafe fn tile(
+        &self,
+        kc: usize,
+        a: &[u32],
+        b: &[u32],
+        c: *mut f32,
+        ldc: usize,
+        (mr, nr): (usize, usize),
+        alpha: f32,
+        beta: f32,
+    ) {
+        let kp = kc.div_ceil(2);
+        assert!(a.len() >= kp * MR && b.len() >= kp * NR);
+        #[cfg(target_arch = "x86_64")]
+        if self.fast && mr == MR && nr == NR {
+            // SAFETY: the features were detected, the panels hold kp pairs (checked above) and the caller owns
+            // the full tile of C.
+            unsafe { avx512::kernel(kp, a.as_ptr(), b.as_ptr(), c, ldc, alpha, beta) };
+            return;
+        }
+        let mut acc = [0.0f32; MR * NR];
+        #[cfg(target_arch = "x86_64")]
+        if self.fast {
+            // SAFETY: as above, into the tile's own buffer.
+            unsafe { avx512::kernel(kp, a.as_ptr(), b.as_ptr(), acc.as_mut_ptr(), NR, 1.0, 0.0) };
+        } else {
+            kernel_portable(kp, a, b, &mut acc);
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        kernel_portable(kp, a, b, &mut acc);
+        for (r, acc) in acc.chunks_exact(NR).take(mr).enumerate() {
+            // SAFETY: the caller owns rows 0..mr, columns 0..nr of C at `c`.
+            let row = unsafe { std::slice::from_raw_parts_mut(c.add(r * ldc), nr) };
+            for (o, &v) in row.iter_mut().zip(acc) {
+                *o = if beta == 0.0 {
+                    alpha * v
+                } else {
+                    alpha * v + beta * *o
+                };
+            }
+        }
+    }
 }
 
 /// `C = alpha · A · B + beta · C` with `A: [m × k]`, `B: [k × n]` (any strides, rounded to bf16) and `C: [m × n]`
-/// row-major with row stride `ldc`, accumulated in f32. With `beta == 0` C is only written. `fast` picks the
-/// AVX512-BF16 kernel (callers pass [`available`]; the tests pass `false` too).
+/// row-major with row stride `ldc`, accumulated in f32. With `beta == 0` C is only written. `fast` as for
+/// [`Bf16Pairs`].
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_bf16(
     m: usize,
@@ -330,67 +460,20 @@ pub fn gemm_bf16(
         return;
     }
     super::gemm::check_c("gemm_bf16", m, n, c.len(), ldc);
-    let out = super::gemm_panels::SharedOut(c.as_mut_ptr());
-    for jc in (0..n).step_by(NC) {
-        let nc = NC.min(n - jc);
-        let jp = nc.div_ceil(NR);
-        for ic in (0..m).step_by(MB) {
-            let mb = MB.min(m - ic);
-            let ip = mb.div_ceil(MR);
-            for pc in (0..k.max(1)).step_by(KC) {
-                let kc = KC.min(k - pc.min(k));
-                let kp = kc.div_ceil(2);
-                let mut pb = vec![0u32; jp * kp * NR];
-                pb.par_chunks_mut((kp * NR).max(1))
-                    .enumerate()
-                    .for_each(|(j, panel)| pack_b(b, n, jc + j * NR, pc, kc, fast, panel));
-                let mut pa = vec![0u32; ip * kp * MR];
-                pa.par_chunks_mut((kp * MR).max(1))
-                    .enumerate()
-                    .for_each(|(i, panel)| pack_a(a, m, ic + i * MR, pc, kc, fast, panel));
-                // Each block's product lands in C: with beta on the first block, added to it after.
-                let beta_now = if pc == 0 { beta } else { 1.0 };
-                // Neighbouring tasks share a B panel (32 KiB) and walk the A panels.
-                (0..ip * jp).into_par_iter().for_each(|t| {
-                    let (i, j) = (t % ip, t / ip);
-                    let mut acc = [0.0f32; MR * NR];
-                    accumulate(
-                        fast,
-                        kp,
-                        &pa[i * kp * MR..][..kp * MR],
-                        &pb[j * kp * NR..][..kp * NR],
-                        &mut acc,
-                    );
-                    let (i0, j0) = (ic + i * MR, jc + j * NR);
-                    let (mr, nr) = (MR.min(m - i0), NR.min(n - j0));
-                    super::simd::vectorized(|| {
-                        for (r, acc) in acc.chunks_exact(NR).take(mr).enumerate() {
-                            // SAFETY: rows i0..i0+mr, columns j0..j0+nr of C belong to this tile only and lie
-                            // inside C (checked by the assert at the top).
-                            let row = unsafe {
-                                std::slice::from_raw_parts_mut(
-                                    out.ptr().add((i0 + r) * ldc + j0),
-                                    nr,
-                                )
-                            };
-                            if beta_now == 0.0 {
-                                for (o, &v) in row.iter_mut().zip(acc) {
-                                    *o = alpha * v;
-                                }
-                            } else {
-                                for (o, &v) in row.iter_mut().zip(acc) {
-                                    *o = alpha * v + beta_now * *o;
-                                }
-                            }
-                        }
-                    })
-                });
-                if k == 0 {
-                    break;
-                }
-            }
-        }
+    if k == 0 {
+        super::gemm::scale_c(m, n, beta, c, ldc);
+        return;
     }
+    let p = Product {
+        m,
+        n,
+        k,
+        alpha,
+        a,
+        b,
+        beta,
+    };
+    drive(&Bf16Pairs { fast }, p, c, ldc);
 }
 
 #[cfg(test)]
@@ -479,10 +562,7 @@ mod tests {
 
     #[test]
     fn vector_packing_rounds_as_the_scalar_packing() {
-        if !available() {
-            eprintln!(
-                "skipped: this CPU has no AVX512-BF16 (the scalar packing is what runs here)"
-            );
+        if !bf16_cpu("vector_packing_rounds_as_the_scalar_packing") {
             return;
         }
         let mut rng = Rng::new(13);
@@ -505,6 +585,11 @@ mod tests {
             pack_a(a, rows, 5, pc, kc, true, &mut fast);
             pack_a(a, rows, 5, pc, kc, false, &mut slow);
             assert_eq!(fast, slow, "A rows, depth {pc}+{kc}");
+            // The same data as a transposed A (each depth step a run of the rows).
+            let at = view(&x, 1, rows);
+            pack_a(at, rows, 5, pc, kc, true, &mut fast);
+            pack_a(at, rows, 5, pc, kc, false, &mut slow);
+            assert_eq!(fast, slow, "A transposed, depth {pc}+{kc}");
             let (mut fast, mut slow) = (vec![0; kp * NR], vec![0; kp * NR]);
             // The same data as Wᵀ (columns are runs of depth) and as a row-major B of 40 columns.
             pack_b(view(&x, 1, k), rows, 4, pc, kc, true, &mut fast);
@@ -546,25 +631,54 @@ mod tests {
         assert!(!products_in_bf16(), "the scope restores the flag");
     }
 
+    fn bf16_cpu(test: &str) -> bool {
+        super::super::simd::testable(test, available())
+    }
+
     #[test]
     fn the_avx512_kernel_matches_its_twin() {
-        if !available() {
-            eprintln!("skipped: this CPU has no AVX512-BF16 (the portable twin is what runs here)");
+        if !bf16_cpu("the_avx512_kernel_matches_its_twin") {
             return;
         }
         let mut rng = Rng::new(12);
-        let kp = 37;
+        let kc: usize = 73;
+        let kp = kc.div_ceil(2);
         let a: Vec<u32> = (0..kp * MR)
             .map(|_| pair(rng.normal() as f32, rng.normal() as f32))
             .collect();
         let b: Vec<u32> = (0..kp * NR)
             .map(|_| pair(rng.normal() as f32, rng.normal() as f32))
             .collect();
-        let (mut fast, mut twin) = ([0.5f32; MR * NR], [0.5f32; MR * NR]);
-        accumulate(true, kp, &a, &b, &mut fast);
-        kernel_portable(kp, &a, &b, &mut twin);
-        for (f, t) in fast.iter().zip(&twin) {
-            assert!((f - t).abs() <= 1e-4 * (1.0 + t.abs()), "{f} vs {t}");
+        // A full tile and an edge tile, inside a larger C (row stride 40), with alpha and beta.
+        for (mr, nr) in [(MR, NR), (4, 19)] {
+            let (mut fast, mut twin) = (vec![0.5f32; MR * 40], vec![0.5f32; MR * 40]);
+            for (format, c) in [(true, &mut fast), (false, &mut twin)] {
+                // SAFETY: C holds MR rows of 40 floats, this thread's only.
+                unsafe {
+                    Bf16Pairs { fast: format }.tile(
+                        kc,
+                        &a,
+                        &b,
+                        c.as_mut_ptr(),
+                        40,
+                        (mr, nr),
+                        2.0,
+                        -1.0,
+                    )
+                };
+            }
+            for (x, (f, t)) in fast.iter().zip(&twin).enumerate() {
+                assert!(
+                    (f - t).abs() <= 1e-4 * (1.0 + t.abs()),
+                    "{mr}x{nr} at {x}: {f} vs {t}"
+                );
+                let inside = x / 40 < mr && x % 40 < nr;
+                assert_eq!(
+                    inside,
+                    *t != 0.5,
+                    "{mr}x{nr}: only the tile is written ({x})"
+                );
+            }
         }
     }
 }

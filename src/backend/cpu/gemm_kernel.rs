@@ -2,10 +2,10 @@
 //! `C = alpha · A · B + beta · C` from a packed A micro-panel (`a[p · MR + i]`) and a packed B micro-panel
 //! (`b[p · NR + j]`) over `kc` depth steps; `pack_a` and `pack_b` build those panels from strided operands.
 //!
-//! f32 uses a kernel set (`F32Kernels`) chosen once by runtime detection: AVX-512 (`gemm_avx512`, six zmm
-//! accumulators) or AVX2 + FMA (twelve ymm accumulators), both 6 × 16 on the same packed layout. Full tiles are
-//! written to C straight from the registers, edge tiles through a small buffer. Everything else (f64, or a CPU
-//! without AVX2) uses the portable kernel.
+//! f32 uses the AVX2 + FMA kernel set (`F32Kernels`, twelve ymm accumulators, 6 × 16) when runtime detection
+//! finds it (CPUs with AVX-512 use the wide format of `gemm_avx512` instead). Full tiles are written to C
+//! straight from the registers, edge tiles through a small buffer. Everything else (f64, or a CPU without
+//! AVX2) uses the portable kernel.
 
 use super::gemm::{GemmFloat, MatRef, MR, NR};
 use super::simd::Level;
@@ -181,13 +181,6 @@ pub struct F32Kernels {
 pub fn f32_kernel_sets() -> Vec<&'static F32Kernels> {
     #[cfg(target_arch = "x86_64")]
     {
-        use super::gemm_avx512 as avx512;
-        static AVX512: F32Kernels = F32Kernels {
-            name: "avx512",
-            level: Level::Avx512,
-            full: avx512::kernel_6x16,
-            strided: avx512::kernel_6x16_strided,
-        };
         static AVX2: F32Kernels = F32Kernels {
             name: "avx2",
             level: Level::Avx2,
@@ -195,9 +188,6 @@ pub fn f32_kernel_sets() -> Vec<&'static F32Kernels> {
             strided: avx2::kernel_6x16_strided,
         };
         let mut sets = Vec::new();
-        if avx2::available() && avx512::available() {
-            sets.push(&AVX512);
-        }
         if avx2::available() {
             sets.push(&AVX2);
         }
@@ -310,14 +300,19 @@ pub mod avx2 {
         }
     }
 
-    /// `panel[p · 16 + j] = cols[j][p]` for `p < kc`, `j < 16`: packs a B panel whose 16 columns are
-    /// contiguous runs of depth (a weight read as Wᵀ), eight depth steps at a time through two 8 × 8
-    /// transposes.
+    /// `panel[p · ldp + j] = cols[j][p]` for `p < kc`, `j < 16`: packs 16 columns of a B panel (row stride
+    /// `ldp`: 16, or 32 for the wide format) that are contiguous runs of depth (a weight read as Wᵀ), eight
+    /// depth steps at a time through two 8 × 8 transposes.
     ///
     /// # Safety
-    /// The CPU must support AVX2; each column must hold `kc` floats and `panel` `kc · NR`.
+    /// The CPU must support AVX2; each column must hold `kc` floats and `panel` `kc` rows of `ldp ≥ 16`.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn interleave_columns(cols: [*const f32; NR], kc: usize, panel: *mut f32) {
+    pub unsafe fn interleave_columns(
+        cols: [*const f32; NR],
+        kc: usize,
+        panel: *mut f32,
+        ldp: usize,
+    ) {
         let mut p = 0;
         while p + 8 <= kc {
             for half in 0..2 {
@@ -341,12 +336,12 @@ pub mod avx2 {
                         _mm256_shuffle_ps::<0xEE>(a, b)
                     }
                 });
-                let dst = panel.add(p * NR + half * 8);
+                let dst = panel.add(p * ldp + half * 8);
                 for c in 0..4 {
                     let (lo, hi) = (u[c], u[4 + c]);
-                    _mm256_storeu_ps(dst.add(c * NR), _mm256_permute2f128_ps::<0x20>(lo, hi));
+                    _mm256_storeu_ps(dst.add(c * ldp), _mm256_permute2f128_ps::<0x20>(lo, hi));
                     _mm256_storeu_ps(
-                        dst.add((c + 4) * NR),
+                        dst.add((c + 4) * ldp),
                         _mm256_permute2f128_ps::<0x31>(lo, hi),
                     );
                 }
@@ -355,7 +350,7 @@ pub mod avx2 {
         }
         for p in p..kc {
             for (j, col) in cols.iter().enumerate() {
-                *panel.add(p * NR + j) = *col.add(p);
+                *panel.add(p * ldp + j) = *col.add(p);
             }
         }
     }

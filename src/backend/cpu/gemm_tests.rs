@@ -289,7 +289,8 @@ fn f32_tile_matches_portable_kernel() {
 #[test]
 fn f32_kernel_sets_give_the_same_bits() {
     // Each output element is one chain of fused multiply-adds in depth order whatever the vector width, so
-    // the AVX2 and AVX-512 kernels agree bit for bit (a checkpoint resumes identically on either CPU).
+    // every kernel set agrees bit for bit with the others (and the wide AVX-512 format with them, below): a
+    // checkpoint resumes identically on any CPU.
     let sets = f32_kernel_sets();
     let mut rng = Rng::new(11);
     let (kc, lda, ldc) = (300, 310, 20);
@@ -331,5 +332,55 @@ fn f32_kernel_sets_give_the_same_bits() {
     // The packed and the in-place paths agree too.
     if let Some(set) = sets.first() {
         assert_eq!(run(set, false, (MR, NR)), run(set, true, (MR, NR)));
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn the_wide_format_gives_the_bits_of_the_16_column_kernels() {
+    use super::super::gemm_avx512::Wide;
+    if !super::super::simd::testable(
+        "the_wide_format_gives_the_bits_of_the_16_column_kernels",
+        Wide::available(),
+    ) {
+        return;
+    }
+    // Edges in both directions, A read in place (small) and packed (large), transposed operands, one depth
+    // step, and depths past one block.
+    for (m, n, k, transpose_a, transpose_b) in [
+        (7, 45, 33, false, false),
+        (6, 32, 1, false, false),
+        (13, 100, 70, false, true),
+        (50, 200, 600, true, false),
+        (650, 96, 1100, false, true),
+    ] {
+        let mut rng = Rng::new((m + n + k) as u64);
+        let a: Vec<f32> = (0..m * k).map(|_| rng.normal() as f32).collect();
+        let b: Vec<f32> = (0..k * n).map(|_| rng.normal() as f32).collect();
+        let c0: Vec<f32> = (0..m * n).map(|_| rng.normal() as f32).collect();
+        let (ars, acs) = if transpose_a { (1, m) } else { (k, 1) };
+        let (brs, bcs) = if transpose_b { (1, k) } else { (n, 1) };
+        let view = |data, row_stride, col_stride| MatRef {
+            data,
+            offset: 0,
+            row_stride,
+            col_stride,
+        };
+        for beta in [0.0, 0.75] {
+            let p = Product {
+                m,
+                n,
+                k,
+                alpha: 1.0,
+                a: view(&a, ars, acs),
+                b: view(&b, brs, bcs),
+                beta,
+            };
+            let (mut wide, mut plain) = (c0.clone(), c0.clone());
+            drive(&Wide, p, &mut wide, n);
+            drive(&Plain, p, &mut plain, n);
+            let bits = |c: &[f32]| c.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&wide), bits(&plain), "{m}x{n}x{k} beta {beta}");
+        }
     }
 }

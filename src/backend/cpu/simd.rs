@@ -101,6 +101,22 @@ unsafe fn avx512<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// Whether a test of a vector path can run here (`present`: this CPU has it, within the `TAPEGRAD_SIMD` cap).
+/// Without it the test says so and passes, unless `TAPEGRAD_REQUIRE_AVX512=1` (set where the CPU has AVX-512
+/// with BF16, so that these tests never skip unnoticed there), which makes it fail.
+#[cfg(test)]
+pub(crate) fn testable(test: &str, present: bool) -> bool {
+    if present {
+        return true;
+    }
+    assert!(
+        std::env::var("TAPEGRAD_REQUIRE_AVX512").as_deref() != Ok("1"),
+        "{test}: TAPEGRAD_REQUIRE_AVX512=1 but this CPU (or the TAPEGRAD_SIMD cap) lacks the path it tests"
+    );
+    eprintln!("{test} skipped: this CPU (or the TAPEGRAD_SIMD cap) lacks the vector path it tests");
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
