@@ -6,6 +6,7 @@ pub mod gemm;
 #[cfg(target_arch = "x86_64")]
 pub mod gemm_avx512;
 pub mod gemm_bf16;
+pub mod gemm_format;
 pub mod gemm_kernel;
 mod gemm_panels;
 pub mod parallel;
