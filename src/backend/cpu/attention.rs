@@ -8,9 +8,11 @@
 //! probability. Only O and the row log-sum-exp are kept — nothing of size T².
 //!
 //! Every tile product (`S = Q Kᵀ`, `O += P V`, and in the backward `dP = dO Vᵀ`, `dV += Pᵀ dO`, `dK += dSᵀ Q`,
-//! `dQ += dS K`) runs through `tile_product`: `MR × NR` register blocks (4 × 16), each reduction step one
-//! broadcast per row times one row of the right operand, held in L1 as a copied tile (keys transposed for the
-//! score products, rows padded to a multiple of 16 for the products over the head dim).
+//! `dQ += dS K`) runs through `tile_product`: `MR × NR` register blocks (4 × 16 at AVX2 width, 8 × 16 at
+//! AVX-512 width), each reduction step one broadcast per row times one row of the right operand. The operands
+//! are copied once per head, not per tile: the forward transposes the head's keys (for the score products) and
+//! pads its value rows to a multiple of 16, the backward pads each query head's Q and dO rows and transposes
+//! the key and value tile of each key block; the tiles then read them in place.
 //!
 //! Backward (derivation in docs/kernels.md): `Dᵢ = rowsum(dOᵢ ⊙ Oᵢ)`; per key tile, `P` is recomputed from
 //! Q, K and the log-sum-exp; `dV += Pᵀ dO`, `dS = P ⊙ (dO Vᵀ − D)`, `dQ += dS K / √D`, `dK += dSᵀ Q / √D`.
@@ -19,8 +21,8 @@
 //!
 //! Up to `FEW_ROWS` query rows (decoding with a KV cache) skip the tiles: each row's scores, softmax and
 //! weighted sum of values in one pass over the keys it sees (`forward_rows`); small calls run their heads on
-//! the calling thread. Each head's kernel runs through `simd::vectorized`: compiled for AVX2 + FMA when the CPU
-//! has them.
+//! the calling thread. Each head's kernel runs through `simd::vectorized`: compiled for AVX-512 or AVX2 + FMA
+//! when the CPU has them.
 //!
 //! Inputs are read through their strides (the last dim must be contiguous); outputs are stored `[B, T, H, D]`.
 
@@ -89,10 +91,11 @@ fn view<'a, T>((data, layout): (&'a [T], &Layout)) -> (&'a [T], Rows) {
     (data, Rows::of(layout))
 }
 
-/// Copies keys `j0..j0 + n` of `(b, hk)` transposed into `tile[dd · BC + jj]`, so products with a query row
+/// Copies keys `j0..j0 + n` of `(b, hk)` transposed into `tile[dd · ld + jj]`, so products with a query row
 /// run along the keys (vectorized) instead of as one horizontal dot product per key.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn transpose_tile<T: Float>(
+fn transpose_keys<T: Float>(
     src: (&[T], Rows),
     b: usize,
     hk: usize,
@@ -100,19 +103,23 @@ fn transpose_tile<T: Float>(
     n: usize,
     d: usize,
     tile: &mut [T],
+    ld: usize,
 ) {
     for jj in 0..n {
         let row = &src.0[src.1.at(b, hk, j0 + jj)..][..d];
         for (dd, &x) in row.iter().enumerate() {
-            tile[dd * BC + jj] = x;
+            tile[dd * ld + jj] = x;
         }
     }
 }
 
-/// Rows of a micro-tile of the tile products.
-const MR: usize = 4;
-/// Columns of a micro-tile: two AVX2 vectors of f32.
+/// Columns of a micro-tile: two AVX2 vectors of f32, one AVX-512 vector.
 const NR: usize = 16;
+/// Rows of a micro-tile where the loops run at AVX2 width: eight ymm accumulators.
+const MR_AVX2: usize = 4;
+/// Rows of a micro-tile where they run at AVX-512 width: eight zmm accumulators, enough independent sums to
+/// keep two vector pipes busy (four would leave them half idle).
+const MR_AVX512: usize = 8;
 
 #[inline(always)]
 fn round_up(n: usize, to: usize) -> usize {
@@ -126,7 +133,7 @@ fn round_up(n: usize, to: usize) -> usize {
 /// The reduction runs in order `kk = 0, 1, …`, so results are deterministic.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn tile_product<T: Float, const ACC: bool>(
+fn tile_product<T: Float, const ACC: bool, const MR: usize>(
     (m, n, k): (usize, usize, usize),
     a: &[T],
     (ars, acs): (usize, usize),
@@ -270,7 +277,7 @@ fn forward_rows<T: Float>(
 
 /// Per (b, h): the output rows `[Tq, D]` and the row log-sum-exp `[Tq]`.
 #[inline(always)]
-fn forward_head<T: Float>(
+fn forward_head<T: Float, const MR: usize>(
     q: (&[T], Rows),
     k: (&[T], Rows),
     v: (&[T], Rows),
@@ -284,8 +291,14 @@ fn forward_head<T: Float>(
     let mut out = vec![T::ZERO; g.tq * d];
     let mut lse = vec![T::ZERO; g.tq];
     let mut q_tile = vec![T::ZERO; BR * dp];
-    let mut k_tile = vec![T::ZERO; d * BC];
-    let mut v_tile = vec![T::ZERO; BC * dp];
+    // The head's keys transposed (`k_t[dd · ldk + j]`) and values in padded rows, copied once: every query
+    // tile reads its key tiles there in place. The key stride is padded past a multiple of the cache's
+    // set span, so the D rows of a key tile do not all map to the same cache sets.
+    let ldk = round_up(g.tk, NR) + NR;
+    let mut k_t = vec![T::ZERO; d * ldk];
+    transpose_keys(k, b, hk, 0, g.tk, d, &mut k_t, ldk);
+    let mut v_rows = vec![T::ZERO; round_up(g.tk, NR) * dp];
+    copy_rows(v, b, hk, 0, g.tk, g.tk, d, dp, &mut v_rows);
     let mut s = vec![T::ZERO; BR * BC];
     let mut acc = vec![T::ZERO; BR * dp];
     let (mut m, mut l) = ([T::NEG_INFINITY; BR], [T::ZERO; BR]);
@@ -300,14 +313,12 @@ fn forward_head<T: Float>(
         let keys_end = i0 + rows + off;
         for j0 in (0..keys_end).step_by(BC) {
             let nk = (j0 + BC).min(keys_end) - j0;
-            transpose_tile(k, b, hk, j0, nk, d, &mut k_tile);
-            copy_rows(v, b, hk, j0, nk, nk, d, dp, &mut v_tile);
-            tile_product::<T, false>(
+            tile_product::<T, false, MR>(
                 (rows4, round_up(nk, NR), d),
                 &q_tile,
                 (dp, 1),
-                &k_tile,
-                BC,
+                &k_t[j0..],
+                ldk,
                 &mut s,
                 BC,
             );
@@ -327,7 +338,8 @@ fn forward_head<T: Float>(
                 acc[r * dp..][..d].iter_mut().for_each(|x| *x *= alpha);
             }
             // O += P V
-            tile_product::<T, true>((rows4, dp, nk), &s, (BC, 1), &v_tile, dp, &mut acc, dp);
+            let v_tile = &v_rows[j0 * dp..];
+            tile_product::<T, true, MR>((rows4, dp, nk), &s, (BC, 1), v_tile, dp, &mut acc, dp);
         }
         for r in 0..rows {
             let inv = T::ONE / l[r];
@@ -343,7 +355,7 @@ fn forward_head<T: Float>(
 /// Per (b, kv head): dQ rows of its query heads `[G, Tq, D]`, and dK, dV `[Tk, D]`.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn backward_group<T: Float>(
+fn backward_group<T: Float, const MR: usize>(
     q: (&[T], Rows),
     k: (&[T], Rows),
     v: (&[T], Rows),
@@ -363,7 +375,15 @@ fn backward_group<T: Float>(
     let mut dv = vec![T::ZERO; g.tk * d];
     let (mut k_t, mut v_t) = (vec![T::ZERO; d * BC], vec![T::ZERO; d * BC]);
     let mut k_rows = vec![T::ZERO; BC * dp];
-    let (mut q_tile, mut do_tile) = (vec![T::ZERO; BR * dp], vec![T::ZERO; BR * dp]);
+    // Each query head's Q and dO in padded rows (zero past Tq), copied once: every key tile reads its query
+    // tiles there in place.
+    let padded = |x: (&[T], Rows), h: usize| {
+        let mut rows = vec![T::ZERO; (g.tq + BR) * dp];
+        copy_rows(x, b, h, 0, g.tq, g.tq, d, dp, &mut rows);
+        rows
+    };
+    let q_rows: Vec<Vec<T>> = (0..group).map(|gi| padded(q, hk * group + gi)).collect();
+    let do_rows: Vec<Vec<T>> = (0..group).map(|gi| padded(dout, hk * group + gi)).collect();
     let (mut p, mut ds) = (vec![T::ZERO; BR * BC], vec![T::ZERO; BR * BC]);
     let (mut dk_tile, mut dv_tile) = (vec![T::ZERO; BC * dp], vec![T::ZERO; BC * dp]);
     let rowsum: Vec<T> = (0..group)
@@ -379,8 +399,8 @@ fn backward_group<T: Float>(
         .collect();
     for j0 in (0..g.tk).step_by(BC) {
         let nk = (j0 + BC).min(g.tk) - j0;
-        transpose_tile(k, b, hk, j0, nk, d, &mut k_t);
-        transpose_tile(v, b, hk, j0, nk, d, &mut v_t);
+        transpose_keys(k, b, hk, j0, nk, d, &mut k_t, BC);
+        transpose_keys(v, b, hk, j0, nk, d, &mut v_t, BC);
         copy_rows(k, b, hk, j0, nk, nk, d, dp, &mut k_rows);
         dk_tile.fill(T::ZERO);
         dv_tile.fill(T::ZERO);
@@ -395,11 +415,10 @@ fn backward_group<T: Float>(
                 // Keys seen by the tile's last row (at least one, since i0 + off >= j0).
                 let cols = (i0 + rows + off - j0).min(nk);
                 let cols4 = round_up(cols, MR);
-                copy_rows(q, b, h, i0, rows, rows4, d, dp, &mut q_tile);
-                copy_rows(dout, b, h, i0, rows, rows4, d, dp, &mut do_tile);
+                let (q_tile, do_tile) = (&q_rows[gi][i0 * dp..], &do_rows[gi][i0 * dp..]);
                 let s_shape = (rows4, round_up(cols, NR), d);
-                tile_product::<T, false>(s_shape, &q_tile, (dp, 1), &k_t, BC, &mut p, BC);
-                tile_product::<T, false>(s_shape, &do_tile, (dp, 1), &v_t, BC, &mut ds, BC);
+                tile_product::<T, false, MR>(s_shape, q_tile, (dp, 1), &k_t, BC, &mut p, BC);
+                tile_product::<T, false, MR>(s_shape, do_tile, (dp, 1), &v_t, BC, &mut ds, BC);
                 for r in 0..rows4 {
                     let n = if r < rows {
                         (i0 + r + off + 1 - j0).min(cols)
@@ -422,25 +441,25 @@ fn backward_group<T: Float>(
                     }
                 }
                 // dV += Pᵀ dO, dK += dSᵀ Q, dQ += dS K.
-                tile_product::<T, true>(
+                tile_product::<T, true, MR>(
                     (cols4, dp, rows),
                     &p,
                     (1, BC),
-                    &do_tile,
+                    do_tile,
                     dp,
                     &mut dv_tile,
                     dp,
                 );
-                tile_product::<T, true>(
+                tile_product::<T, true, MR>(
                     (cols4, dp, rows),
                     &ds,
                     (1, BC),
-                    &q_tile,
+                    q_tile,
                     dp,
                     &mut dk_tile,
                     dp,
                 );
-                tile_product::<T, true>(
+                tile_product::<T, true, MR>(
                     (rows4, dp, cols),
                     &ds,
                     (BC, 1),
@@ -493,6 +512,7 @@ pub fn forward<T: Float + StorageElement>(
     geo: &Geometry,
 ) -> (Vec<T>, Vec<T>) {
     let (q, k, v) = (view(q), view(k), view(v));
+    let wide = super::simd::level() == super::simd::Level::Avx512;
     let head = |bh: usize| {
         let (b, h) = (bh / geo.heads, bh % geo.heads);
         vectorized(
@@ -500,8 +520,10 @@ pub fn forward<T: Float + StorageElement>(
             || {
                 if geo.tq <= FEW_ROWS {
                     forward_rows(q, k, v, geo, b, h)
+                } else if wide {
+                    forward_head::<T, MR_AVX512>(q, k, v, geo, b, h)
                 } else {
-                    forward_head(q, k, v, geo, b, h)
+                    forward_head::<T, MR_AVX2>(q, k, v, geo, b, h)
                 }
             },
         )
@@ -533,13 +555,20 @@ pub fn backward<T: Float + StorageElement>(
     geo: &Geometry,
 ) -> (Vec<T>, Vec<T>, Vec<T>) {
     let (q, k, v, o, dout) = (view(q), view(k), view(v), view(o), view(dout));
+    let wide = super::simd::level() == super::simd::Level::Avx512;
     let parts: Vec<(Vec<T>, Vec<T>, Vec<T>)> = (0..geo.batch * geo.kv_heads)
         .into_par_iter()
         .map(|bk| {
             let (b, hk) = (bk / geo.kv_heads, bk % geo.kv_heads);
             vectorized(
                 #[inline(always)]
-                || backward_group(q, k, v, o, dout, lse, geo, b, hk),
+                || {
+                    if wide {
+                        backward_group::<T, MR_AVX512>(q, k, v, o, dout, lse, geo, b, hk)
+                    } else {
+                        backward_group::<T, MR_AVX2>(q, k, v, o, dout, lse, geo, b, hk)
+                    }
+                },
             )
         })
         .collect();
