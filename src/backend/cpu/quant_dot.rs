@@ -3,15 +3,17 @@
 //!
 //! Each row of `x: [K]` is quantized in blocks of 32 to `q = round(x / d)` with `d = max|x| / 127` (an f32
 //! scale per block, [`Q8Row`]). A row of W in Q8_0, Q4_0 or Q4_1 (blocks of 32 with an f16 scale `dw`, and for
-//! Q4_1 an f16 minimum `mw`), or Q4_K (super-blocks of 256: blocks of 32 with the scale `d·sc` and the minimum
-//! `−dmin·m` of their 6-bit codes, `k_scale_min`) then dots with it block by block:
+//! Q4_1 an f16 minimum `mw`), Q4_K or Q5_K (super-blocks of 256: blocks of 32 with the scale `d·sc` and the
+//! minimum `−dmin·m` of their 6-bit codes, `k_scale_min`; Q5_K's values have a fifth bit), or Q6_K (blocks of
+//! 32 of 6-bit values minus 32 with an 8-bit scale per 16, which multiplies the integer lanes, and the
+//! super-block's `d` as `dw`) then dots with it block by block:
 //!
 //! - the 32 products `w_j · q_j` are summed exactly in integers, in eight lanes (lane `l` holds
 //!   `j = 4l .. 4l + 3`, the grouping of `vpmaddubsw` + `vpmaddwd` and of `vpdpbusd`), `w_j` the block's
 //!   integer (`q - 8` for Q4_0, the raw nibble for Q4_1);
 //! - lane `l` is converted to f32 and multiply-added into lane `l` of an accumulator, with `dw · d` as the
 //!   factor (even blocks into one accumulator, odd into another, so consecutive blocks overlap);
-//! - Q4_1 and Q4_K add `mw · d · Σq` per block, in a scalar sum in block order;
+//! - Q4_1, Q4_K and Q5_K add `mw · d · Σq` per block, in a scalar sum in block order;
 //! - the accumulators are summed lane-wise, then `((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7))`, then the
 //!   minimum sum added.
 //!
@@ -30,7 +32,12 @@ pub const BLOCK: usize = 32;
 pub fn supports(ty: GgmlType) -> bool {
     matches!(
         ty,
-        GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q4_K
+        GgmlType::Q8_0
+            | GgmlType::Q4_0
+            | GgmlType::Q4_1
+            | GgmlType::Q4_K
+            | GgmlType::Q5_K
+            | GgmlType::Q6_K
     )
 }
 
@@ -42,7 +49,7 @@ pub struct Q8Row {
     /// `[K / 32]`: each block's scale `max|x| / 127` (NaN if the block holds a NaN or an infinity, so the
     /// products with it are NaN as the f32 ones would be).
     pub d: Vec<f32>,
-    /// `[K / 32]`: `d · Σq` of each block (for the minimums of Q4_1 and Q4_K).
+    /// `[K / 32]`: `d · Σq` of each block (for the minimums of Q4_1, Q4_K and Q5_K).
     pub s: Vec<f32>,
 }
 
@@ -143,6 +150,34 @@ pub(crate) mod scalar {
         (f16_at(b, 0) * sc, -(f16_at(b, 2) * m), w)
     }
 
+    /// Block of 32 `i` of a Q5_K row: as [`q4_k`], each nibble with its fifth bit from `qh` (bit `i % 8`).
+    fn q5_k(row: &[u8], i: usize) -> (f32, f32, [i32; BLOCK]) {
+        let (b, j) = (&row[i / 8 * 176..][..176], i % 8);
+        let (sc, m) = k_scale_min(j, &b[4..16]);
+        let (qh, qs) = (&b[16..48], &b[48 + 32 * (j / 2)..][..32]);
+        let w = std::array::from_fn(|l| {
+            let low = if j % 2 == 0 { qs[l] & 0x0f } else { qs[l] >> 4 };
+            i32::from(low | ((qh[l] >> j) & 1) << 4)
+        });
+        (f16_at(b, 0) * sc, -(f16_at(b, 2) * m), w)
+    }
+
+    /// Block of 32 `i` of a Q6_K row: its scale `d` and its 32 integers `(q − 32) · sc`, `sc` the 8-bit scale
+    /// of each half of 16 (a lane's four elements share it, so the lanes' sums stay exact).
+    fn q6_k(row: &[u8], i: usize) -> (f32, f32, [i32; BLOCK]) {
+        let (b, j) = (&row[i / 8 * 210..][..210], i % 8);
+        let (half, c) = (j / 4, j % 4);
+        let ql = &b[half * 64 + 32 * (c % 2)..][..32];
+        let qh = &b[128 + half * 32..][..32];
+        let sc = &b[192 + half * 8 + 2 * c..][..2];
+        let w = std::array::from_fn(|l| {
+            let low = if c < 2 { ql[l] & 0x0f } else { ql[l] >> 4 };
+            let q = i32::from(low | ((qh[l] >> (2 * c)) & 3) << 4) - 32;
+            q * i32::from(sc[l / 16] as i8)
+        });
+        (f16_at(b, 208), 0.0, w)
+    }
+
     /// The scalar twin of the AVX2 kernel (see the module's header for the order of operations).
     pub fn dot(ty: GgmlType, row: &[u8], x: &Q8Row) -> f32 {
         let mut acc = [[0f32; 8]; 2];
@@ -150,6 +185,8 @@ pub(crate) mod scalar {
         for i in 0..x.d.len() {
             let (wscale, wmin, w) = match ty {
                 GgmlType::Q4_K => q4_k(row, i),
+                GgmlType::Q5_K => q5_k(row, i),
+                GgmlType::Q6_K => q6_k(row, i),
                 _ => {
                     let bytes = ty.block_layout().expect("a block format").1;
                     let b = &row[i * bytes..][..bytes];
@@ -167,7 +204,7 @@ pub(crate) mod scalar {
                 let lane: i32 = (4 * l..4 * l + 4).map(|j| w[j] * q[j] as i32).sum();
                 *a = (lane as f32).mul_add(scale, *a);
             }
-            if matches!(ty, GgmlType::Q4_1 | GgmlType::Q4_K) {
+            if matches!(ty, GgmlType::Q4_1 | GgmlType::Q4_K | GgmlType::Q5_K) {
                 mins = wmin.mul_add(x.s[i], mins);
             }
         }
@@ -245,36 +282,53 @@ mod avx2 {
             GgmlType::Q4_0 => blocks::<R, 18, false>(rows, x, |b, q| {
                 lanes_signed(_mm256_sub_epi8(nibbles(b.add(2)), eight), q)
             }),
-            GgmlType::Q4_K => q4_k::<R>(rows, x),
+            GgmlType::Q4_K => k_quants::<R, 144>(rows, x),
+            GgmlType::Q5_K => k_quants::<R, 176>(rows, x),
+            GgmlType::Q6_K => q6_k::<R>(rows, x),
             _ => blocks::<R, 20, true>(rows, x, |b, q| lanes_unsigned(nibbles(b.add(4)), q)),
         }
     }
 
-    /// Q4_K: super-blocks of 256 (144 bytes), each 8 blocks of 32 with a 6-bit scale and minimum (see
-    /// `scalar::q4_k`); block `i` of the row goes to accumulator `i % 2` as in `blocks`.
+    /// Q4_K (`BYTES` 144) and Q5_K (`BYTES` 176): super-blocks of 256, each 8 blocks of 32 with a 6-bit scale
+    /// and minimum (see `scalar::q4_k`, `scalar::q5_k`); Q5_K's nibbles get their fifth bit from the 32 bytes
+    /// `qh` (bit `j` for block `j`). Block `i` of the row goes to accumulator `i % 2` as in `blocks`.
     #[inline(always)]
-    unsafe fn q4_k<const R: usize>(rows: [&[u8]; R], x: &Q8Row) -> [f32; R] {
+    unsafe fn k_quants<const R: usize, const BYTES: usize>(
+        rows: [&[u8]; R],
+        x: &Q8Row,
+    ) -> [f32; R] {
+        let five = BYTES == 176;
         let n = x.d.len();
         assert!(x.q.len() == n * BLOCK && x.s.len() == n && n.is_multiple_of(8));
-        assert!(rows.iter().all(|r| r.len() == n / 8 * 144));
-        let mask = _mm256_set1_epi8(0x0f);
+        assert!(rows.iter().all(|r| r.len() == n / 8 * BYTES));
+        let (mask, one) = (_mm256_set1_epi8(0x0f), _mm256_set1_epi8(1));
         let mut acc = [[_mm256_setzero_ps(); 2]; R];
         let mut mins = [0f32; R];
         for sb in 0..n / 8 {
             for r in 0..R {
-                let b = rows[r].as_ptr().add(sb * 144);
+                let b = rows[r].as_ptr().add(sb * BYTES);
                 let dm = f16_pair(b);
                 let (d, dmin) = (_mm_cvtss_f32(dm), _mm_cvtss_f32(_mm_movehdup_ps(dm)));
                 let scales = std::slice::from_raw_parts(b.add(4), 12);
+                let (qh, nibbles) = if five {
+                    (_mm256_loadu_si256(b.add(16) as *const __m256i), b.add(48))
+                } else {
+                    (_mm256_setzero_si256(), b.add(16))
+                };
                 for g in 0..4 {
-                    let qs = _mm256_loadu_si256(b.add(16 + 32 * g) as *const __m256i);
+                    let qs = _mm256_loadu_si256(nibbles.add(32 * g) as *const __m256i);
                     let halves = [
                         _mm256_and_si256(qs, mask),
                         _mm256_and_si256(_mm256_srli_epi16(qs, 4), mask),
                     ];
-                    for (h, w) in halves.into_iter().enumerate() {
+                    for (h, mut w) in halves.into_iter().enumerate() {
                         let j = 2 * g + h;
                         let i = sb * 8 + j;
+                        if five {
+                            let shift = _mm_cvtsi32_si128(j as i32);
+                            let bit = _mm256_and_si256(_mm256_srl_epi16(qh, shift), one);
+                            w = _mm256_or_si256(w, _mm256_slli_epi16(bit, 4));
+                        }
                         let (sc, m) = crate::io::quant::k_scale_min(j, scales);
                         let qv = _mm256_loadu_si256(x.q.as_ptr().add(i * BLOCK) as *const __m256i);
                         let scale = _mm256_set1_ps(d * sc * *x.d.get_unchecked(i));
@@ -286,6 +340,59 @@ mod avx2 {
             }
         }
         totals(acc, mins)
+    }
+
+    /// Q6_K: super-blocks of 256 (210 bytes) in two halves of 128, each four blocks of 32 whose 6-bit values
+    /// come from `ql` (low 4 bits) and `qh` (high 2), minus 32, with an 8-bit scale per 16 elements: the
+    /// integer lanes are multiplied by their half's scale (exact), then by `d` (see `scalar::q6_k`).
+    #[inline(always)]
+    unsafe fn q6_k<const R: usize>(rows: [&[u8]; R], x: &Q8Row) -> [f32; R] {
+        let n = x.d.len();
+        assert!(x.q.len() == n * BLOCK && x.s.len() == n && n.is_multiple_of(8));
+        assert!(rows.iter().all(|r| r.len() == n / 8 * 210));
+        let (mask, three, offset) = (
+            _mm256_set1_epi8(0x0f),
+            _mm256_set1_epi8(3),
+            _mm256_set1_epi8(32),
+        );
+        let mut acc = [[_mm256_setzero_ps(); 2]; R];
+        for sb in 0..n / 8 {
+            for r in 0..R {
+                let block = &rows[r][sb * 210..][..210];
+                let b = block.as_ptr();
+                let d = crate::io::quant::f16_at(block, 208);
+                for half in 0..2 {
+                    let qh = _mm256_loadu_si256(b.add(128 + 32 * half) as *const __m256i);
+                    for c in 0..4 {
+                        let ql =
+                            _mm256_loadu_si256(b.add(64 * half + 32 * (c % 2)) as *const __m256i);
+                        let low = if c < 2 {
+                            _mm256_and_si256(ql, mask)
+                        } else {
+                            _mm256_and_si256(_mm256_srli_epi16(ql, 4), mask)
+                        };
+                        let high = _mm256_and_si256(
+                            _mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * c as i32)),
+                            three,
+                        );
+                        let w = _mm256_sub_epi8(
+                            _mm256_or_si256(low, _mm256_slli_epi16(high, 4)),
+                            offset,
+                        );
+                        let i = sb * 8 + 4 * half + c;
+                        let qv = _mm256_loadu_si256(x.q.as_ptr().add(i * BLOCK) as *const __m256i);
+                        let sc = |k: usize| i32::from(block[192 + 8 * half + 2 * c + k] as i8);
+                        let (s0, s1) = (sc(0), sc(1));
+                        let scales = _mm256_setr_epi32(s0, s0, s0, s0, s1, s1, s1, s1);
+                        let lanes = _mm256_mullo_epi32(lanes_signed(w, qv), scales);
+                        let scale = _mm256_set1_ps(d * *x.d.get_unchecked(i));
+                        let a = &mut acc[r][i % 2];
+                        *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes), scale, *a);
+                    }
+                }
+            }
+        }
+        totals(acc, [0.0; R])
     }
 
     /// The loop over the blocks (`BYTES` each; `MIN`: the block has a minimum after its scale) of `R` rows,
@@ -361,28 +468,33 @@ mod tests {
     use crate::rng::Rng;
 
     /// Every format with an integer dot product.
-    const FORMATS: [GgmlType; 4] = [
+    const FORMATS: [GgmlType; 6] = [
         GgmlType::Q8_0,
         GgmlType::Q4_0,
         GgmlType::Q4_1,
         GgmlType::Q4_K,
+        GgmlType::Q5_K,
+        GgmlType::Q6_K,
     ];
 
-    /// A `[rows, k]` matrix of `ty`: quantized normal values, or for Q4_K (no quantizer here) random blocks
-    /// with their f16 scale and minimum set to about 0.01.
+    /// A `[rows, k]` matrix of `ty`: quantized normal values, or for the K formats (no quantizer here) random
+    /// super-blocks with their f16 scale (and minimum) set to about 0.01.
     fn matrix(ty: GgmlType, rows: usize, k: usize, seed: u64) -> QuantMatrix {
-        if ty != GgmlType::Q4_K {
-            return QuantMatrix::quantize(&values(rows * k, seed), rows, k, ty).unwrap();
-        }
+        let (bytes, scales) = match ty {
+            GgmlType::Q4_K => (144, [0, 2]),
+            GgmlType::Q5_K => (176, [0, 2]),
+            GgmlType::Q6_K => (210, [208, 208]),
+            _ => return QuantMatrix::quantize(&values(rows * k, seed), rows, k, ty).unwrap(),
+        };
         let mut rng = Rng::new(seed);
-        let mut bytes: Vec<u8> = (0..rows * k / 256 * 144)
+        let mut data: Vec<u8> = (0..rows * k / 256 * bytes)
             .map(|_| rng.below(256) as u8)
             .collect();
-        for b in bytes.chunks_exact_mut(144) {
-            b[..2].copy_from_slice(&half::f16::from_f32(0.011).to_le_bytes());
-            b[2..4].copy_from_slice(&half::f16::from_f32(0.007).to_le_bytes());
+        for b in data.chunks_exact_mut(bytes) {
+            b[scales[1]..][..2].copy_from_slice(&half::f16::from_f32(0.007).to_le_bytes());
+            b[scales[0]..][..2].copy_from_slice(&half::f16::from_f32(0.011).to_le_bytes());
         }
-        QuantMatrix::from_blocks(ty, rows, k, bytes).unwrap()
+        QuantMatrix::from_blocks(ty, rows, k, data).unwrap()
     }
 
     fn values(n: usize, seed: u64) -> Vec<f32> {

@@ -7,7 +7,7 @@
 //!   `x` (decoding a token at a time) it goes row by row of W instead: each row is dequantized into a buffer
 //!   that stays in L1 and dotted with every row of `x` (32 lanes, fixed order), so W is read once per token
 //!   and nothing larger than a row is written; the rows are spread over the threads. In f32 over Q8_0, Q4_0,
-//!   Q4_1 and Q4_K, `x` is quantized to 8 bits instead and the rows dotted in integers (`quant_dot`, llama.cpp's
+//!   Q4_1, Q4_K, Q5_K and Q6_K, `x` is quantized to 8 bits instead and the rows dotted in integers (`quant_dot`, llama.cpp's
 //!   scheme).
 //! - `backward`: `dx[M, K] = dy[M, N] · W`, the panels accumulating in depth order (the first overwrites).
 //!
@@ -143,7 +143,7 @@ pub fn backward<T: GemmFloat>(dy: &[T], m: usize, w: &QuantMatrix, dx: &mut [T])
     });
 }
 
-/// `forward` for a few rows of `x`: row by row of W. In f32 over Q8_0, Q4_0, Q4_1 and Q4_K the rows of `x` are
+/// `forward` for a few rows of `x`: row by row of W. In f32 over Q8_0, Q4_0, Q4_1 and the K formats the rows of `x` are
 /// quantized to 8 bits and dotted with W's blocks in integers (`quant_dot`); otherwise each row of W is
 /// dequantized into an L1 buffer and dotted in floats. Tasks of `ROWS_PER_TASK` rows of W run on every core
 /// with the calling thread taking part (`run_tasks`: a product takes tens of microseconds, about what waking a
