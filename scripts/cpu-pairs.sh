@@ -17,13 +17,16 @@ fi
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 for i in $(seq "$pairs"); do
-  env "${envs[@]}" /usr/bin/time -f '%M' -o "$out/rss" target/release/examples/train_llama --config "$config" \
-    --steps "$steps" --precision "$precision" --eval-every 1000 --eval-batches 1 --final-eval-batches 1 \
-    --sample-tokens 0 --save-every 100000 --out "$out/run" > /dev/null 2>&1
+  if ! env ${envs[@]+"${envs[@]}"} /usr/bin/time -f '%M' -o "$out/rss" target/release/examples/train_llama \
+    --config "$config" --steps "$steps" --precision "$precision" --eval-every 1000 --eval-batches 1 \
+    --final-eval-batches 1 --sample-tokens 0 --save-every 100000 --out "$out/run" > "$out/log" 2>&1; then
+    echo "our run failed:" >&2; tail -5 "$out/log" >&2; exit 1
+  fi
   tps=$(python3 -c 'import json,statistics,sys
 rows=[json.loads(l) for l in open(sys.argv[1])]
 print(round(statistics.median(r["tokens_per_s"] for r in rows if "tokens_per_s" in r and r["step"] >= 2)))' "$out/run/metrics.jsonl")
   echo "ours $config $precision $isa pair $i tokens_per_s=$tps peak_rss_mb=$(( $(cat "$out/rss") / 1024 ))"
   rm -rf "$out/run"
-  echo -n "$(env "${envs[@]}" "$py" scripts/torch_step.py "$config" $flag) $isa pair $i"; echo
+  torch=$(env ${envs[@]+"${envs[@]}"} "$py" scripts/torch_step.py "$config" $flag) || { echo "PyTorch's run failed" >&2; exit 1; }
+  echo "$torch $isa pair $i"
 done

@@ -15,6 +15,8 @@ for t in (256, 1024, 4096):
     q, k, v = (torch.randn(1, 8, t, 32, requires_grad=True) for _ in range(3))
 
     def step():
+        for x in (q, k, v):
+            x.grad = None
         F.scaled_dot_product_attention(q, k, v, is_causal=True).sum().backward()
 
     step()

@@ -292,9 +292,12 @@ fn forward_head<T: Float, const MR: usize>(
     let mut lse = vec![T::ZERO; g.tq];
     let mut q_tile = vec![T::ZERO; BR * dp];
     // The head's keys transposed (`k_t[dd · ldk + j]`) and values in padded rows, copied once: every query
-    // tile reads its key tiles there in place. The key stride is padded past a multiple of the cache's
-    // set span, so the D rows of a key tile do not all map to the same cache sets.
-    let ldk = round_up(g.tk, NR) + NR;
+    // tile reads its key tiles there in place. The key stride is kept off multiples of 4 KiB, so the D rows of
+    // a key tile do not all map to the same cache sets.
+    let mut ldk = round_up(g.tk, NR) + NR;
+    if ldk.is_multiple_of(1024) {
+        ldk += NR;
+    }
     let mut k_t = vec![T::ZERO; d * ldk];
     transpose_keys(k, b, hk, 0, g.tk, d, &mut k_t, ldk);
     let mut v_rows = vec![T::ZERO; round_up(g.tk, NR) * dp];

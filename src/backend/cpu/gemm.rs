@@ -16,8 +16,8 @@
 //! The driver (`drive`) is generic over a packing format (`Packing`: the packed element, the panel width `NR`,
 //! the packing routines and the micro-kernel). `Plain` is the element type's own: the micro-kernels and the
 //! packing routines in `gemm_kernel` — the AVX2 + FMA micro-kernel (6 × 16) when the CPU has it (runtime
-//! detection), a portable one otherwise; f64 uses the portable one. On CPUs with AVX-512 f32 uses the wide
-//! format of `gemm_avx512` (6 × 32), and inside `gemm_bf16::with_products_in_bf16` the bf16 pairs of
+//! detection), a portable one otherwise; f64 uses the portable one. On CPUs with AVX-512 f32 products of more
+//! than `SKINNY_ROWS` rows use the wide format of `gemm_avx512` (6 × 32), and inside `gemm_bf16::with_products_in_bf16` the bf16 pairs of
 //! `gemm_bf16` (6 × 32, `vdpbf16ps`).
 
 #[cfg(target_arch = "x86_64")]
@@ -230,7 +230,7 @@ impl GemmFloat for f32 {
 
     fn multiply(p: Product<'_, f32>, c: &mut [f32], ldc: usize) {
         if super::gemm_bf16::products_in_bf16() {
-            drive(&super::gemm_bf16::Bf16Pairs { fast: true }, p, c, ldc);
+            drive(&super::gemm_bf16::Bf16Pairs::new(true), p, c, ldc);
             return;
         }
         #[cfg(target_arch = "x86_64")]
@@ -446,14 +446,6 @@ pub fn gemm<T: GemmFloat>(
     c: &mut [T],
     ldc: usize,
 ) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    check_c("gemm", m, n, c.len(), ldc);
-    if k == 0 {
-        scale_c(m, n, beta, c, ldc);
-        return;
-    }
     let p = Product {
         m,
         n,
@@ -463,7 +455,23 @@ pub fn gemm<T: GemmFloat>(
         b,
         beta,
     };
-    T::multiply(p, c, ldc);
+    if has_products(&p, c, ldc) {
+        T::multiply(p, c, ldc);
+    }
+}
+
+/// Checks that C holds the `[m × n]` product at row stride `ldc` and does the work of an empty one (nothing,
+/// or `C = beta · C` when `k = 0`); whether products are left to compute.
+fn has_products<T: Float>(p: &Product<'_, T>, c: &mut [T], ldc: usize) -> bool {
+    if p.m == 0 || p.n == 0 {
+        return false;
+    }
+    check_c("gemm", p.m, p.n, c.len(), ldc);
+    if p.k == 0 {
+        scale_c(p.m, p.n, p.beta, c, ldc);
+        return false;
+    }
+    true
 }
 
 /// The product in the element type's own precision: few rows through [`skinny`], the rest packed.
@@ -475,9 +483,14 @@ fn in_plain_panels<T: GemmFloat>(p: Product<'_, T>, c: &mut [T], ldc: usize) {
     }
 }
 
-/// The packed, tiled, parallel product (see the module's header) with `format`'s panels and kernels; `k ≥ 1`
-/// and C checked by the caller.
-pub fn drive<T: Float, P: Packing<T>>(format: &P, p: Product<'_, T>, c: &mut [T], ldc: usize) {
+/// The packed, tiled, parallel product (see the module's header) with `format`'s panels and kernels, into C
+/// (`[m × n]` at row stride `ldc`, checked here). `format` must be one this CPU runs.
+pub(super) fn drive<T: Float, P: Packing<T>>(
+    format: &P,
+    p: Product<'_, T>,
+    c: &mut [T],
+    ldc: usize,
+) {
     let Product {
         m,
         n,
@@ -487,6 +500,9 @@ pub fn drive<T: Float, P: Packing<T>>(format: &P, p: Product<'_, T>, c: &mut [T]
         b,
         beta,
     } = p;
+    if !has_products(&p, c, ldc) {
+        return;
+    }
     let nr_max = P::NR;
     let parallel = m * n * k >= PARALLEL_WORK;
     let threads = if parallel {
@@ -685,7 +701,7 @@ fn skinny<T: Float>(
     }
 }
 
-pub(super) fn scale_c<T: Float>(m: usize, n: usize, beta: T, c: &mut [T], ldc: usize) {
+fn scale_c<T: Float>(m: usize, n: usize, beta: T, c: &mut [T], ldc: usize) {
     for i in 0..m {
         for v in &mut c[i * ldc..i * ldc + n] {
             *v = if beta == T::ZERO { T::ZERO } else { beta * *v };

@@ -191,11 +191,16 @@ unsafe fn wide_tile(
         }
         let mut acc = [0.0f32; MR * WIDE];
         kernel_6x32(kc, a, b, acc.as_mut_ptr(), WIDE, 1.0, 0.0);
+        // Columns that the 16-column kernels write from a full tile get their fused store (`acc · alpha +
+        // C · beta`, rounded once), the rest their edge store: the same bits as theirs.
+        let fused = if mr == MR { nr / NR * NR } else { 0 };
         for (i, acc) in acc.chunks_exact(WIDE).take(mr).enumerate() {
             let row = std::slice::from_raw_parts_mut(c.add(i * ldc), nr);
-            for (c, &v) in row.iter_mut().zip(acc) {
+            for (j, (c, &v)) in row.iter_mut().zip(acc).enumerate() {
                 *c = if beta == 0.0 {
                     alpha * v
+                } else if j < fused {
+                    v.mul_add(alpha, beta * *c)
                 } else {
                     alpha * v + beta * *c
                 };

@@ -10,13 +10,16 @@
 //! accumulators) issues per pair of depth steps two loads of B, six broadcasts of A and twelve `vdpbf16ps`:
 //! 384 multiply-adds; full tiles are written to C from the registers.
 //!
+//! The vector conversions (`vcvtne2ps2bf16`) flush subnormal f32 to zero where the scalar rounding keeps them
+//! as subnormal bf16; `vdpbf16ps` treats subnormal inputs as zero, so the products are the same either way.
+//!
 //! `kernel_portable` is the twin every CPU runs (and the tests compare against): the same packed panels, each
 //! pair's two products summed in f32 and added to the accumulator.
 
 use super::gemm::{drive, MatRef, Packing, Product};
 
-/// Rows of A per micro-panel.
-pub const MR: usize = 6;
+/// Rows of A per micro-panel: the driver's.
+pub use super::gemm::MR;
 /// Columns of B per micro-panel.
 pub const NR: usize = 32;
 
@@ -336,7 +339,16 @@ mod avx512 {
 /// The bf16 pairs of [`gemm_bf16`] as a packing format of the GEMM's driver; `fast` picks the AVX512-BF16
 /// packing and kernel (callers pass [`available`]; the tests pass `false` too).
 pub struct Bf16Pairs {
-    pub fast: bool,
+    fast: bool,
+}
+
+impl Bf16Pairs {
+    /// The format, with the AVX512-BF16 packing and kernel when `fast` and this CPU has them.
+    pub fn new(fast: bool) -> Bf16Pairs {
+        Bf16Pairs {
+            fast: fast && available(),
+        }
+    }
 }
 
 impl Packing<f32> for Bf16Pairs {
@@ -456,14 +468,6 @@ pub fn gemm_bf16(
     ldc: usize,
     fast: bool,
 ) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    super::gemm::check_c("gemm_bf16", m, n, c.len(), ldc);
-    if k == 0 {
-        super::gemm::scale_c(m, n, beta, c, ldc);
-        return;
-    }
     let p = Product {
         m,
         n,
@@ -473,7 +477,7 @@ pub fn gemm_bf16(
         b,
         beta,
     };
-    drive(&Bf16Pairs { fast }, p, c, ldc);
+    drive(&Bf16Pairs::new(fast), p, c, ldc);
 }
 
 #[cfg(test)]
@@ -655,16 +659,7 @@ mod tests {
             for (format, c) in [(true, &mut fast), (false, &mut twin)] {
                 // SAFETY: C holds MR rows of 40 floats, this thread's only.
                 unsafe {
-                    Bf16Pairs { fast: format }.tile(
-                        kc,
-                        &a,
-                        &b,
-                        c.as_mut_ptr(),
-                        40,
-                        (mr, nr),
-                        2.0,
-                        -1.0,
-                    )
+                    Bf16Pairs::new(format).tile(kc, &a, &b, c.as_mut_ptr(), 40, (mr, nr), 2.0, -1.0)
                 };
             }
             for (x, (f, t)) in fast.iter().zip(&twin).enumerate() {

@@ -289,8 +289,9 @@ fn f32_tile_matches_portable_kernel() {
 #[test]
 fn f32_kernel_sets_give_the_same_bits() {
     // Each output element is one chain of fused multiply-adds in depth order whatever the vector width, so
-    // every kernel set agrees bit for bit with the others (and the wide AVX-512 format with them, below): a
-    // checkpoint resumes identically on any CPU.
+    // every kernel set agrees bit for bit with the others (one set, AVX2, is left; the wide AVX-512 format is
+    // compared with it below), and the packed and in-place paths agree: a checkpoint resumes identically on
+    // any CPU.
     let sets = f32_kernel_sets();
     let mut rng = Rng::new(11);
     let (kc, lda, ldc) = (300, 310, 20);
@@ -345,11 +346,13 @@ fn the_wide_format_gives_the_bits_of_the_16_column_kernels() {
     ) {
         return;
     }
-    // Edges in both directions, A read in place (small) and packed (large), transposed operands, one depth
-    // step, and depths past one block.
+    // Edges in both directions (a wide edge tile over a full 16-column tile: n % 32 ≥ 16), A read in place
+    // (row-major) and packed (transposed), transposed B, one depth step, and depths past one block.
     for (m, n, k, transpose_a, transpose_b) in [
         (7, 45, 33, false, false),
         (6, 32, 1, false, false),
+        (6, 24, 600, false, false),
+        (20, 56, 700, true, false),
         (13, 100, 70, false, true),
         (50, 200, 600, true, false),
         (650, 96, 1100, false, true),
@@ -366,12 +369,12 @@ fn the_wide_format_gives_the_bits_of_the_16_column_kernels() {
             row_stride,
             col_stride,
         };
-        for beta in [0.0, 0.75] {
+        for (alpha, beta) in [(1.0, 0.0), (1.0, 0.75), (0.3, 0.0), (0.3, 0.7)] {
             let p = Product {
                 m,
                 n,
                 k,
-                alpha: 1.0,
+                alpha,
                 a: view(&a, ars, acs),
                 b: view(&b, brs, bcs),
                 beta,
@@ -380,7 +383,11 @@ fn the_wide_format_gives_the_bits_of_the_16_column_kernels() {
             drive(&Wide, p, &mut wide, n);
             drive(&Plain, p, &mut plain, n);
             let bits = |c: &[f32]| c.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&wide), bits(&plain), "{m}x{n}x{k} beta {beta}");
+            assert_eq!(
+                bits(&wide),
+                bits(&plain),
+                "{m}x{n}x{k} alpha {alpha} beta {beta}"
+            );
         }
     }
 }

@@ -109,8 +109,9 @@ pub fn dots<const R: usize>(ty: GgmlType, rows: [&[u8]; R], x: &Q8Row) -> [f32; 
     rows.map(|row| scalar::dot(ty, row, x))
 }
 
-/// The scalar twin: each block of 32 read as its scale, its minimum (Q4_1, Q4_K; 0 otherwise) and its 32
-/// integers (`q - 8` for Q4_0), then the operations of the module's header one at a time.
+/// The scalar twin: each block of 32 read as its scale, its minimum (Q4_1, Q4_K, Q5_K; 0 otherwise) and its 32
+/// integers (`q - 8` for Q4_0, `(q - 32) · sc` for Q6_K), then the operations of the module's header one at a
+/// time.
 pub(crate) mod scalar {
     use super::{Q8Row, BLOCK};
     use crate::io::gguf::GgmlType;
