@@ -17,8 +17,8 @@
 //! the packing routines and the micro-kernel). `Plain` is the element type's own: the micro-kernels and the
 //! packing routines in `gemm_kernel` — the AVX2 + FMA micro-kernel (6 × 16) when the CPU has it (runtime
 //! detection), a portable one otherwise; f64 uses the portable one. On CPUs with AVX-512 f32 products of more
-//! than `SKINNY_ROWS` rows use the wide format of `gemm_avx512` (6 × 32), and inside `gemm_bf16::with_products_in_bf16` the bf16 pairs of
-//! `gemm_bf16` (6 × 32, `vdpbf16ps`).
+//! than `SKINNY_ROWS` rows use the wide format of `gemm_avx512` (6 × 32), and inside
+//! `gemm_bf16::with_products_in_bf16` the bf16 pairs of `gemm_bf16` (6 × 32, `vdpbf16ps`).
 
 #[cfg(target_arch = "x86_64")]
 use super::gemm_avx512::Wide;

@@ -7,8 +7,8 @@
 //!   `x` (decoding a token at a time) it goes row by row of W instead: each row is dequantized into a buffer
 //!   that stays in L1 and dotted with every row of `x` (32 lanes, fixed order), so W is read once per token
 //!   and nothing larger than a row is written; the rows are spread over the threads. In f32 over Q8_0, Q4_0,
-//!   Q4_1, Q4_K, Q5_K and Q6_K, `x` is quantized to 8 bits instead and the rows dotted in integers (`quant_dot`, llama.cpp's
-//!   scheme).
+//!   Q4_1, Q4_K, Q5_K and Q6_K, `x` is quantized to 8 bits instead and the rows dotted in integers
+//!   (`quant_dot`, llama.cpp's scheme).
 //! - `backward`: `dx[M, K] = dy[M, N] · W`, the panels accumulating in depth order (the first overwrites).
 //!
 //! Both are generic over the GEMM's element types (f32, and f64 for the finite-difference tests: the blocks'
