@@ -1,6 +1,7 @@
-//! Decoding products over quantized weights: `y[1, N] = x[1, K] · Wᵀ` with W in Q4_1, Q4_0, Q8_0, Q4_K, Q5_K
-//! and Q6_K (the integer path: 8-bit activations dotted with the blocks; the K formats from random blocks with
-//! small scales, as no quantizer here writes them; on the shapes whose rows are whole super-blocks), against the same product over W dequantized to f32, on SmolLM2-135M's shapes (`[1536, 576]`: gate and up; `[576, 1536]`: down; `[49152, 576]`: the output
+//! Decoding products over quantized weights: `y[1, N] = x[1, K] · Wᵀ` with W in Q4_1, Q4_0, Q8_0, Q5_0, Q5_1,
+//! Q4_K, Q5_K and Q6_K (the integer path: 8-bit activations dotted with the blocks; Q5_0, Q5_1 and the K formats
+//! from random blocks with small scales, as no quantizer here writes them; the K formats on the shapes whose rows
+//! are whole super-blocks), against the same product over W dequantized to f32, on SmolLM2-135M's shapes (`[1536, 576]`: gate and up; `[576, 1536]`: down; `[49152, 576]`: the output
 //! head). Both read W once per product, so the throughput in weights per second says how near the memory the
 //! kernels run: the blocks are 4.5 to 8.5 bits a weight, the f32 copy 32.
 //!
@@ -27,6 +28,8 @@ fn bench(c: &mut Criterion) {
             GgmlType::Q4_1,
             GgmlType::Q4_0,
             GgmlType::Q8_0,
+            GgmlType::Q5_0,
+            GgmlType::Q5_1,
             GgmlType::Q4_K,
             GgmlType::Q5_K,
             GgmlType::Q6_K,
@@ -52,16 +55,17 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-/// `values` as an `[n, k]` matrix of `ty`: quantized, or for the K formats random super-blocks whose f16 scales
-/// (at the offsets of each format) are about 0.01.
+/// `values` as an `[n, k]` matrix of `ty`: quantized, or for Q5_0, Q5_1 and the K formats random blocks whose f16
+/// scales (at the offsets of each format) are about 0.01.
 fn matrix(ty: GgmlType, values: &[f32], n: usize, k: usize, rng: &mut Rng) -> QuantMatrix {
-    let (bytes, scales): (usize, &[usize]) = match ty {
-        GgmlType::Q4_K => (144, &[0, 2]),
-        GgmlType::Q5_K => (176, &[0, 2]),
-        GgmlType::Q6_K => (210, &[208]),
+    let scales: &[usize] = match ty {
+        GgmlType::Q5_0 => &[0],
+        GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
+        GgmlType::Q6_K => &[208],
         _ => return QuantMatrix::quantize(values, n, k, ty).unwrap(),
     };
-    let mut data: Vec<u8> = (0..n * k / 256 * bytes)
+    let (elements, bytes) = ty.block_layout().unwrap();
+    let mut data: Vec<u8> = (0..n * k / elements * bytes)
         .map(|_| rng.below(256) as u8)
         .collect();
     for block in data.chunks_exact_mut(bytes) {

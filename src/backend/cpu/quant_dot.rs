@@ -2,18 +2,18 @@
 //! quantized `linear` (one to four rows of `x`, as when generating a token at a time).
 //!
 //! Each row of `x: [K]` is quantized in blocks of 32 to `q = round(x / d)` with `d = max|x| / 127` (an f32
-//! scale per block, [`Q8Row`]). A row of W in Q8_0, Q4_0 or Q4_1 (blocks of 32 with an f16 scale `dw`, and for
-//! Q4_1 an f16 minimum `mw`), Q4_K or Q5_K (super-blocks of 256: blocks of 32 with the scale `d·sc` and the
+//! scale per block, [`Q8Row`]). A row of W in Q8_0, Q4_0, Q4_1, Q5_0 or Q5_1 (blocks of 32 with an f16 scale
+//! `dw`, and for Q4_1 and Q5_1 an f16 minimum `mw`; Q5_0's and Q5_1's nibbles have a fifth bit in a `u32`), Q4_K or Q5_K (super-blocks of 256: blocks of 32 with the scale `d·sc` and the
 //! minimum `−dmin·m` of their 6-bit codes, `k_scale_min`; Q5_K's values have a fifth bit), or Q6_K (blocks of
 //! 32 of 6-bit values minus 32 with an 8-bit scale per 16, which multiplies the integer lanes, and the
 //! super-block's `d` as `dw`) then dots with it block by block:
 //!
 //! - the 32 products `w_j · q_j` are summed exactly in integers, in eight lanes (lane `l` holds
 //!   `j = 4l .. 4l + 3`, the grouping of `vpmaddubsw` + `vpmaddwd` and of `vpdpbusd`), `w_j` the block's
-//!   integer (`q - 8` for Q4_0, the raw nibble for Q4_1);
+//!   integer (`q - 8` for Q4_0, `q - 16` for Q5_0, the raw value for Q4_1 and Q5_1);
 //! - lane `l` is converted to f32 and multiply-added into lane `l` of an accumulator, with `dw · d` as the
 //!   factor (even blocks into one accumulator, odd into another, so consecutive blocks overlap);
-//! - Q4_1, Q4_K and Q5_K add `mw · d · Σq` per block, in a scalar sum in block order;
+//! - Q4_1, Q5_1, Q4_K and Q5_K add `mw · d · Σq` per block, in a scalar sum in block order;
 //! - the accumulators are summed lane-wise, then `((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7))`, then the
 //!   minimum sum added.
 //!
@@ -35,6 +35,8 @@ pub fn supports(ty: GgmlType) -> bool {
         GgmlType::Q8_0
             | GgmlType::Q4_0
             | GgmlType::Q4_1
+            | GgmlType::Q5_0
+            | GgmlType::Q5_1
             | GgmlType::Q4_K
             | GgmlType::Q5_K
             | GgmlType::Q6_K
@@ -49,7 +51,7 @@ pub struct Q8Row {
     /// `[K / 32]`: each block's scale `max|x| / 127` (NaN if the block holds a NaN or an infinity, so the
     /// products with it are NaN as the f32 ones would be).
     pub d: Vec<f32>,
-    /// `[K / 32]`: `d · Σq` of each block (for the minimums of Q4_1, Q4_K and Q5_K).
+    /// `[K / 32]`: `d · Σq` of each block (for the minimums of Q4_1, Q5_1, Q4_K and Q5_K).
     pub s: Vec<f32>,
 }
 
@@ -109,8 +111,8 @@ pub fn dots<const R: usize>(ty: GgmlType, rows: [&[u8]; R], x: &Q8Row) -> [f32; 
     rows.map(|row| scalar::dot(ty, row, x))
 }
 
-/// The scalar twin: each block of 32 read as its scale, its minimum (Q4_1, Q4_K, Q5_K; 0 otherwise) and its 32
-/// integers (`q - 8` for Q4_0, `(q - 32) · sc` for Q6_K), then the operations of the module's header one at a
+/// The scalar twin: each block of 32 read as its scale, its minimum (Q4_1, Q5_1, Q4_K, Q5_K; 0 otherwise) and
+/// its 32 integers (`q - 8` for Q4_0, `q - 16` for Q5_0, `(q - 32) · sc` for Q6_K), then the operations of the module's header one at a
 /// time.
 pub(crate) mod scalar {
     use super::{Q8Row, BLOCK};
@@ -127,14 +129,20 @@ pub(crate) mod scalar {
                 }
             }
             _ => {
-                let (qs, offset) = if ty == GgmlType::Q4_0 {
-                    (&b[2..18], 8)
-                } else {
-                    (&b[4..20], 0)
+                // Where the nibbles start, where the fifth bits are (if any), and the offset.
+                let (at, high, offset) = match ty {
+                    GgmlType::Q4_0 => (2, None, 8),
+                    GgmlType::Q5_0 => (6, Some(2), 16),
+                    GgmlType::Q5_1 => (8, Some(4), 0),
+                    _ => (4, None, 0),
                 };
-                for (j, &q) in qs.iter().enumerate() {
-                    w[j] = (q & 0x0f) as i32 - offset;
-                    w[j + 16] = (q >> 4) as i32 - offset;
+                let qh = high.map_or(0, |h| {
+                    u32::from_le_bytes([b[h], b[h + 1], b[h + 2], b[h + 3]])
+                });
+                let fifth = |j: usize| ((qh >> j) & 1) as i32 * 16;
+                for (j, &q) in b[at..at + 16].iter().enumerate() {
+                    w[j] = ((q & 0x0f) as i32 | fifth(j)) - offset;
+                    w[j + 16] = ((q >> 4) as i32 | fifth(j + 16)) - offset;
                 }
             }
         }
@@ -191,7 +199,7 @@ pub(crate) mod scalar {
                 _ => {
                     let bytes = ty.block_layout().expect("a block format").1;
                     let b = &row[i * bytes..][..bytes];
-                    let min = if ty == GgmlType::Q4_1 {
+                    let min = if matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1) {
                         f16_at(b, 2)
                     } else {
                         0.0
@@ -205,7 +213,10 @@ pub(crate) mod scalar {
                 let lane: i32 = (4 * l..4 * l + 4).map(|j| w[j] * q[j] as i32).sum();
                 *a = (lane as f32).mul_add(scale, *a);
             }
-            if matches!(ty, GgmlType::Q4_1 | GgmlType::Q4_K | GgmlType::Q5_K) {
+            if matches!(
+                ty,
+                GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K
+            ) {
                 mins = wmin.mul_add(x.s[i], mins);
             }
         }
@@ -256,6 +267,26 @@ mod avx2 {
         _mm256_set_m128i(hi, lo)
     }
 
+    /// The 32 fifth bits of Q5_0 and Q5_1 (the `u32` at `p`, bit `j` for element `j`) as bytes of 0 or 16.
+    #[inline(always)]
+    unsafe fn fifth_bits(p: *const u8) -> __m256i {
+        let qh = _mm256_set1_epi32(std::ptr::read_unaligned(p as *const i32));
+        // Byte `j` gets byte `j / 8` of `qh` (the shuffle works within each 128-bit half, which both hold
+        // `qh`), then keeps bit `j % 8` of it.
+        let spread = _mm256_shuffle_epi8(
+            qh,
+            _mm256_set_epi64x(
+                0x0303_0303_0303_0303,
+                0x0202_0202_0202_0202,
+                0x0101_0101_0101_0101,
+                0,
+            ),
+        );
+        let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+        let set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
+        _mm256_and_si256(set, _mm256_set1_epi8(16))
+    }
+
     /// Eight lanes of `Σ u·s` over four bytes each: `u` unsigned, `s` signed (pair sums fit in i16: at most
     /// 2 · 128 · 127).
     #[inline(always)]
@@ -275,13 +306,20 @@ mod avx2 {
     /// The CPU must have AVX2, FMA and F16C; each row holds `x.d.len()` whole blocks of `ty`.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dots<const R: usize>(ty: GgmlType, rows: [&[u8]; R], x: &Q8Row) -> [f32; R] {
-        let eight = _mm256_set1_epi8(8);
+        let (eight, sixteen) = (_mm256_set1_epi8(8), _mm256_set1_epi8(16));
         match ty {
             GgmlType::Q8_0 => blocks::<R, 34, false>(rows, x, |b, q| {
                 lanes_signed(_mm256_loadu_si256(b.add(2) as *const __m256i), q)
             }),
             GgmlType::Q4_0 => blocks::<R, 18, false>(rows, x, |b, q| {
                 lanes_signed(_mm256_sub_epi8(nibbles(b.add(2)), eight), q)
+            }),
+            GgmlType::Q5_0 => blocks::<R, 22, false>(rows, x, |b, q| {
+                let w = _mm256_or_si256(nibbles(b.add(6)), fifth_bits(b.add(2)));
+                lanes_signed(_mm256_sub_epi8(w, sixteen), q)
+            }),
+            GgmlType::Q5_1 => blocks::<R, 24, true>(rows, x, |b, q| {
+                lanes_unsigned(_mm256_or_si256(nibbles(b.add(8)), fifth_bits(b.add(4))), q)
             }),
             GgmlType::Q4_K => k_quants::<R, 144>(rows, x),
             GgmlType::Q5_K => k_quants::<R, 176>(rows, x),
@@ -469,26 +507,29 @@ mod tests {
     use crate::rng::Rng;
 
     /// Every format with an integer dot product.
-    const FORMATS: [GgmlType; 6] = [
+    const FORMATS: [GgmlType; 8] = [
         GgmlType::Q8_0,
         GgmlType::Q4_0,
         GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
         GgmlType::Q4_K,
         GgmlType::Q5_K,
         GgmlType::Q6_K,
     ];
 
-    /// A `[rows, k]` matrix of `ty`: quantized normal values, or for the K formats (no quantizer here) random
-    /// super-blocks with their f16 scale (and minimum) set to about 0.01.
+    /// A `[rows, k]` matrix of `ty`: quantized normal values, or for the formats with no quantizer here (Q5_0,
+    /// Q5_1 and the K formats) random blocks with their f16 scale (and minimum) set to about 0.01.
     fn matrix(ty: GgmlType, rows: usize, k: usize, seed: u64) -> QuantMatrix {
-        let (bytes, scales) = match ty {
-            GgmlType::Q4_K => (144, [0, 2]),
-            GgmlType::Q5_K => (176, [0, 2]),
-            GgmlType::Q6_K => (210, [208, 208]),
+        let scales = match ty {
+            GgmlType::Q5_0 => [0, 0],
+            GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => [0, 2],
+            GgmlType::Q6_K => [208, 208],
             _ => return QuantMatrix::quantize(&values(rows * k, seed), rows, k, ty).unwrap(),
         };
+        let (elements, bytes) = ty.block_layout().unwrap();
         let mut rng = Rng::new(seed);
-        let mut data: Vec<u8> = (0..rows * k / 256 * bytes)
+        let mut data: Vec<u8> = (0..rows * k / elements * bytes)
             .map(|_| rng.below(256) as u8)
             .collect();
         for b in data.chunks_exact_mut(bytes) {
@@ -585,6 +626,27 @@ mod tests {
         assert!((got - 32.0 * 15.0 * 0.5).abs() < 1e-3, "{got}");
         let x = Q8Row::quantize(&[-1.0; 32]);
         assert!((dot(GgmlType::Q4_1, &block, &x) + 32.0 * 15.0 * 0.5).abs() < 1e-3);
+        // Q5_0 values of 15 (every bit set) and -16 (none), Q5_1 values of 31, against ±127.
+        for (ty, fill, value) in [
+            (GgmlType::Q5_0, 0xff, 15.0),
+            (GgmlType::Q5_0, 0x00, -16.0),
+            (GgmlType::Q5_1, 0xff, 31.0),
+        ] {
+            let mut block = vec![fill; ty.block_layout().unwrap().1];
+            block[..2].copy_from_slice(&half::f16::from_f32(0.5).to_le_bytes());
+            if ty == GgmlType::Q5_1 {
+                block[2..4].copy_from_slice(&half::f16::from_f32(0.0).to_le_bytes());
+            }
+            for sign in [1.0, -1.0] {
+                let x = Q8Row::quantize(&[sign; 32]);
+                let got = dot(ty, &block, &x);
+                assert!(
+                    (got - sign * 32.0 * value * 0.5).abs() < 1e-3,
+                    "{ty} {fill} {got}"
+                );
+                assert_eq!(scalar::dot(ty, &block, &x).to_bits(), got.to_bits());
+            }
+        }
     }
 
     #[test]
