@@ -30,7 +30,7 @@ struct Args {
     #[arg(long, default_value = "small")]
     config: String,
     /// Optimizer steps.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 900)]
     steps: usize,
     /// Sequences per step (default: the preset's).
     #[arg(long)]

@@ -572,11 +572,8 @@ pub(super) fn drive<T: Float, P: Packing<T>>(
                             if !direct_a {
                                 let a_panels = rows.start / MR..rows.end.div_ceil(MR);
                                 pa.prepare(q, a_panels, |first, count, dst| {
-                                    for (i, panel) in
-                                        dst.chunks_exact_mut(a_stride).take(count).enumerate()
-                                    {
-                                        format.pack_a(a, (first + i) * MR, m, pc, kc, panel);
-                                    }
+                                    let i0 = first * MR;
+                                    format.pack_a(a, i0, m, pc, kc, count, dst, a_stride);
                                 });
                             }
                             let b_panels = cols.start / nr_max..cols.end.div_ceil(nr_max);

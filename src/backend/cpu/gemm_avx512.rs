@@ -5,6 +5,7 @@
 //! FMAs in depth order, as in the AVX2 kernel: the same bits on every path.
 
 use super::gemm::{a_in_place, GemmFloat, MatRef, Packing, MR, NR};
+use super::gemm_format::Plain;
 use super::gemm_kernel::{avx2, pack_a};
 use std::arch::x86_64::*;
 
@@ -51,9 +52,12 @@ impl Packing<f32> for Wide {
         m: usize,
         pc: usize,
         kc: usize,
-        panel: &mut [f32],
+        count: usize,
+        panels: &mut [f32],
+        stride: usize,
     ) {
-        pack_a(a, i0, m, pc, kc, panel)
+        // A's panels are the plain format's.
+        Packing::<f32>::pack_a(&Plain, a, i0, m, pc, kc, count, panels, stride)
     }
 
     fn pack_b(

@@ -130,17 +130,8 @@ fn pack_a(
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    if fast && a.row_stride == 1 && i0 + MR <= m {
-        // A transposed (the output gradient of a weight gradient): each depth step is a run of the MR rows.
-        let step = |p: usize| {
-            (p < kc).then(|| a.data[a.offset + (pc + p) * a.col_stride + i0..][..MR].as_ptr())
-        };
-        for (q, dst) in panel.chunks_exact_mut(MR).take(kc.div_ceil(2)).enumerate() {
-            let even = step(2 * q).expect("an even step lies inside the block");
-            // SAFETY: the features were detected (`fast`) and both steps hold MR floats.
-            unsafe { avx512::pair_steps(even, step(2 * q + 1), dst) };
-        }
-        return;
+    if fast && a.row_stride == 1 {
+        return pack_a_steps(a, m, i0, pc, kc, 1, panel, 0);
     }
     pack_scalar(MR, kc, panel, |r, p| {
         let i = i0 + r;
@@ -150,6 +141,52 @@ fn pack_a(
             0.0
         }
     });
+}
+
+/// Panels of a transposed A (the output gradient of a weight gradient: each depth step is a run of rows), as
+/// [`pack_a`] packs them: `count` panels from row `i0`, `stride` words apart, up to five at a time (30 rows
+/// of each depth step read in one pass). Consecutive steps lie a row of the output gradient apart, often on
+/// another page, where the CPU's prefetchers stop: the loop asks for the steps eight ahead itself.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+fn pack_a_steps(
+    a: MatRef<'_, f32>,
+    m: usize,
+    i0: usize,
+    pc: usize,
+    kc: usize,
+    count: usize,
+    panels: &mut [u32],
+    stride: usize,
+) {
+    const AT_ONCE: usize = 32 / MR;
+    let kp = kc.div_ceil(2);
+    for g0 in (0..count).step_by(AT_ONCE) {
+        let group = AT_ONCE.min(count - g0);
+        let first = i0 + g0 * MR;
+        let rows = (group * MR).min(m.saturating_sub(first));
+        let step = |p: usize| {
+            let at = a.offset + (pc + p) * a.col_stride + first;
+            (p < kc).then(|| a.data[at..][..rows].as_ptr())
+        };
+        let mut words = [0u32; 32];
+        for q in 0..kp {
+            for p in [2 * q + 8, 2 * q + 9] {
+                if rows > 0 && p < kc {
+                    let at = a.offset + (pc + p) * a.col_stride + first;
+                    super::simd::prefetch(bytemuck::cast_slice(&a.data[at..][..rows]));
+                }
+            }
+            if rows > 0 {
+                let even = step(2 * q).expect("an even step lies inside the block");
+                // SAFETY: the features were detected (the caller's `fast`) and both steps hold `rows` floats.
+                unsafe { avx512::pair_steps(even, step(2 * q + 1), rows, &mut words) };
+            }
+            for (g, w) in words.chunks_exact(MR).take(group).enumerate() {
+                panels[(g0 + g) * stride + q * MR..][..MR].copy_from_slice(w);
+            }
+        }
+    }
 }
 
 /// The scalar packing of `lanes` rows (A) or columns (B) as `[⌈kc/2⌉][lanes]` pairs, `value(lane, p)` the element
@@ -277,22 +314,42 @@ mod avx512 {
         _mm512_storeu_si512(p.add(1), _mm512_permutex2var_epi16(e, hi, o));
     }
 
-    /// `out[i] = (even[i], odd[i])` as bf16 pairs for the MR rows `i` (`odd` absent: zeros).
+    /// `out[i] = (even[i], odd[i])` as bf16 pairs for the `rows ≤ 32` rows `i`, zeros after them (`odd`
+    /// absent: zeros).
     ///
     /// # Safety
-    /// The CPU must support AVX-512F, AVX512-VL and AVX512-BF16; `even` (and `odd`) must hold MR floats.
-    #[target_feature(enable = "avx512f,avx512vl,avx512bf16")]
-    pub unsafe fn pair_steps(even: *const f32, odd: Option<*const f32>, out: &mut [u32]) {
-        assert!(out.len() >= MR && MR == 6);
-        let rows: __mmask8 = 0x3f;
-        let e: __m128i = std::mem::transmute(_mm256_cvtneps_pbh(_mm256_maskz_loadu_ps(rows, even)));
-        let o: __m128i = std::mem::transmute(_mm256_cvtneps_pbh(match odd {
-            Some(odd) => _mm256_maskz_loadu_ps(rows, odd),
-            None => _mm256_setzero_ps(),
-        }));
-        let p = out.as_mut_ptr() as *mut __m128i;
-        _mm_storeu_si128(p, _mm_unpacklo_epi16(e, o));
-        _mm_storel_epi64(p.add(1), _mm_unpackhi_epi16(e, o));
+    /// The CPU must support AVX-512F, AVX512-BW and AVX512-BF16; `even` (and `odd`) must hold `rows` floats.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    pub unsafe fn pair_steps(
+        even: *const f32,
+        odd: Option<*const f32>,
+        rows: usize,
+        out: &mut [u32; 32],
+    ) {
+        assert!(rows <= 32);
+        // 16-bit lanes 0..16 hold the even step's rows, 16..32 the odd one's: pairs (even[j], odd[j]).
+        const ORDER: [u16; 32] = {
+            let mut order = [0u16; 32];
+            let mut x = 0;
+            while x < 32 {
+                order[x] = (x / 2 + 16 * (x % 2)) as u16;
+                x += 1;
+            }
+            order
+        };
+        let order = _mm512_loadu_si512(ORDER.as_ptr() as *const __m512i);
+        for h in 0..2 {
+            let mask = ((1u32 << rows.saturating_sub(16 * h).min(16)) - 1) as __mmask16;
+            // Masked-off lanes are neither read nor faulted on; the pointers past `rows` are not dereferenced.
+            let e = _mm512_maskz_loadu_ps(mask, even.wrapping_add(16 * h));
+            let o = match odd {
+                Some(odd) => _mm512_maskz_loadu_ps(mask, odd.wrapping_add(16 * h)),
+                None => _mm512_setzero_ps(),
+            };
+            let both: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(o, e));
+            let p = out.as_mut_ptr().add(16 * h) as *mut __m512i;
+            _mm512_storeu_si512(p, _mm512_permutexvar_epi16(order, both));
+        }
     }
 
     /// `C[6 × 32] = alpha · A · B + beta · C` over `kp` pairs with `vdpbf16ps`, C at `c` with row stride `ldc`;
@@ -378,9 +435,17 @@ impl Packing<f32> for Bf16Pairs {
         m: usize,
         pc: usize,
         kc: usize,
-        panel: &mut [u32],
+        count: usize,
+        panels: &mut [u32],
+        stride: usize,
     ) {
-        pack_a(a, m, i0, pc, kc, self.fast, panel)
+        #[cfg(target_arch = "x86_64")]
+        if self.fast && a.col_stride != 1 && a.row_stride == 1 {
+            return pack_a_steps(a, m, i0, pc, kc, count, panels, stride);
+        }
+        for (g, panel) in panels.chunks_mut(stride).take(count).enumerate() {
+            pack_a(a, m, i0 + g * MR, pc, kc, self.fast, panel);
+        }
     }
 
     fn pack_b(
@@ -594,6 +659,15 @@ mod tests {
             pack_a(at, rows, 5, pc, kc, true, &mut fast);
             pack_a(at, rows, 5, pc, kc, false, &mut slow);
             assert_eq!(fast, slow, "A transposed, depth {pc}+{kc}");
+            // Groups of neighbouring panels, whole, partly past the last row, and wholly past it.
+            for (i0, count) in [(0, 4), (5, 6), (24, 4), (36, 2), (48, 1)] {
+                let stride = kp * MR + 3;
+                let (mut fast, mut slow) = (vec![7; count * stride], vec![7; count * stride]);
+                let (on, off) = (Bf16Pairs { fast: true }, Bf16Pairs { fast: false });
+                on.pack_a(at, i0, rows, pc, kc, count, &mut fast, stride);
+                off.pack_a(at, i0, rows, pc, kc, count, &mut slow, stride);
+                assert_eq!(fast, slow, "{count} panels from row {i0}, depth {pc}+{kc}");
+            }
             let (mut fast, mut slow) = (vec![0; kp * NR], vec![0; kp * NR]);
             // The same data as Wᵀ (columns are runs of depth) and as a row-major B of 40 columns.
             pack_b(view(&x, 1, k), rows, 4, pc, kc, true, &mut fast);

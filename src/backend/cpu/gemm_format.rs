@@ -39,7 +39,9 @@ pub trait Packing<T: Float>: Sync {
         f: impl FnOnce(&mut [Self::Packed], &mut [Self::Packed]) -> R,
     ) -> R;
 
-    /// Packs rows `i0..i0 + MR` (zero past `m`) and depth `pc..pc + kc` of A as one micro-panel.
+    /// Packs rows `i0..i0 + count · MR` (zero past `m`) and depth `pc..pc + kc` of A as `count` micro-panels
+    /// `stride` elements apart.
+    #[allow(clippy::too_many_arguments)]
     fn pack_a(
         &self,
         a: MatRef<'_, T>,
@@ -47,7 +49,9 @@ pub trait Packing<T: Float>: Sync {
         m: usize,
         pc: usize,
         kc: usize,
-        panel: &mut [Self::Packed],
+        count: usize,
+        panels: &mut [Self::Packed],
+        stride: usize,
     );
 
     /// Packs columns `j0..j0 + count · NR` (zero past `n`) and depth `pc..pc + kc` of B as `count` micro-panels
@@ -107,8 +111,9 @@ pub trait Packing<T: Float>: Sync {
         alpha: T,
         beta: T,
     ) {
-        let mut panel = vec![Self::Packed::default(); MR * self.depth(kc)];
-        self.pack_a(a, i0, i0 + size.0, pc, kc, &mut panel);
+        let len = MR * self.depth(kc);
+        let mut panel = vec![Self::Packed::default(); len];
+        self.pack_a(a, i0, i0 + size.0, pc, kc, 1, &mut panel, len);
         // SAFETY: forwarded from the caller.
         unsafe { self.tile(kc, &panel, b, c, ldc, size, alpha, beta) }
     }
@@ -130,8 +135,20 @@ impl<T: GemmFloat> Packing<T> for Plain {
         T::with_scratch(len_a, len_b, f)
     }
 
-    fn pack_a(&self, a: MatRef<'_, T>, i0: usize, m: usize, pc: usize, kc: usize, panel: &mut [T]) {
-        pack_a(a, i0, m, pc, kc, panel)
+    fn pack_a(
+        &self,
+        a: MatRef<'_, T>,
+        i0: usize,
+        m: usize,
+        pc: usize,
+        kc: usize,
+        count: usize,
+        panels: &mut [T],
+        stride: usize,
+    ) {
+        for (g, panel) in panels.chunks_mut(stride).take(count).enumerate() {
+            pack_a(a, i0 + g * MR, m, pc, kc, panel);
+        }
     }
 
     fn pack_b(

@@ -18,7 +18,7 @@ use super::gemm::{gemm, GemmFloat, MatRef};
 use super::gemm_panels::SharedOut;
 use super::parallel::run_tasks;
 use super::quant_dot::{self, Q8Row};
-use super::simd::vectorized;
+use super::simd::{prefetch, vectorized};
 use crate::backend::QuantMatrix;
 use crate::dtype::{DType, Float};
 
@@ -225,18 +225,4 @@ fn dot<T: Float>(x: &[T], w: &[f32]) -> T {
         hi += eight[l + 4];
     }
     lo + hi
-}
-
-/// Asks the CPU to bring `bytes` into cache (a hint: no effect on results).
-#[inline(always)]
-fn prefetch(bytes: &[u8]) {
-    #[cfg(target_arch = "x86_64")]
-    for line in bytes.chunks(64) {
-        // SAFETY: a prefetch never faults and reads nothing; the address lies in `bytes`.
-        unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                line.as_ptr() as *const i8
-            )
-        };
-    }
 }
