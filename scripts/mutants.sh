@@ -31,8 +31,10 @@ file_args=()
 for f in "${files[@]}"; do file_args+=(--file "$f"); done
 mkdir -p "$out"
 export CARGO_PROFILE_TEST_DEBUG=0
-# cargo-mutants builds a copy of the sources without target/: the tests find the fetched models through this.
+# cargo-mutants builds a copy of the sources without target/: the tests find the fetched models and tokenizers
+# through these.
 export TAPEGRAD_MODELS="$PWD/target/models"
+export TAPEGRAD_TOKENIZERS="$PWD/target/tokenizers"
 run=(cargo mutants)
 timeout=${MUTANTS_TIMEOUT:-120}
 tests="--lib --test llama --test parallel --test errors --test finetune_eval --test fuzz_readers --test parity

@@ -70,27 +70,9 @@ fn check_against_library(name: &str, tokenizer: &TextTokenizer) {
     assert!(checked >= 18, "{checked} texts checked");
 }
 
-/// The folder of a fetched tokenizer, or `None` (a failure under CI) when it is missing.
-fn fetched(name: &str) -> Option<PathBuf> {
-    let dir = root().join("target/tokenizers").join(name);
-    if dir.join("tokenizer.json").is_file() {
-        return Some(dir);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{} is missing: run scripts/fetch-tokenizers.sh",
-        dir.display()
-    );
-    eprintln!(
-        "skipping: {} is missing (run scripts/fetch-tokenizers.sh)",
-        dir.display()
-    );
-    None
-}
-
 #[test]
 fn llama_2_tokenizer_json_encodes_as_the_tokenizers_library_does() {
-    let Some(dir) = fetched("llama-2") else {
+    let Some(dir) = common::tokenizer_dir("llama-2") else {
         return;
     };
     let tokenizer = TextTokenizer::load(&dir).unwrap().unwrap();
@@ -107,7 +89,7 @@ fn llama_2_tokenizer_json_encodes_as_the_tokenizers_library_does() {
 
 #[test]
 fn llama_3_tokenizer_json_encodes_as_the_tokenizers_library_does() {
-    let Some(dir) = fetched("llama-3") else {
+    let Some(dir) = common::tokenizer_dir("llama-3") else {
         return;
     };
     let tokenizer = TextTokenizer::load(&dir).unwrap().unwrap();

@@ -216,6 +216,19 @@ pub fn evals_dir() -> Option<std::path::PathBuf> {
     complete.parent().map(std::path::Path::to_path_buf)
 }
 
+/// The folder of a Hugging Face tokenizer fetched by `scripts/fetch-tokenizers.sh` (`llama-2`, `llama-3`;
+/// `TAPEGRAD_TOKENIZERS` names their folder), as [`smollm2_path`] finds the model.
+pub fn tokenizer_dir(name: &str) -> Option<std::path::PathBuf> {
+    let file = format!("{name}/tokenizer.json");
+    let json = fetched(
+        "TAPEGRAD_TOKENIZERS",
+        "tokenizers",
+        &file,
+        "fetch-tokenizers.sh",
+    )?;
+    json.parent().map(std::path::Path::to_path_buf)
+}
+
 /// `file` in the folder `$var` names (default target/`folder`), made by scripts/`script`: missing, the test
 /// skips saying so, or fails under CI.
 fn fetched(var: &str, folder: &str, file: &str, script: &str) -> Option<std::path::PathBuf> {
