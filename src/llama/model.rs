@@ -14,7 +14,7 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::ops::Rope;
 use crate::rng::Rng;
-use crate::tape::{checkpoint, with_save_policy, SavePolicy, Tape};
+use crate::tape::{checkpoint, save_policy, with_save_policy, SavePolicy, Tape};
 use crate::tensor::Tensor;
 
 /// One transformer block's weights: the norms' gains, and the seven projections (dense or quantized).
@@ -155,9 +155,17 @@ impl Block {
             .attention(&k, &v)?
             .permute(&heads)?
             .reshape(&[batch, seq_len, c])?;
-        let o = p.project(Target::O, &attn, seed)?;
-        // The residual stream is kept under every policy (see `Recompute`).
-        let x = with_save_policy(SavePolicy::All, || x.add(&o))?;
+        // The residual stream after attention: under `selective`, rebuilt in backward from the block's input
+        // and the attention output (the output projection rerun), instead of kept; kept under every other
+        // policy (see `Recompute`).
+        let x = if save_policy() == SavePolicy::Selective {
+            with_save_policy(SavePolicy::Recompute, || {
+                x.add(&p.project(Target::O, &attn, seed)?)
+            })?
+        } else {
+            let o = p.project(Target::O, &attn, seed)?;
+            with_save_policy(SavePolicy::All, || x.add(&o))?
+        };
         let hn = x.rms_norm(&mlp_norm, a.eps)?;
         let gated =
             p.project(Target::Gate, &hn, seed)?
