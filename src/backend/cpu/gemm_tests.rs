@@ -288,10 +288,10 @@ fn f32_tile_matches_portable_kernel() {
 
 #[test]
 fn f32_kernel_sets_give_the_same_bits() {
-    // Each output element is one chain of fused multiply-adds in depth order whatever the vector width, so
-    // every kernel set agrees bit for bit with the others (one set, AVX2, is left; the wide AVX-512 format is
-    // compared with it below), and the packed and in-place paths agree: a checkpoint resumes identically on
-    // any CPU.
+    // Each output element is one chain of fused multiply-adds in depth order whatever the vector width: every
+    // kernel set gives the bits of that chain, computed here one element at a time (the wide AVX-512 format is
+    // compared with the AVX2 set below), and the packed and in-place paths agree: a checkpoint resumes
+    // identically on any CPU.
     let sets = f32_kernel_sets();
     let mut rng = Rng::new(11);
     let (kc, lda, ldc) = (300, 310, 20);
@@ -305,34 +305,48 @@ fn f32_kernel_sets_give_the_same_bits() {
         col_stride: 1,
     };
     pack_a(av, 0, MR, 0, kc, &mut panel);
-    let run = |set: &F32Kernels, direct: bool, (mr, nr): (usize, usize)| {
+    let run = |set: &F32Kernels, direct: bool, (mr, nr): (usize, usize), alpha: f32, beta: f32| {
         let mut c = vec![0.5f32; MR * ldc];
         unsafe {
             let cp = c.as_mut_ptr();
             if direct {
-                f32_tile_direct_a(Some(set), kc, av, (0, 0), &b, cp, ldc, (mr, nr), 1.5, 0.25);
+                f32_tile_direct_a(
+                    Some(set),
+                    kc,
+                    av,
+                    (0, 0),
+                    &b,
+                    cp,
+                    ldc,
+                    (mr, nr),
+                    alpha,
+                    beta,
+                );
             } else {
-                f32_tile(Some(set), kc, &panel, &b, cp, ldc, (mr, nr), 1.5, 0.25);
+                f32_tile(Some(set), kc, &panel, &b, cp, ldc, (mr, nr), alpha, beta);
             }
         }
         c.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
     };
-    for size in [(MR, NR), (MR, 7), (3, NR)] {
-        for direct in [false, true] {
-            let want = sets.first().map(|s| run(s, direct, size));
-            for set in &sets {
-                assert_eq!(
-                    Some(run(set, direct, size)),
-                    want,
-                    "{} {size:?} {direct}",
-                    set.name
-                );
+    let chain = |i: usize, j: usize| {
+        (0..kc).fold(0f32, |acc, p| a[i * lda + p].mul_add(b[p * NR + j], acc))
+    };
+    for set in &sets {
+        for (mr, nr) in [(MR, NR), (MR, 7), (3, NR)] {
+            let want: Vec<u32> = (0..MR * ldc)
+                .map(|x| {
+                    let (i, j) = (x / ldc, x % ldc);
+                    if i < mr && j < nr { chain(i, j) } else { 0.5 }.to_bits()
+                })
+                .collect();
+            for direct in [false, true] {
+                let got = run(set, direct, (mr, nr), 1.0, 0.0);
+                assert_eq!(got, want, "{} {mr}x{nr} direct {direct}", set.name);
             }
+            // With alpha and beta, the packed and the in-place paths agree.
+            let scaled = |direct| run(set, direct, (mr, nr), 1.5, 0.25);
+            assert_eq!(scaled(false), scaled(true), "{} {mr}x{nr}", set.name);
         }
-    }
-    // The packed and the in-place paths agree too.
-    if let Some(set) = sets.first() {
-        assert_eq!(run(set, false, (MR, NR)), run(set, true, (MR, NR)));
     }
 }
 
