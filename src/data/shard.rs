@@ -354,6 +354,10 @@ mod tests {
         let mut window = [0u32; 5];
         shard.read_into(99_995, &mut window);
         assert_eq!(window, tokens[99_995..]);
+        let debug = format!("{shard:?}");
+        for field in ["narrow.bin", "vocab_size: 65536", "width: 2", "len: 100000"] {
+            assert!(debug.contains(field), "{debug}");
+        }
     }
 
     #[test]
@@ -474,6 +478,22 @@ mod tests {
         assert!(format_message(open_bytes(&dir, "empty", &[])).contains("file is 0 bytes"));
         let missing = Shard::open(dir.path().join("missing")).unwrap_err();
         assert!(matches!(missing, Error::Io { .. }));
+    }
+
+    #[test]
+    fn a_wide_token_past_a_large_vocab_is_rejected() {
+        // 32-bit tokens with a vocabulary past 16 bits: every token is still checked.
+        let dir = TempDir::new("shard-wide-range");
+        let path = dir.path().join("wide.bin");
+        Shard::write(&path, &[1, 70_000, 3], 100_000).unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 4;
+        bytes[last..].copy_from_slice(&200_000u32.to_le_bytes());
+        let message = format_message(open_bytes(&dir, "patched", &bytes));
+        assert!(
+            message.contains("token 200000 at index 2 is not below the vocab size 100000"),
+            "{message}"
+        );
     }
 
     #[test]
