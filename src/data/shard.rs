@@ -497,6 +497,24 @@ mod tests {
     }
 
     #[test]
+    fn every_window_of_a_long_shard_is_checked() {
+        // Longer than the check's window of 65,536 tokens, with the bad token in the last, partial window.
+        let dir = TempDir::new("shard-long-range");
+        let path = dir.path().join("long.bin");
+        let tokens: Vec<u32> = (0..100_000).map(|i| i % 60_000).collect();
+        Shard::write(&path, &tokens, 60_000).unwrap();
+        assert_eq!(Shard::open(&path).unwrap().to_vec(), tokens);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 2;
+        bytes[last..].copy_from_slice(&60_001u16.to_le_bytes());
+        let message = format_message(open_bytes(&dir, "patched", &bytes));
+        assert!(
+            message.contains("token 60001 at index 99999 is not below the vocab size 60000"),
+            "{message}"
+        );
+    }
+
+    #[test]
     fn open_expecting_checks_the_vocab() {
         let dir = TempDir::new("shard-expecting");
         let path = dir.path().join("shard.bin");
