@@ -127,6 +127,22 @@ fn training_stops_when_pairs_run_out() {
 }
 
 #[test]
+fn no_learned_token_is_longer_than_the_cap() {
+    // One word of 1,000 letters: merges double its pieces until a merge would pass MAX_TOKEN_BYTES.
+    let word = "a".repeat(1000);
+    let tokenizer = Tokenizer::train(&[word.as_bytes()], 400).unwrap();
+    let longest = (0..tokenizer.vocab_size() as u32)
+        .map(|id| tokenizer.token_bytes(id).len())
+        .max()
+        .unwrap();
+    assert_eq!(longest, MAX_TOKEN_BYTES);
+    assert_eq!(
+        tokenizer.decode(&tokenizer.encode(word.as_bytes())),
+        word.as_bytes()
+    );
+}
+
+#[test]
 fn pre_tokenization_follows_the_rules() {
     let chunks: Vec<&[u8]> =
         pre_tokenize(b"Hello  world, 42 caf\xc3\xa9!!\n\n  Yes\t ok").collect();
