@@ -480,16 +480,22 @@ mod tests {
         assert!(matches!(missing, Error::Io { .. }));
     }
 
+    /// The error of opening a valid shard of `tokens` whose last token's bytes were overwritten by `last`.
+    fn open_with_last_token(tokens: &[u32], vocab_size: u32, last: &[u8]) -> String {
+        let dir = TempDir::new("shard-last-token");
+        let path = dir.path().join("valid.bin");
+        Shard::write(&path, tokens, vocab_size).unwrap();
+        assert_eq!(Shard::open(&path).unwrap().to_vec(), tokens);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = bytes.len() - last.len();
+        bytes[at..].copy_from_slice(last);
+        format_message(open_bytes(&dir, "patched", &bytes))
+    }
+
     #[test]
     fn a_wide_token_past_a_large_vocab_is_rejected() {
         // 32-bit tokens with a vocabulary past 16 bits: every token is still checked.
-        let dir = TempDir::new("shard-wide-range");
-        let path = dir.path().join("wide.bin");
-        Shard::write(&path, &[1, 70_000, 3], 100_000).unwrap();
-        let mut bytes = std::fs::read(&path).unwrap();
-        let last = bytes.len() - 4;
-        bytes[last..].copy_from_slice(&200_000u32.to_le_bytes());
-        let message = format_message(open_bytes(&dir, "patched", &bytes));
+        let message = open_with_last_token(&[1, 70_000, 3], 100_000, &200_000u32.to_le_bytes());
         assert!(
             message.contains("token 200000 at index 2 is not below the vocab size 100000"),
             "{message}"
@@ -499,15 +505,8 @@ mod tests {
     #[test]
     fn every_window_of_a_long_shard_is_checked() {
         // Longer than the check's window of 65,536 tokens, with the bad token in the last, partial window.
-        let dir = TempDir::new("shard-long-range");
-        let path = dir.path().join("long.bin");
         let tokens: Vec<u32> = (0..100_000).map(|i| i % 60_000).collect();
-        Shard::write(&path, &tokens, 60_000).unwrap();
-        assert_eq!(Shard::open(&path).unwrap().to_vec(), tokens);
-        let mut bytes = std::fs::read(&path).unwrap();
-        let last = bytes.len() - 2;
-        bytes[last..].copy_from_slice(&60_001u16.to_le_bytes());
-        let message = format_message(open_bytes(&dir, "patched", &bytes));
+        let message = open_with_last_token(&tokens, 60_000, &60_001u16.to_le_bytes());
         assert!(
             message.contains("token 60001 at index 99999 is not below the vocab size 60000"),
             "{message}"

@@ -111,7 +111,9 @@ fn pack_depth_runs(
     }
 }
 
-/// Packs rows `i0..i0 + MR` (zero past `m`) and depth `pc..pc + kc` of A as one panel `[⌈kc/2⌉][MR]`.
+/// Packs rows `i0..i0 + count · MR` (zero past `m`) and depth `pc..pc + kc` of A as `count` panels
+/// `[⌈kc/2⌉][MR]`, `stride` words apart.
+#[allow(clippy::too_many_arguments)]
 fn pack_a(
     a: MatRef<'_, f32>,
     m: usize,
@@ -119,28 +121,33 @@ fn pack_a(
     pc: usize,
     kc: usize,
     fast: bool,
-    panel: &mut [u32],
+    count: usize,
+    panels: &mut [u32],
+    stride: usize,
 ) {
-    if a.col_stride == 1 {
-        let line = |r: usize| {
-            let i = i0 + r;
-            (i < m).then(|| a.data[a.offset + i * a.row_stride + pc..][..kc].as_ptr())
-        };
-        pack_depth_runs(line, MR, kc, fast, panel);
-        return;
-    }
     #[cfg(target_arch = "x86_64")]
-    if fast && a.row_stride == 1 {
-        return pack_a_steps(a, m, i0, pc, kc, 1, panel, 0);
+    if fast && a.col_stride != 1 && a.row_stride == 1 {
+        return pack_a_steps(a, m, i0, pc, kc, count, panels, stride);
     }
-    pack_scalar(MR, kc, panel, |r, p| {
-        let i = i0 + r;
-        if i < m && p < kc {
-            a.at(i, pc + p)
-        } else {
-            0.0
+    for (g, panel) in panels.chunks_mut(stride).take(count).enumerate() {
+        let i0 = i0 + g * MR;
+        if a.col_stride == 1 {
+            let line = |r: usize| {
+                let i = i0 + r;
+                (i < m).then(|| a.data[a.offset + i * a.row_stride + pc..][..kc].as_ptr())
+            };
+            pack_depth_runs(line, MR, kc, fast, panel);
+            continue;
         }
-    });
+        pack_scalar(MR, kc, panel, |r, p| {
+            let i = i0 + r;
+            if i < m && p < kc {
+                a.at(i, pc + p)
+            } else {
+                0.0
+            }
+        });
+    }
 }
 
 /// Panels of a transposed A (the output gradient of a weight gradient: each depth step is a run of rows), as
@@ -165,22 +172,20 @@ fn pack_a_steps(
         let group = AT_ONCE.min(count - g0);
         let first = i0 + g0 * MR;
         let rows = (group * MR).min(m.saturating_sub(first));
+        // Depth step `p`'s rows of the group (none past the block or when every row lies past `m`).
         let step = |p: usize| {
             let at = a.offset + (pc + p) * a.col_stride + first;
-            (p < kc).then(|| a.data[at..][..rows].as_ptr())
+            (p < kc && rows > 0).then(|| &a.data[at..][..rows])
         };
         let mut words = [0u32; 32];
         for q in 0..kp {
-            for p in [2 * q + 8, 2 * q + 9] {
-                if rows > 0 && p < kc {
-                    let at = a.offset + (pc + p) * a.col_stride + first;
-                    super::simd::prefetch(bytemuck::cast_slice(&a.data[at..][..rows]));
-                }
+            for ahead in [step(2 * q + 8), step(2 * q + 9)].into_iter().flatten() {
+                super::simd::prefetch(bytemuck::cast_slice(ahead));
             }
-            if rows > 0 {
-                let even = step(2 * q).expect("an even step lies inside the block");
+            if let Some(even) = step(2 * q) {
+                let odd = step(2 * q + 1).map(<[f32]>::as_ptr);
                 // SAFETY: the features were detected (the caller's `fast`) and both steps hold `rows` floats.
-                unsafe { avx512::pair_steps(even, step(2 * q + 1), rows, &mut words) };
+                unsafe { avx512::pair_steps(even.as_ptr(), odd, rows, &mut words) };
             }
             for (g, w) in words.chunks_exact(MR).take(group).enumerate() {
                 panels[(g0 + g) * stride + q * MR..][..MR].copy_from_slice(w);
@@ -439,13 +444,7 @@ impl Packing<f32> for Bf16Pairs {
         panels: &mut [u32],
         stride: usize,
     ) {
-        #[cfg(target_arch = "x86_64")]
-        if self.fast && a.col_stride != 1 && a.row_stride == 1 {
-            return pack_a_steps(a, m, i0, pc, kc, count, panels, stride);
-        }
-        for (g, panel) in panels.chunks_mut(stride).take(count).enumerate() {
-            pack_a(a, m, i0 + g * MR, pc, kc, self.fast, panel);
-        }
+        pack_a(a, m, i0, pc, kc, self.fast, count, panels, stride)
     }
 
     fn pack_b(
@@ -651,13 +650,13 @@ mod tests {
             let kp = kc.div_ceil(2);
             let a = view(&x, k, 1);
             let (mut fast, mut slow) = (vec![0; kp * MR], vec![0; kp * MR]);
-            pack_a(a, rows, 5, pc, kc, true, &mut fast);
-            pack_a(a, rows, 5, pc, kc, false, &mut slow);
+            pack_a(a, rows, 5, pc, kc, true, 1, &mut fast, kp * MR);
+            pack_a(a, rows, 5, pc, kc, false, 1, &mut slow, kp * MR);
             assert_eq!(fast, slow, "A rows, depth {pc}+{kc}");
             // The same data as a transposed A (each depth step a run of the rows).
             let at = view(&x, 1, rows);
-            pack_a(at, rows, 5, pc, kc, true, &mut fast);
-            pack_a(at, rows, 5, pc, kc, false, &mut slow);
+            pack_a(at, rows, 5, pc, kc, true, 1, &mut fast, kp * MR);
+            pack_a(at, rows, 5, pc, kc, false, 1, &mut slow, kp * MR);
             assert_eq!(fast, slow, "A transposed, depth {pc}+{kc}");
             // Groups of neighbouring panels, whole, partly past the last row, and wholly past it.
             for (i0, count) in [(0, 4), (5, 6), (24, 4), (36, 2), (48, 1)] {
