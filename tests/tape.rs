@@ -1,6 +1,7 @@
 //! Tape semantics, beyond per-op gradients: fan-in accumulation, one backward per tape, seeds for non-scalar
 //! outputs, `no_grad` recording nothing, tapes never mixed, failed ops leaving the tape usable, saved tensors
-//! released by backward (observed through copy-on-write), gradients through views, and dtype mismatches.
+//! released by backward or by dropping the tape (observed through copy-on-write), gradients through views, and
+//! dtype mismatches.
 
 mod common;
 
@@ -474,4 +475,37 @@ fn tapes_and_tensors_cross_threads() {
     let g = tape.backward(&y.sum_all().unwrap()).unwrap();
     let expected: Vec<f64> = x.to_f64_vec().iter().map(|v| 1.0 / v).collect();
     assert_close(&grad_of(&g, &tx), &expected, 1e-15);
+}
+
+#[test]
+fn a_tape_dropped_without_backward_releases_what_it_holds() {
+    // A checkpoint region's closure holds tracked tensors; the tape must not be kept alive through them. Each
+    // round drops the tape, the loss and every tracked handle without a backward, then writes to x: in place
+    // only if nothing else shares its buffer any more.
+    let mut x = values(&[64, 48], -1.0, 1.0, 15);
+    for region in [false, true] {
+        let before = buffer(&x);
+        let tape = Tape::new();
+        let tx = tape.watch(&x);
+        let inner = tx.clone();
+        let f = move || inner.mul(&inner)?.add_scalar(1.0)?.sqrt();
+        let y = if region {
+            tapegrad::checkpoint(f)
+        } else {
+            let f = f;
+            f()
+        }
+        .unwrap();
+        let loss = y.sum_all().unwrap();
+        assert!(loss.is_tracked());
+        drop(tape);
+        // With its tape gone, a tracked tensor records nothing more.
+        assert!(!tx.mul(&tx).unwrap().is_tracked(), "region: {region}");
+        drop((tx, y, loss));
+        let written = x.data_mut::<f64>().unwrap().as_ptr() as *const u8;
+        assert_eq!(
+            written, before,
+            "region: {region}: x was copied, so the dropped tape still holds it"
+        );
+    }
 }

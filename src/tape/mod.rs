@@ -9,7 +9,9 @@
 //! - each node's closure (and so everything it saved) is dropped as soon as it has run, and each intermediate
 //!   gradient as soon as it has been passed on;
 //! - inside `no_grad` nothing is recorded and no closure is built;
-//! - saved tensors are detached, so the tape never owns a handle to itself (no reference cycles);
+//! - saved tensors are detached, and a tensor's `Track` refers to its tape weakly, so the tape never keeps
+//!   itself alive: dropping the last `Tape` handle frees every node and what it saved, with or without a
+//!   backward (a checkpoint region's closure holds tracked tensors; a strong handle there would be a cycle);
 //! - a second backward over a consumed tape, or mixing tensors of two tapes, is an `Error::Tape`.
 
 mod region;
@@ -25,7 +27,7 @@ use saved::Ledger;
 pub(crate) use saved::Recipe;
 use std::cell::Cell;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 /// A backward closure: given the gradient of the op's output and which inputs need a gradient, returns one
 /// gradient per input (`None` where not needed), each of its input's shape.
@@ -54,8 +56,27 @@ pub struct Tape {
 /// Where a tracked tensor sits on its tape.
 #[derive(Clone)]
 pub struct Track {
-    pub(crate) tape: Tape,
+    /// Weak: only `Tape` handles keep a tape alive. Once the last one is dropped, the tensor is untracked in
+    /// effect (ops on it record nothing).
+    tape: Weak<Mutex<Inner>>,
     pub(crate) id: usize,
+}
+
+impl Track {
+    /// Whether this tensor is recorded on `tape`.
+    fn is_on(&self, tape: &Tape) -> bool {
+        std::ptr::eq(self.tape.as_ptr(), Arc::as_ptr(&tape.inner))
+    }
+
+    /// The tape, while a handle to it exists.
+    fn tape(&self) -> Option<Tape> {
+        self.tape.upgrade().map(|inner| Tape { inner })
+    }
+
+    /// An address naming the tape (for keys; stays unique while the track exists).
+    pub(crate) fn tape_address(&self) -> usize {
+        self.tape.as_ptr() as usize
+    }
 }
 
 thread_local! {
@@ -109,7 +130,7 @@ impl Gradients {
     /// The gradient of a watched tensor, if the output depended on it.
     pub fn get(&self, t: &Tensor) -> Option<&Tensor> {
         let track = t.track.as_ref()?;
-        if !Arc::ptr_eq(&track.tape.inner, &self.tape.inner) {
+        if !track.is_on(&self.tape) {
             return None;
         }
         self.grads.get(&track.id)
@@ -118,7 +139,7 @@ impl Gradients {
     /// Moves the gradient of a watched tensor out.
     pub fn remove(&mut self, t: &Tensor) -> Option<Tensor> {
         let track = t.track.as_ref()?;
-        if !Arc::ptr_eq(&track.tape.inner, &self.tape.inner) {
+        if !track.is_on(&self.tape) {
             return None;
         }
         self.grads.remove(&track.id)
@@ -180,7 +201,7 @@ impl Tape {
             backward: None,
         });
         out.track = Some(Track {
-            tape: self.clone(),
+            tape: Arc::downgrade(&self.inner),
             id,
         });
         out
@@ -247,7 +268,7 @@ impl Tape {
             });
         }
         let track = match &output.track {
-            Some(t) if Arc::ptr_eq(&t.tape.inner, &self.inner) => t.id,
+            Some(t) if t.is_on(self) => t.id,
             _ => {
                 return Err(Error::Tape {
                     op: "backward",
@@ -277,11 +298,7 @@ impl Tape {
         let mut readers = vec![0usize; if watched.is_empty() { 0 } else { track + 1 }];
         if !watched.is_empty() {
             for (i, w) in watched.iter().enumerate() {
-                if let Some(t) = w
-                    .track
-                    .as_ref()
-                    .filter(|t| Arc::ptr_eq(&t.tape.inner, &self.inner))
-                {
+                if let Some(t) = w.track.as_ref().filter(|t| t.is_on(self)) {
                     watched_index.insert(t.id, i);
                 }
             }
@@ -353,12 +370,16 @@ pub(crate) fn record(
         region::capture(inputs);
         return Ok(output);
     }
-    let tracks: Vec<Option<Track>> = inputs.iter().map(|t| region::effective_track(t)).collect();
+    // Inputs whose tape is gone count as untracked.
+    let tracks: Vec<Option<(Track, Tape)>> = inputs
+        .iter()
+        .map(|t| region::effective_track(t).and_then(|tr| tr.tape().map(|tape| (tr, tape))))
+        .collect();
     let mut tape: Option<&Tape> = None;
-    for t in tracks.iter().flatten() {
+    for (_, t) in tracks.iter().flatten() {
         match tape {
-            None => tape = Some(&t.tape),
-            Some(first) if !Arc::ptr_eq(&first.inner, &t.tape.inner) => {
+            None => tape = Some(t),
+            Some(first) if !Arc::ptr_eq(&first.inner, &t.inner) => {
                 return Err(Error::Tape {
                     op,
                     msg: "inputs are recorded on two different tapes".into(),
@@ -380,12 +401,15 @@ pub(crate) fn record(
     let id = inner.nodes.len();
     inner.nodes.push(Node {
         op,
-        inputs: tracks.iter().map(|t| t.as_ref().map(|t| t.id)).collect(),
+        inputs: tracks
+            .iter()
+            .map(|t| t.as_ref().map(|(t, _)| t.id))
+            .collect(),
         backward: Some(Box::new(backward)),
     });
     drop(inner);
     output.track = Some(Track {
-        tape: tape.clone(),
+        tape: Arc::downgrade(&tape.inner),
         id,
     });
     Ok(output)
@@ -419,6 +443,5 @@ pub(crate) fn recording_tape(inputs: &[&Tensor]) -> Option<Tape> {
     }
     inputs
         .iter()
-        .find_map(|t| region::effective_track(t))
-        .map(|t| t.tape)
+        .find_map(|t| region::effective_track(t).and_then(|t| t.tape()))
 }

@@ -13,7 +13,6 @@ use crate::error::Result;
 use crate::tensor::Tensor;
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::Arc;
 
 /// A tracked tensor's identity: its tape and node.
 type Key = (usize, usize);
@@ -26,7 +25,7 @@ thread_local! {
 }
 
 fn key(track: &Track) -> Key {
-    (Arc::as_ptr(&track.tape.inner) as usize, track.id)
+    (track.tape_address(), track.id)
 }
 
 /// Where `t` is recorded, after the substitutions of the replays under way.
