@@ -263,29 +263,25 @@ fn field<'a>(meta: &'a Metadata, key: &str) -> &'a tapegrad::io::gguf::Value {
     meta.get(key).unwrap_or_else(|| panic!("{key} missing"))
 }
 
+/// The array `key` of `meta`, as numbers.
+fn numbers(meta: &Metadata, key: &str) -> Vec<f64> {
+    let array = field(meta, key).as_array().unwrap();
+    array.iter().map(|v| v.as_f64().unwrap()).collect()
+}
+
 #[test]
 fn a_sentencepiece_style_file_gives_types_scores_and_special_ids() {
     use tapegrad::data::bpe_vocab::token_type::{BYTE, CONTROL, NORMAL, UNKNOWN};
     let config = serde_json::json!({"bos_token": {"content": "<s>"}, "eos_token": "</s>"});
     let meta = read_hf(&small_spm(&|_| {}), Some(config)).unwrap();
     assert_eq!(field(&meta, "tokenizer.ggml.model").as_str(), Some("llama"));
-    let types: Vec<i64> = field(&meta, "tokenizer.ggml.token_type")
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_i64().unwrap())
-        .collect();
+    let types = numbers(&meta, "tokenizer.ggml.token_type");
     let expected = [
         UNKNOWN, CONTROL, CONTROL, BYTE, BYTE, NORMAL, NORMAL, NORMAL, NORMAL, NORMAL,
     ];
-    assert_eq!(types, expected.map(i64::from));
+    assert_eq!(types, expected.map(f64::from));
     // A token the k-th merge makes scores −k; the others sit below every merge: −(merges + 1).
-    let scores: Vec<f64> = field(&meta, "tokenizer.ggml.scores")
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap())
-        .collect();
+    let scores = numbers(&meta, "tokenizer.ggml.scores");
     assert_eq!(&scores[8..], [0.0, -1.0]);
     assert!(scores[..8].iter().all(|&s| s == -3.0), "{scores:?}");
     // The config's tokens, as a string or as an object with its content.
