@@ -372,3 +372,78 @@ fn malformed_hand_written_files_are_errors_naming_the_problem() {
         assert!(error.contains("tokenizer.json"), "case {i}: {error}");
     }
 }
+
+#[test]
+fn each_supported_byte_level_pre_tokenizer_is_named_and_the_others_refused() {
+    use tapegrad::data::hf_tokenizer::LLAMA3_PATTERN;
+    use tapegrad::data::tokenizer::HF_PATTERN;
+    let byte_level = |regex: bool| {
+        serde_json::json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true,
+                           "use_regex": regex})
+    };
+    let split = |pattern: &str| {
+        serde_json::json!({"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated",
+                           "invert": false})
+    };
+    let digits = |each: bool| serde_json::json!({"type": "Digits", "individual_digits": each});
+    let sequence =
+        |a: Value, b: Value| serde_json::json!({"type": "Sequence", "pretokenizers": [a, b]});
+    let with =
+        |pre: Value| small_byte_level(&move |j: &mut Value| j["pre_tokenizer"] = pre.clone());
+    let supported = [
+        (byte_level(true), "gpt-2"),
+        (sequence(digits(true), byte_level(true)), "smollm"),
+        (
+            sequence(split(LLAMA3_PATTERN), byte_level(false)),
+            "llama-bpe",
+        ),
+        (sequence(split(HF_PATTERN), byte_level(false)), "tapegrad"),
+    ];
+    for (pre, name) in supported {
+        let meta = read_hf(&with(pre), None).unwrap();
+        assert_eq!(field(&meta, "tokenizer.ggml.pre").as_str(), Some(name));
+    }
+    // Each differs from a supported one in one step: how we split would differ from how the file says to.
+    let refused = [
+        sequence(digits(false), byte_level(true)),
+        sequence(split(LLAMA3_PATTERN), byte_level(true)),
+        sequence(split(HF_PATTERN), byte_level(true)),
+        sequence(split(r"\s+"), byte_level(false)),
+    ];
+    for (i, pre) in refused.into_iter().enumerate() {
+        let error = error_of(&with(pre));
+        assert!(
+            error.contains("is not supported (GPT-2's"),
+            "case {i}: {error}"
+        );
+    }
+}
+
+#[test]
+fn a_chat_template_list_gives_its_default_or_else_its_first() {
+    let template = |config: Value| {
+        let meta = read_hf(&small_spm(&|_| {}), Some(config)).unwrap();
+        field(&meta, "tokenizer.chat_template")
+            .as_str()
+            .map(str::to_string)
+    };
+    let named = |pairs: &[(&str, &str)]| {
+        let list: Vec<Value> = pairs
+            .iter()
+            .map(|(name, t)| serde_json::json!({"name": name, "template": t}))
+            .collect();
+        serde_json::json!({ "chat_template": list })
+    };
+    assert_eq!(
+        template(named(&[("tool_use", "T"), ("default", "D")])).as_deref(),
+        Some("D")
+    );
+    assert_eq!(
+        template(named(&[("rag", "R"), ("tool_use", "T")])).as_deref(),
+        Some("R")
+    );
+    assert_eq!(
+        template(serde_json::json!({"chat_template": "S"})).as_deref(),
+        Some("S")
+    );
+}
