@@ -236,6 +236,20 @@ fn save_and_load_round_trip() {
     assert_eq!(leftovers.len(), 1, "temporary files left behind");
 }
 
+#[test]
+fn spellings_learned_twice_or_shared_with_a_special_are_found() {
+    let names = |bos: &str| [bos.to_string(), "</s>".to_string()];
+    let (a, aa) = (u32::from(b'a'), FIRST_MERGED_ID);
+    // "aa", then "aaa" twice: as "aa" + "a" and as "a" + "aa".
+    let twice = Tokenizer::from_merges(vec![(a, a), (aa, a), (a, aa)], names("<s>"));
+    assert!(!twice.spellings_are_unique());
+    // A learned "aa" and a special token named "aa".
+    let shared = Tokenizer::from_merges(vec![(a, a)], names("aa"));
+    assert!(!shared.spellings_are_unique());
+    let unique = Tokenizer::from_merges(vec![(a, a), (aa, a)], names("<s>"));
+    assert!(unique.spellings_are_unique());
+}
+
 fn assert_format_error(dir: &TempDir, name: &str, contents: &str, expected: &str) {
     let path = dir.path().join(name);
     std::fs::write(&path, contents).unwrap();
