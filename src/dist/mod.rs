@@ -65,6 +65,18 @@ pub(crate) fn check_chunks(op: &'static str, long: usize, short: usize, size: us
     Ok(())
 }
 
+/// Checks that `n` elements fit an MPI count (a C int).
+#[cfg_attr(not(feature = "mpi"), allow(dead_code))]
+pub(crate) fn check_count(op: &'static str, n: usize) -> Result<()> {
+    if n > i32::MAX as usize {
+        return Err(Error::shape(
+            op,
+            format!("{n} elements pass MPI's count limit of {}", i32::MAX),
+        ));
+    }
+    Ok(())
+}
+
 /// Checks a broadcast's root.
 pub(crate) fn check_root(root: usize, size: usize) -> Result<()> {
     if root >= size {
@@ -168,6 +180,16 @@ mod tests {
             assert!(std::env::var_os(name).is_none(), "{name} is set");
         }
         assert_eq!(launcher_rank_and_size(), (0, 1));
+    }
+
+    #[test]
+    fn counts_past_a_c_int_are_refused() {
+        let limit = i32::MAX as usize;
+        assert!(check_count("all_reduce", 0).is_ok());
+        assert!(check_count("all_reduce", limit).is_ok());
+        let error = check_count("all_reduce", limit + 1).unwrap_err();
+        assert!(error.to_string().contains("2147483648 elements"), "{error}");
+        assert!(error.to_string().contains("all_reduce"), "{error}");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! call at a time from whichever thread makes it (the thread level asked for is `MPI_THREAD_MULTIPLE`,
 //! `MPI_THREAD_SERIALIZED` is enough). Dropping the communicator finalizes MPI.
 
-use super::{check_chunks, check_root, host_f32, Communicator};
+use super::{check_chunks, check_count, check_root, host_f32, Communicator};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 use mpi::collective::SystemOperation;
@@ -35,7 +35,7 @@ impl Mpi {
                 op: "mpi init",
                 msg: "MPI is already initialized in this process".into(),
             })?;
-        if level < Threading::Serialized {
+        if !Mpi::thread_level_suffices(level) {
             return Err(Error::Comm {
                 op: "mpi init",
                 msg: format!(
@@ -54,6 +54,12 @@ impl Mpi {
         })
     }
 
+    /// Whether a thread level MPI offers is enough here: at least `MPI_THREAD_SERIALIZED` (calls from several
+    /// threads, one at a time).
+    pub fn thread_level_suffices(level: Threading) -> bool {
+        level >= Threading::Serialized
+    }
+
     fn locked<R>(&self, f: impl FnOnce(&SimpleCommunicator) -> R) -> R {
         let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         f(&self.world)
@@ -63,17 +69,6 @@ impl Mpi {
     pub fn abort(&self, code: i32) -> ! {
         self.world.abort(code)
     }
-}
-
-/// MPI counts are C ints.
-fn count(op: &'static str, n: usize) -> Result<()> {
-    if n > i32::MAX as usize {
-        return Err(Error::shape(
-            op,
-            format!("{n} elements pass MPI's count limit of {}", i32::MAX),
-        ));
-    }
-    Ok(())
 }
 
 impl Communicator for Mpi {
@@ -88,7 +83,7 @@ impl Communicator for Mpi {
     }
     fn all_reduce(&self, buf: &mut Tensor) -> Result<()> {
         let send = host_f32("all_reduce", buf)?;
-        count("all_reduce", send.len())?;
+        check_count("all_reduce", send.len())?;
         let mut recv = vec![0.0f32; send.len()];
         self.locked(|w| w.all_reduce_into(&send[..], &mut recv[..], SystemOperation::sum()));
         *buf = Tensor::from_vec(recv, buf.shape())?;
@@ -97,7 +92,7 @@ impl Communicator for Mpi {
     fn reduce_scatter(&self, send: &Tensor, recv: &mut Tensor) -> Result<()> {
         check_chunks("reduce_scatter", send.numel(), recv.numel(), self.size)?;
         let send_v = host_f32("reduce_scatter", send)?;
-        count("reduce_scatter", send_v.len())?;
+        check_count("reduce_scatter", send_v.len())?;
         let mut out = vec![0.0f32; recv.numel()];
         self.locked(|w| {
             w.reduce_scatter_block_into(&send_v[..], &mut out[..], SystemOperation::sum())
@@ -108,7 +103,7 @@ impl Communicator for Mpi {
     fn all_gather(&self, send: &Tensor, recv: &mut Tensor) -> Result<()> {
         check_chunks("all_gather", recv.numel(), send.numel(), self.size)?;
         let send_v = host_f32("all_gather", send)?;
-        count("all_gather", recv.numel())?;
+        check_count("all_gather", recv.numel())?;
         let mut out = vec![0.0f32; recv.numel()];
         self.locked(|w| w.all_gather_into(&send_v[..], &mut out[..]));
         *recv = Tensor::from_vec(out, recv.shape())?;
@@ -117,7 +112,7 @@ impl Communicator for Mpi {
     fn broadcast(&self, buf: &mut Tensor, root: usize) -> Result<()> {
         check_root(root, self.size)?;
         let mut data = host_f32("broadcast", buf)?;
-        count("broadcast", data.len())?;
+        check_count("broadcast", data.len())?;
         self.locked(|w| w.process_at_rank(root as i32).broadcast_into(&mut data[..]));
         *buf = Tensor::from_vec(data, buf.shape())?;
         Ok(())
