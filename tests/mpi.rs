@@ -103,7 +103,15 @@ fn two_mpi_ranks_compute_every_collective_by_its_definition() {
             let mut host = [rank as f64, 0.25];
             comm.all_reduce_host(&mut host).unwrap();
             assert_eq!(host, [1.0, 0.5]);
+
+            // A barrier holds every rank until the last one reaches it.
             comm.barrier().unwrap();
+            let start = std::time::Instant::now();
+            if rank == 1 {
+                std::thread::sleep(std::time::Duration::from_millis(400));
+            }
+            comm.barrier().unwrap();
+            assert!(start.elapsed().as_millis() >= 300, "{:?}", start.elapsed());
 
             // Bad arguments are refused on every rank alike, before any traffic.
             let error = comm
