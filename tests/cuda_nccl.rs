@@ -1,6 +1,7 @@
 //! Data parallelism between GPUs over NCCL, ranks as threads with one GPU each: every collective against its
 //! definition, a buffer of another GPU refused, mismatched calls named (emulated device only), 2 GPUs with half the batch following 1 GPU with all of it, and
-//! ZeRO-1 (host-memory shards) refused on GPUs. They need two GPUs and skip, saying why, with fewer (the emulated
+//! ZeRO-1 (host-memory shards) refused on GPUs; and `launch` of a GPU build without MPI (one rank alone, several
+//! refused). They need two GPUs and skip, saying why, with fewer (the emulated
 //! device has two).
 
 mod common;
@@ -43,6 +44,18 @@ fn ranks_that_call_different_collectives_fail_on_the_emulated_device() {
     }
 }
 
+/// A GPU build without MPI: a process started alone launches a one-rank NCCL communicator on its GPU; one
+/// started as a rank of several is refused (the NCCL id needs MPI to reach the other processes).
+#[test]
+fn a_gpu_build_without_mpi_launches_one_nccl_rank_and_refuses_more() {
+    let test = "a_gpu_build_without_mpi_launches_one_nccl_rank_and_refuses_more";
+    let Some(_device) = common::gpu_or_skip(test) else {
+        return;
+    };
+    #[cfg(all(feature = "cuda-backend", not(feature = "mpi")))]
+    gpus::launch_alone(test, _device);
+}
+
 #[cfg(feature = "cuda-backend")]
 mod gpus {
     use std::path::PathBuf;
@@ -75,6 +88,39 @@ mod gpus {
             .unwrap()
             .to_device(Device::Cuda(rank))
             .unwrap()
+    }
+
+    /// See `a_gpu_build_without_mpi_launches_one_nccl_rank_and_refuses_more`.
+    #[cfg(not(feature = "mpi"))]
+    pub fn launch_alone(test: &str, device: Device) {
+        use tapegrad::dist::{launch, Engine};
+        if std::env::var_os("OMPI_COMM_WORLD_SIZE").is_some() {
+            // The copy started below, told by a launcher's variables that it is rank 0 of 2.
+            let error = launch(Engine::Nccl, device).err().unwrap().to_string();
+            assert!(error.contains("2 NCCL ranks need MPI"), "{error}");
+            println!("refused as one of two ranks");
+            return;
+        }
+        let launched = launch(Engine::Nccl, device).unwrap();
+        let comm = &launched.comm;
+        assert_eq!((comm.rank(), comm.size(), comm.engine()), (0, 1, "nccl"));
+        assert!(launched.keep.is_none());
+        let mut x = Tensor::from_slice(&[1.0f32, -2.0], &[2])
+            .unwrap()
+            .to_device(device)
+            .unwrap();
+        comm.all_reduce(&mut x).unwrap();
+        assert_eq!(x.to_vec::<f32>().unwrap(), [1.0, -2.0]);
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([test, "--exact", "--nocapture", "--test-threads", "1"])
+            .env("OMPI_COMM_WORLD_RANK", "0")
+            .env("OMPI_COMM_WORLD_SIZE", "2")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{text}");
+        assert!(text.contains("refused as one of two ranks"), "{text}");
     }
 
     pub fn collectives() {
