@@ -1,8 +1,9 @@
 //! Data parallelism between GPUs over NCCL, ranks as threads with one GPU each: every collective against its
-//! definition, a buffer of another GPU refused, mismatched calls named (emulated device only), 2 GPUs with half the batch following 1 GPU with all of it, and
-//! ZeRO-1 (host-memory shards) refused on GPUs; and `launch` of a GPU build without MPI (one rank alone, several
-//! refused). They need two GPUs and skip, saying why, with fewer (the emulated
-//! device has two).
+//! definition, buffers of another GPU, of bf16 or not contiguous refused, mismatched calls named and a dropped
+//! communicator gone from its group (emulated device only), 2 GPUs with half the batch following 1 GPU with all
+//! of it, ZeRO-1 (host-memory shards) refused on GPUs; `launch` of a GPU build without MPI (one rank alone,
+//! several refused); a missing libnccl.so an error. The two-GPU tests skip, saying why, with fewer (the
+//! emulated device has two).
 
 mod common;
 
@@ -56,6 +57,34 @@ fn a_gpu_build_without_mpi_launches_one_nccl_rank_and_refuses_more() {
     gpus::launch_alone(test, _device);
 }
 
+/// Without libnccl.so (a machine without a GPU, or a GPU without NCCL) asking for a communicator is an error
+/// naming the library, not a panic; where the library is present there is nothing to check.
+#[test]
+fn a_missing_nccl_library_is_an_error() {
+    #[cfg(feature = "cuda-backend")]
+    match tapegrad::dist::nccl::Nccl::unique_id() {
+        Ok(_) => {
+            eprintln!("a_missing_nccl_library_is_an_error: libnccl.so is present, nothing to check")
+        }
+        Err(e) => {
+            assert!(matches!(e, tapegrad::Error::Device { .. }), "{e}");
+            assert!(
+                e.to_string().contains("libnccl.so) is not installed"),
+                "{e}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_dropped_communicator_leaves_its_group_on_the_emulated_device() {
+    let test = "a_dropped_communicator_leaves_its_group_on_the_emulated_device";
+    if two_gpus(test) {
+        #[cfg(feature = "cuda-backend")]
+        gpus::dropped(test);
+    }
+}
+
 #[cfg(feature = "cuda-backend")]
 mod gpus {
     use std::path::PathBuf;
@@ -67,7 +96,7 @@ mod gpus {
     use tapegrad::llama::Config;
     use tapegrad::ops::with_gpu_bf16;
     use tapegrad::optim::AdamWConfig;
-    use tapegrad::{Device, Tensor};
+    use tapegrad::{DType, Device, Error, Tensor};
 
     /// Runs `body` on rank 0 and rank 1 of a fresh communicator, each a thread on its own GPU.
     fn on_two_gpus<R: Send>(body: impl Fn(Nccl) -> R + Sync) -> Vec<R> {
@@ -146,6 +175,19 @@ mod gpus {
                 .all_reduce(&mut elsewhere)
                 .expect_err("a buffer of the other GPU");
             assert!(err.to_string().contains("cuda:"), "{err}");
+            // A bf16 buffer, and an f32 one that is not contiguous, are refused too.
+            let mut halves = on(comm.rank(), &[1.0, 2.0]).to_dtype(DType::BF16).unwrap();
+            let err = comm.all_reduce(&mut halves).expect_err("a bf16 buffer");
+            assert!(matches!(err, Error::DType { .. }), "{err}");
+            let mut strided = on(comm.rank(), &[1.0, 2.0, 3.0, 4.0])
+                .reshape(&[2, 2])
+                .unwrap()
+                .transpose(0, 1)
+                .unwrap();
+            let err = comm
+                .all_reduce(&mut strided)
+                .expect_err("a transposed buffer");
+            assert!(matches!(err, Error::DType { .. }), "{err}");
             let [sum, chunk, gathered, copied] =
                 [sum, chunk, gathered, copied].map(|t| t.to_vec::<f32>().unwrap());
             (sum, chunk, gathered, copied, host)
@@ -160,6 +202,24 @@ mod gpus {
             assert_eq!(gathered, &[0.0, 0.5, 1.0, 1.5], "all_gather on rank {rank}");
             assert_eq!(copied, &[8.0, 9.0], "broadcast on rank {rank}");
             assert_eq!(host, &[1.5, 2e10], "all_reduce_host on rank {rank}");
+        }
+    }
+
+    /// A dropped communicator leaves its group: on the emulated device an id can be joined again once every
+    /// rank that joined it has gone (real NCCL takes an id once, so there is nothing to check).
+    pub fn dropped(test: &str) {
+        let name = tapegrad::backend::cuda::gpu(0).unwrap().name.clone();
+        if !name.contains("emulated") {
+            eprintln!("{test}: skipped: real NCCL takes a unique id once ({name})");
+            return;
+        }
+        let id = Nccl::unique_id().unwrap();
+        for _ in 0..2 {
+            std::thread::scope(|s| {
+                for rank in 0..2 {
+                    s.spawn(move || Nccl::new(rank, rank, 2, id).unwrap().barrier().unwrap());
+                }
+            });
         }
     }
 
