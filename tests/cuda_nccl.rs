@@ -167,6 +167,17 @@ mod gpus {
             let mut copied = on(comm.rank(), &[7.0 + r, 8.0 + r]);
             comm.broadcast(&mut copied, 1).unwrap();
             comm.barrier().unwrap();
+            // A barrier holds every rank until the last one reaches it.
+            let start = std::time::Instant::now();
+            if comm.rank() == 1 {
+                std::thread::sleep(Duration::from_millis(400));
+            }
+            comm.barrier().unwrap();
+            assert!(
+                start.elapsed() >= Duration::from_millis(300),
+                "{:?}",
+                start.elapsed()
+            );
             let mut host = [0.25 + f64::from(r), 1e10];
             comm.all_reduce_host(&mut host).unwrap();
             // A buffer on the other rank's GPU is refused, naming the device.
