@@ -408,3 +408,23 @@ proptest! {
         prop_assert_eq!(scanned, queued);
     }
 }
+
+#[test]
+fn long_texts_are_cut_at_the_first_line_start_past_each_piece() {
+    // Lines start at 0, 8, 14, 26 and 30 of every 30 bytes; those after "three\n" begin with spaces.
+    let text = b"one two\nthree\n  four five\nsix\n".repeat(3);
+    let pieces = split_at_chunk_starts(&text, 10);
+    assert_eq!(pieces.concat(), text);
+    let cuts: Vec<usize> = pieces
+        .iter()
+        .scan(0, |end, piece| {
+            *end += piece.len();
+            Some(*end)
+        })
+        .collect();
+    // Each cut is the first line start at least 10 bytes into its piece that holds no whitespace; the last
+    // piece is shorter than 10 bytes.
+    assert_eq!(cuts, [26, 38, 56, 68, 86, 90]);
+    assert_eq!(split_at_chunk_starts(&text, 90), [&text[..]]);
+    assert_eq!(split_at_chunk_starts(b"", 10), [b""]);
+}
