@@ -7,7 +7,7 @@
 
 use std::process::Command;
 use tapegrad::dist::mpi::Mpi;
-use tapegrad::dist::{launch, Engine};
+use tapegrad::dist::{launch, Communicator, Engine};
 use tapegrad::{DType, Device, Error, Tensor};
 
 /// Set in the ranks' environment: run the body instead of starting `mpirun`.
@@ -132,6 +132,27 @@ fn two_mpi_ranks_compute_every_collective_by_its_definition() {
             comm.barrier().unwrap();
         },
     );
+}
+
+#[test]
+fn bytes_travel_from_the_root_to_every_rank() {
+    on_two_ranks("bytes_travel_from_the_root_to_every_rank", || {
+        let mpi = Mpi::init().unwrap();
+        // Every value of a byte, as a GPU job's NCCL id travels from rank 0, and back from rank 1.
+        let made: Vec<u8> = (0..=255u8).rev().collect();
+        for root in [0, 1] {
+            let mut bytes = if mpi.rank() == root {
+                made.clone()
+            } else {
+                vec![0; 256]
+            };
+            mpi.broadcast_bytes(&mut bytes, root).unwrap();
+            assert_eq!(bytes, made, "from rank {root}");
+        }
+        let error = mpi.broadcast_bytes(&mut [0; 4], 2).unwrap_err();
+        assert!(error.to_string().contains("root 2 of 2 ranks"), "{error}");
+        mpi.barrier().unwrap();
+    });
 }
 
 #[test]

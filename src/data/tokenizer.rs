@@ -693,12 +693,18 @@ fn validate_special_tokens(specials: &[SpecialToken]) -> std::result::Result<[St
     Ok([bos.name.clone(), eos.name.clone()])
 }
 
+/// Checks that `count` merges after the bytes and the specials leave a vocabulary of 32-bit ids.
+fn check_merge_count(count: usize) -> std::result::Result<(), String> {
+    if count > (u32::MAX - FIRST_MERGED_ID) as usize {
+        return Err(format!("{count} merges do not fit 32-bit ids"));
+    }
+    Ok(())
+}
+
 /// Checks every merge: operands are earlier tokens, neither special nor a digit, no pair repeats, and no
 /// merged token is longer than [`MAX_TOKEN_BYTES`].
 fn validate_merges(merges: &[[u32; 2]]) -> std::result::Result<Vec<(u32, u32)>, String> {
-    if merges.len() > (u32::MAX - FIRST_MERGED_ID) as usize {
-        return Err(format!("{} merges do not fit 32-bit ids", merges.len()));
-    }
+    check_merge_count(merges.len())?;
     let mut token_lengths = vec![1usize; FIRST_MERGED_ID as usize];
     let mut seen = HashSet::with_capacity(merges.len());
     for (rank, &[left, right]) in merges.iter().enumerate() {

@@ -78,30 +78,38 @@ fn start_mpi(size: usize) -> Result<Launched> {
     ))
 }
 
+/// The GPU of a process on its node: the first GPU the job was given, plus the launcher's local rank
+/// (`OMPI_COMM_WORLD_LOCAL_RANK`, or none: 0), one GPU per process.
+#[cfg_attr(not(all(feature = "cuda-backend", feature = "mpi")), allow(dead_code))]
+fn local_gpu(first: usize, local_rank: Option<&str>) -> Result<usize> {
+    let Some(text) = local_rank else {
+        return Ok(first);
+    };
+    let local = text.parse::<usize>().map_err(|_| {
+        Error::invalid(
+            "OMPI_COMM_WORLD_LOCAL_RANK",
+            format!("{text:?} is not a rank"),
+        )
+    })?;
+    Ok(first + local)
+}
+
 #[cfg(all(feature = "cuda-backend", feature = "mpi"))]
 fn start_nccl(device: Device, _: usize) -> Result<Launched> {
     use super::nccl::Nccl;
-    use crate::tensor::Tensor;
     let Device::Cuda(first) = device else {
         return Err(Error::invalid("--comm", "NCCL needs --device cuda"));
     };
     let mpi = super::mpi::Mpi::init()?;
     let (rank, size) = (mpi.rank(), mpi.size());
-    // One GPU per process on a node: the launcher's local rank picks it.
-    let local = std::env::var("OMPI_COMM_WORLD_LOCAL_RANK")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(0);
-    let ordinal = first + local;
-    let id = if rank == 0 {
+    let local = std::env::var("OMPI_COMM_WORLD_LOCAL_RANK").ok();
+    let ordinal = local_gpu(first, local.as_deref())?;
+    let mut id = if rank == 0 {
         Nccl::unique_id()?
     } else {
         [0u8; 128]
     };
-    let mut shared = Tensor::from_vec(id.map(f32::from).to_vec(), &[128])?;
-    mpi.broadcast(&mut shared, 0)?;
-    let bytes = shared.to_vec::<f32>()?;
-    let id: [u8; 128] = std::array::from_fn(|i| bytes[i] as u8);
+    mpi.broadcast_bytes(&mut id, 0)?;
     Ok(Launched {
         comm: Box::new(Nccl::new(ordinal, rank, size, id)?),
         keep: Some(Box::new(mpi)),
@@ -175,5 +183,18 @@ mod tests {
             "NCCL needs a GPU build"
         };
         assert!(nccl.contains(expected), "{nccl}");
+    }
+
+    #[test]
+    fn each_process_of_a_node_takes_the_gpu_of_its_local_rank() {
+        assert_eq!(local_gpu(0, None).unwrap(), 0);
+        assert_eq!(local_gpu(2, None).unwrap(), 2);
+        assert_eq!(local_gpu(0, Some("3")).unwrap(), 3);
+        assert_eq!(local_gpu(1, Some("2")).unwrap(), 3);
+        let error = local_gpu(0, Some("x")).unwrap_err().to_string();
+        assert!(
+            error.contains("OMPI_COMM_WORLD_LOCAL_RANK") && error.contains("\"x\""),
+            "{error}"
+        );
     }
 }

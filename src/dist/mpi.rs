@@ -65,6 +65,15 @@ impl Mpi {
         f(&self.world)
     }
 
+    /// Copies rank `root`'s `bytes` to every rank (each passes a buffer of the same length): how a GPU job's
+    /// ranks share the NCCL id that rank 0 made.
+    pub fn broadcast_bytes(&self, bytes: &mut [u8], root: usize) -> Result<()> {
+        check_root(root, self.size)?;
+        check_count("broadcast_bytes", bytes.len())?;
+        self.locked(|w| w.process_at_rank(root as i32).broadcast_into(bytes));
+        Ok(())
+    }
+
     /// Ends every rank of the job with `code` (after an error that the other ranks cannot see).
     pub fn abort(&self, code: i32) -> ! {
         self.world.abort(code)

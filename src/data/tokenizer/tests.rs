@@ -109,6 +109,21 @@ fn training_is_deterministic_and_sized() {
     assert_eq!(first.fingerprint(), second.fingerprint());
     assert_eq!(first.vocab_size(), 350);
     assert_eq!((first.bos_id(), first.eos_id()), (256, 257));
+    let shown = format!("{first:?}");
+    let expected = format!(
+        "Tokenizer {{ vocab_size: 350, merges: {}, fingerprint: {:016x} }}",
+        first.merges().len(),
+        first.fingerprint()
+    );
+    assert_eq!(shown, expected);
+    // Other merges, fewer of them or other special names: another fingerprint.
+    let longer = Tokenizer::train(&[text.as_bytes()], 351).unwrap();
+    let other_text = Tokenizer::train(&[sample_text(4, 200).as_bytes()], 350).unwrap();
+    let mut renamed = first.clone();
+    renamed.special_names[1] = "<|end|>".to_string();
+    for other in [&longer, &other_text, &renamed] {
+        assert_ne!(other.fingerprint(), first.fingerprint());
+    }
 }
 
 #[test]
@@ -117,6 +132,16 @@ fn training_rejects_bad_arguments() {
     assert!(error.to_string().contains("vocab_size"), "{error}");
     assert!(Tokenizer::train(&[b""], 300).is_err());
     assert!(Tokenizer::train(&[], 300).is_err());
+    // Sizes at the limits: from 258 (the bytes and the specials) to `u32::MAX` (ids that fit 32 bits).
+    assert!(check_vocab_size(258).is_ok());
+    assert!(check_vocab_size(u32::MAX as usize).is_ok());
+    let error = check_vocab_size(u32::MAX as usize + 1).unwrap_err();
+    assert!(error.to_string().contains("32-bit"), "{error}");
+    let most = (u32::MAX - 258) as usize;
+    assert!(check_merge_count(most).is_ok());
+    assert!(check_merge_count(most + 1)
+        .unwrap_err()
+        .contains("do not fit 32-bit ids"));
 }
 
 #[test]
@@ -333,7 +358,8 @@ fn load_rejects_corrupt_files() {
         &good.replace("tapegrad-bpe", "gpt2"),
         "unknown format",
     );
-    let long: Vec<String> = (0..9)
+    // "aa" doubled seven times: a token of 256 bytes, the longest allowed; then one of 258.
+    let mut long: Vec<String> = (0..8)
         .map(|i| {
             if i == 0 {
                 "[97,97]".to_string()
@@ -342,14 +368,49 @@ fn load_rejects_corrupt_files() {
             }
         })
         .collect();
+    let path = dir.path().join("longest.json");
+    std::fs::write(
+        &path,
+        tokenizer_json(1, 266, &format!("[{}]", long.join(","))),
+    )
+    .unwrap();
+    assert_eq!(Tokenizer::load(&path).unwrap().decode(&[265]), [b'a'; 256]);
+    long.push("[265,258]".to_string());
     assert_format_error(
         &dir,
         "long.json",
         &tokenizer_json(1, 267, &format!("[{}]", long.join(","))),
-        "longer than 256",
+        "a token of 258 bytes, longer than 256",
     );
     let missing = Tokenizer::load(dir.path().join("missing.json")).unwrap_err();
     assert!(matches!(missing, Error::Io { .. }), "{missing:?}");
+}
+
+#[test]
+fn special_tokens_must_be_bos_then_eos_with_distinct_names() {
+    let special = |name: &str, id: u32| SpecialToken {
+        name: name.to_string(),
+        id,
+    };
+    let check = |specials: &[SpecialToken]| validate_special_tokens(specials);
+    assert_eq!(
+        check(&[special("<s>", 256), special("</s>", 257)]).unwrap(),
+        ["<s>", "</s>"]
+    );
+    assert!(check(&[special("<s>", 256)])
+        .unwrap_err()
+        .contains("found 1"));
+    for (bos, eos) in [(255, 257), (256, 258), (257, 256)] {
+        let error = check(&[special("<s>", bos), special("</s>", eos)]).unwrap_err();
+        assert!(error.contains(&format!("are {bos} and {eos}")), "{error}");
+    }
+    for (bos, eos) in [("", "</s>"), ("<s>", ""), ("<s>", "<s>")] {
+        let error = check(&[special(bos, 256), special(eos, 257)]).unwrap_err();
+        assert!(
+            error.contains("non-empty and distinct"),
+            "{bos:?} {eos:?}: {error}"
+        );
+    }
 }
 
 fn arbitrary_text() -> impl Strategy<Value = Vec<u8>> {
@@ -427,4 +488,24 @@ fn long_texts_are_cut_at_the_first_line_start_past_each_piece() {
     assert_eq!(cuts, [26, 38, 56, 68, 86, 90]);
     assert_eq!(split_at_chunk_starts(&text, 90), [&text[..]]);
     assert_eq!(split_at_chunk_starts(b"", 10), [b""]);
+}
+
+#[test]
+fn the_chunk_cache_keeps_short_chunks_up_to_its_capacity() {
+    let long = vec![b'a'; CACHED_CHUNK_BYTES + 1];
+    // More distinct 4-byte chunks than the cache holds.
+    let many: Vec<u8> = (0..CACHE_CAPACITY as u32 + 8)
+        .flat_map(|i| i.to_le_bytes())
+        .collect();
+    let mut encoder = ChunkEncoder::new(small_tokenizer());
+    let mut ids = Vec::new();
+    encoder.encode_chunk(&long, &mut ids);
+    assert_eq!(encoder.cache.len(), 0, "a chunk past the cached length");
+    encoder.encode_chunk(&long[..CACHED_CHUNK_BYTES], &mut ids);
+    assert_eq!(encoder.cache.len(), 1, "a chunk of the cached length");
+    for chunk in many.chunks(4) {
+        ids.clear();
+        encoder.encode_chunk(chunk, &mut ids);
+    }
+    assert_eq!(encoder.cache.len(), CACHE_CAPACITY);
 }
