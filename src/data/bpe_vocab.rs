@@ -89,6 +89,11 @@ impl Hasher for PairHasher {
 
 type PairMap = HashMap<u64, (u32, u32), BuildHasherDefault<PairHasher>>;
 
+/// Whether `n` tokens can all have 32-bit ids: 1 to `u32::MAX` of them.
+fn token_count_fits(n: usize) -> bool {
+    (1..=u32::MAX as usize).contains(&n)
+}
+
 fn pair_key(a: u32, b: u32) -> u64 {
     (u64::from(a) << 32) | u64::from(b)
 }
@@ -250,7 +255,7 @@ impl VocabTokenizer {
                 .ok_or_else(|| meta.err("missing metadata key tokenizer.ggml.tokens"))?,
         );
         let n = tokens.len();
-        if n == 0 || n > u32::MAX as usize {
+        if !token_count_fits(n) {
             return Err(meta.err(format!(
                 "tokenizer.ggml.tokens has {n} entries, expected 1 to {}",
                 u32::MAX

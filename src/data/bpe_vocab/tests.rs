@@ -506,16 +506,8 @@ fn lookups_answer_what_the_vocabulary_says() {
     assert!(format!("{t:?}").contains("263"), "{t:?}");
 }
 
-#[test]
-fn sentencepiece_byte_spellings_decode_by_type() {
-    let mut entries: Vec<(&str, i32)> = vec![
-        ("<unk>", token_type::UNKNOWN),
-        ("<0x41>", token_type::NORMAL),
-        ("<0x42>", token_type::UNUSED),
-        ("<0x43>", token_type::BYTE),
-        ("▁", token_type::NORMAL),
-    ];
-    entries.push(("x", token_type::NORMAL));
+/// A SentencePiece-style vocabulary of `entries` (spelling, type), every score −1, no space prefix.
+fn spm_of(entries: &[(&str, i32)]) -> VocabTokenizer {
     let mut m = BTreeMap::new();
     m.insert("tokenizer.ggml.model".into(), Value::String("llama".into()));
     let tokens: Vec<&str> = entries.iter().map(|e| e.0).collect();
@@ -529,13 +521,51 @@ fn sentencepiece_byte_spellings_decode_by_type() {
         Value::Array(entries.iter().map(|e| Value::I32(e.1)).collect()),
     );
     m.insert("tokenizer.ggml.add_space_prefix".into(), Value::Bool(false));
-    let t = VocabTokenizer::from_metadata(&m, "bytes.gguf").unwrap();
+    VocabTokenizer::from_metadata(&m, "spm.gguf").unwrap()
+}
+
+#[test]
+fn sentencepiece_merges_only_into_normal_and_user_defined_tokens() {
+    let t = spm_of(&[
+        ("<unk>", token_type::UNKNOWN),
+        ("a", token_type::NORMAL),
+        ("b", token_type::NORMAL),
+        ("ab", token_type::CONTROL),
+        ("ba", token_type::USER_DEFINED),
+        ("bb", token_type::UNUSED),
+        ("aa", token_type::NORMAL),
+    ]);
+    assert_eq!(t.encode("ab"), [1, 2]);
+    assert_eq!(t.encode("ba"), [4]);
+    assert_eq!(t.encode("bb"), [2, 2]);
+    assert_eq!(t.encode("aa"), [6]);
+}
+
+#[test]
+fn sentencepiece_byte_spellings_decode_by_type() {
+    let mut entries: Vec<(&str, i32)> = vec![
+        ("<unk>", token_type::UNKNOWN),
+        ("<0x41>", token_type::NORMAL),
+        ("<0x42>", token_type::UNUSED),
+        ("<0x43>", token_type::BYTE),
+        ("▁", token_type::NORMAL),
+    ];
+    entries.push(("x", token_type::NORMAL));
+    entries.push(("▁ctl", token_type::CONTROL));
+    entries.push(("u▁", token_type::USER_DEFINED));
+    let t = spm_of(&entries);
     // Normal and byte tokens spelled `<0xNN>` are that byte; an unused one is its spelling.
     assert_eq!(t.decode(&[1, 3, 2]), "AC<0x42>");
+    // Control and user-defined tokens are written as spelled: their `▁` stays.
+    assert_eq!(t.decode(&[6, 5, 7]), "▁ctlxu▁");
+    assert_eq!(t.decode(&[4, 5]), " x");
 }
 
 #[test]
 fn token_ids_and_vocabularies_at_their_bounds() {
+    assert!(!token_count_fits(0));
+    assert!(token_count_fits(1) && token_count_fits(u32::MAX as usize));
+    assert!(!token_count_fits(u32::MAX as usize + 1));
     let mut m = BTreeMap::new();
     m.insert("tokenizer.ggml.model".into(), Value::String("gpt2".into()));
     m.insert("tokenizer.ggml.merges".into(), strings(&[]));
