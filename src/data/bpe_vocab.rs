@@ -19,7 +19,7 @@ use std::sync::Mutex;
 
 use crate::error::{Error, Result};
 use crate::io::gguf::{Gguf, Value};
-use index::{Spellings, TokenIndex};
+use index::{token_count_fits, Spellings, TokenIndex};
 pub use pretokenize::PreTokenizer;
 
 mod index;
@@ -88,11 +88,6 @@ impl Hasher for PairHasher {
 }
 
 type PairMap = HashMap<u64, (u32, u32), BuildHasherDefault<PairHasher>>;
-
-/// Whether `n` tokens can all have 32-bit ids: 1 to `u32::MAX` of them.
-fn token_count_fits(n: usize) -> bool {
-    (1..=u32::MAX as usize).contains(&n)
-}
 
 fn pair_key(a: u32, b: u32) -> u64 {
     (u64::from(a) << 32) | u64::from(b)

@@ -45,6 +45,11 @@ impl Spellings {
     }
 }
 
+/// Whether `n` tokens can all have 32-bit ids: 1 to `u32::MAX` of them.
+pub(super) fn token_count_fits(n: usize) -> bool {
+    (1..=u32::MAX as usize).contains(&n)
+}
+
 /// Ids by spelling; see the module docs. Looked up with the vocabulary it was built from.
 pub(super) struct TokenIndex {
     slots: Box<[u32]>,
