@@ -543,17 +543,16 @@ fn sentencepiece_merges_only_into_normal_and_user_defined_tokens() {
 
 #[test]
 fn sentencepiece_byte_spellings_decode_by_type() {
-    let mut entries: Vec<(&str, i32)> = vec![
+    let t = spm_of(&[
         ("<unk>", token_type::UNKNOWN),
         ("<0x41>", token_type::NORMAL),
         ("<0x42>", token_type::UNUSED),
         ("<0x43>", token_type::BYTE),
         ("▁", token_type::NORMAL),
-    ];
-    entries.push(("x", token_type::NORMAL));
-    entries.push(("▁ctl", token_type::CONTROL));
-    entries.push(("u▁", token_type::USER_DEFINED));
-    let t = spm_of(&entries);
+        ("x", token_type::NORMAL),
+        ("▁ctl", token_type::CONTROL),
+        ("u▁", token_type::USER_DEFINED),
+    ]);
     // Normal and byte tokens spelled `<0xNN>` are that byte; an unused one is its spelling.
     assert_eq!(t.decode(&[1, 3, 2]), "AC<0x42>");
     // Control and user-defined tokens are written as spelled: their `▁` stays.
