@@ -156,6 +156,42 @@ fn bytes_travel_from_the_root_to_every_rank() {
 }
 
 #[test]
+fn bytes_made_on_rank_0_reach_every_rank_and_a_failure_there_stops_them_all() {
+    on_two_ranks(
+        "bytes_made_on_rank_0_reach_every_rank_and_a_failure_there_stops_them_all",
+        || {
+            let mpi = Mpi::init().unwrap();
+            let mut made_here = 0;
+            let id: [u8; 128] = std::array::from_fn(|i| 255 - i as u8);
+            let shared = mpi
+                .made_on_root("NCCL id", || {
+                    made_here += 1;
+                    Ok(id)
+                })
+                .unwrap();
+            assert_eq!(shared, id);
+            assert_eq!(
+                made_here,
+                usize::from(mpi.rank() == 0),
+                "only rank 0 makes them"
+            );
+            let error = mpi
+                .made_on_root::<128>("NCCL id", || {
+                    Err(Error::invalid("ncclGetUniqueId", "no GPU"))
+                })
+                .unwrap_err();
+            let expected = if mpi.rank() == 0 {
+                "no GPU"
+            } else {
+                "NCCL id: rank 0 of 2 could not make it"
+            };
+            assert!(error.to_string().contains(expected), "{error}");
+            mpi.barrier().unwrap();
+        },
+    );
+}
+
+#[test]
 fn mpi_starts_once_per_process() {
     on_two_ranks("mpi_starts_once_per_process", || {
         let first = launch(Engine::Mpi, Device::Cpu).unwrap();

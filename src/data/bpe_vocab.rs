@@ -13,16 +13,17 @@
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use crate::error::{Error, Result};
 use crate::io::gguf::{Gguf, Value};
 use index::{token_count_fits, Spellings, TokenIndex};
+use pairs::{pair_key, PairMap};
 pub use pretokenize::PreTokenizer;
 
 mod index;
+mod pairs;
 mod pretokenize;
 
 /// `tokenizer.ggml.token_type` values, as llama.cpp defines them.
@@ -65,32 +66,6 @@ pub fn byte_to_char_table() -> [char; 256] {
         *slot = char::from_u32(code).unwrap_or('\u{fffd}');
     }
     table
-}
-
-/// A fast hasher for packed `u32` pairs (multiplicative, not DoS-resistant; keys come from the vocabulary).
-#[derive(Default, Clone, Copy)]
-struct PairHasher(u64);
-
-impl Hasher for PairHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(u64::from(b));
-        }
-    }
-
-    fn write_u64(&mut self, i: u64) {
-        self.0 = (self.0.rotate_left(26) ^ i).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0 ^ (self.0 >> 29)
-    }
-}
-
-type PairMap = HashMap<u64, (u32, u32), BuildHasherDefault<PairHasher>>;
-
-fn pair_key(a: u32, b: u32) -> u64 {
-    (u64::from(a) << 32) | u64::from(b)
 }
 
 /// The byte-level BPE parts of a `gpt2` vocabulary.
@@ -568,18 +543,18 @@ impl ByteBpe {
 
     /// Applies merges lowest rank first (leftmost on ties), scanning all pairs each round.
     fn merge_short(&self, syms: &mut Vec<u32>) {
-        while syms.len() > 1 {
+        loop {
             let mut best: Option<(u32, usize, u32)> = None;
-            for i in 0..syms.len() - 1 {
-                if let Some((rank, id)) = self.rank(syms[i], syms[i + 1]) {
+            for i in 1..syms.len() {
+                if let Some((rank, id)) = self.rank(syms[i - 1], syms[i]) {
                     if best.is_none_or(|(r, _, _)| rank < r) {
                         best = Some((rank, i, id));
                     }
                 }
             }
             let Some((_, i, id)) = best else { break };
-            syms[i] = id;
-            syms.remove(i + 1);
+            syms[i - 1] = id;
+            syms.remove(i);
         }
     }
 
@@ -588,20 +563,24 @@ impl ByteBpe {
         let n = syms.len();
         let mut ids = syms.clone();
         let mut next: Vec<usize> = (1..=n).collect();
-        let mut prev: Vec<usize> = (0..n).map(|i| i.wrapping_sub(1)).collect();
+        // `n` stands for no neighbour, in both directions.
+        let mut prev: Vec<usize> = (0..n).map(|i| i.checked_sub(1).unwrap_or(n)).collect();
         let mut alive = vec![true; n];
         // (rank, left position) min-first; entries are checked against the current state when popped.
         let mut heap = BinaryHeap::new();
         let push = |heap: &mut BinaryHeap<_>, ids: &[u32], l: usize, r: usize| {
             if let Some((rank, merged)) = self.rank(ids[l], ids[r]) {
-                heap.push(Reverse((rank, l, r, ids[l], ids[r], merged)));
+                heap.push(Reverse((rank, l, r, ids[r], merged)));
             }
         };
-        for i in 0..n - 1 {
-            push(&mut heap, &ids, i, i + 1);
+        for i in 1..n {
+            push(&mut heap, &ids, i - 1, i);
         }
-        while let Some(Reverse((_, l, r, idl, idr, merged))) = heap.pop() {
-            if !alive[l] || !alive[r] || next[l] != r || ids[l] != idl || ids[r] != idr {
+        while let Some(Reverse((_, l, r, idr, merged))) = heap.pop() {
+            // A live symbol's `next` is live, and a symbol's id changes only when it merges with its right
+            // neighbour, which moves its `next` past every `r` queued for it: so a live `l` whose `next` is
+            // still `r`, with `r` still holding `idr`, is the pair that was queued.
+            if !alive[l] || next[l] != r || ids[r] != idr {
                 continue;
             }
             ids[l] = merged;
@@ -742,7 +721,8 @@ impl Spm {
             .map(|i| starts.get(i + 1).copied().unwrap_or(s.len()) - starts[i])
             .collect();
         let mut next: Vec<usize> = (1..=n).collect();
-        let mut prev: Vec<usize> = (0..n).map(|i| i.wrapping_sub(1)).collect();
+        // `n` stands for no neighbour, in both directions.
+        let mut prev: Vec<usize> = (0..n).map(|i| i.checked_sub(1).unwrap_or(n)).collect();
         let mut heap = BinaryHeap::new();
         let try_add = |heap: &mut BinaryHeap<Bigram>, len: &[usize], l: usize, r: usize| {
             let text = &s[starts[l]..starts[r] + len[r]];

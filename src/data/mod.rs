@@ -49,6 +49,21 @@ impl Drop for TempDir {
     }
 }
 
+/// How many distinct values `hashes` holds, and how many their low 16 bits take: the bits a hash table picks its
+/// slot with. For 65,536 keys, a well-spread hash gives all 65,536 and about 41,400 low values (65,536 · (1 − 1/e)).
+#[cfg(test)]
+pub(crate) fn hash_spread(hashes: &[u64]) -> (usize, usize) {
+    let distinct = hashes
+        .iter()
+        .collect::<std::collections::HashSet<_>>()
+        .len();
+    let mut seen = vec![false; 1 << 16];
+    hashes
+        .iter()
+        .for_each(|&hash| seen[(hash & 0xffff) as usize] = true);
+    (distinct, seen.into_iter().filter(|&s| s).count())
+}
+
 /// What the data pipeline needs of a tokenizer: text to ids, a stable fingerprint for cache keys, and the
 /// vocabulary size for shard headers. Implemented by our `Tokenizer` and by tokenizers of pretrained models.
 pub trait Encoder: Sync {

@@ -235,14 +235,9 @@ fn is_mergeable_chunk(chunk: &[u8]) -> bool {
 fn split_at_chunk_starts(bytes: &[u8], piece_bytes: usize) -> Vec<&[u8]> {
     let mut pieces = Vec::new();
     let mut start = 0;
-    while bytes.len() - start > piece_bytes {
-        match next_chunk_start(bytes, start + piece_bytes) {
-            Some(cut) => {
-                pieces.push(&bytes[start..cut]);
-                start = cut;
-            }
-            None => break,
-        }
+    while let Some(cut) = next_chunk_start(bytes, start + piece_bytes) {
+        pieces.push(&bytes[start..cut]);
+        start = cut;
     }
     pieces.push(&bytes[start..]);
     pieces
@@ -596,12 +591,12 @@ impl Tokenizer {
             .filter_map(|(i, pair)| self.merged_id(pair[0], pair[1]).map(|id| Reverse((id, i))))
             .collect();
         while let Some(Reverse((new_id, position))) = queue.pop() {
+            // Stale when either side has changed since: a symbol merged away or merged into another id no
+            // longer holds the operand (`MERGED_AWAY` never does), and one whose right neighbour is gone
+            // merged with it.
             let right_position = next[position];
-            if symbols[position] == MERGED_AWAY || right_position >= count {
-                continue;
-            }
             let (left, right) = self.merge_of(new_id);
-            if symbols[position] != left || symbols[right_position] != right {
+            if symbols[position] != left || symbols.get(right_position) != Some(&right) {
                 continue;
             }
             symbols[position] = new_id;

@@ -104,12 +104,7 @@ fn start_nccl(device: Device, _: usize) -> Result<Launched> {
     let (rank, size) = (mpi.rank(), mpi.size());
     let local = std::env::var("OMPI_COMM_WORLD_LOCAL_RANK").ok();
     let ordinal = local_gpu(first, local.as_deref())?;
-    let mut id = if rank == 0 {
-        Nccl::unique_id()?
-    } else {
-        [0u8; 128]
-    };
-    mpi.broadcast_bytes(&mut id, 0)?;
+    let id = mpi.made_on_root("NCCL id", Nccl::unique_id)?;
     Ok(Launched {
         comm: Box::new(Nccl::new(ordinal, rank, size, id)?),
         keep: Some(Box::new(mpi)),

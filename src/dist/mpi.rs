@@ -74,6 +74,42 @@ impl Mpi {
         Ok(())
     }
 
+    /// Makes `N` bytes on rank 0 with `make` and hands them to every rank: how a GPU job's ranks share the
+    /// NCCL id. If `make` fails on rank 0, rank 0 returns its error and every other rank an error naming `what`,
+    /// instead of waiting for bytes that never come.
+    pub fn made_on_root<const N: usize>(
+        &self,
+        what: &'static str,
+        make: impl FnOnce() -> Result<[u8; N]>,
+    ) -> Result<[u8; N]> {
+        // The first byte says whether rank 0 made the rest.
+        let mut message = vec![0u8; N + 1];
+        let made = if self.rank == 0 {
+            let made = make();
+            if let Ok(bytes) = &made {
+                message[0] = 1;
+                message[1..].copy_from_slice(bytes);
+            }
+            Some(made)
+        } else {
+            None
+        };
+        self.broadcast_bytes(&mut message, 0)?;
+        match made {
+            Some(made) => made,
+            None if message[0] == 1 => {
+                Ok(message[1..].try_into().expect("N bytes follow the flag"))
+            }
+            None => Err(Error::Comm {
+                op: what,
+                msg: format!(
+                    "rank 0 of {} could not make it (its own error says why)",
+                    self.size
+                ),
+            }),
+        }
+    }
+
     /// Ends every rank of the job with `code` (after an error that the other ranks cannot see).
     pub fn abort(&self, code: i32) -> ! {
         self.world.abort(code)

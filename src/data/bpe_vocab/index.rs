@@ -144,4 +144,27 @@ mod tests {
         let none = Spellings::new(&[]);
         assert_eq!(TokenIndex::new(&none).get(&none, "x"), None);
     }
+
+    #[test]
+    fn spellings_hash_apart_in_the_tables_low_bits() {
+        // Short spellings end in the tail word alone; long ones vary in their first eight-byte word.
+        let short = (0..65_536).map(|i| format!("t{i}"));
+        let long = (0..65_536).map(|i| format!("{i:08} spelled long"));
+        for (kind, spellings) in [
+            ("short", short.collect::<Vec<_>>()),
+            ("long", long.collect()),
+        ] {
+            let hashes: Vec<u64> = spellings.iter().map(|s| hash(s)).collect();
+            let (distinct, low) = crate::data::hash_spread(&hashes);
+            assert_eq!(distinct, 65_536, "{kind}");
+            assert!(low > 30_000, "{kind}: {low} distinct low 16 bits of 65,536");
+        }
+        // Every two-letter spelling: the length the hash starts from shares bits with the letters.
+        let printable = || (b' '..=b'~').map(char::from);
+        let pairs: Vec<String> = printable()
+            .flat_map(|a| printable().map(move |b| format!("{a}{b}")))
+            .collect();
+        let hashes: std::collections::HashSet<u64> = pairs.iter().map(|s| hash(s)).collect();
+        assert_eq!(hashes.len(), pairs.len());
+    }
 }

@@ -172,6 +172,37 @@ fn long_pieces_merge_like_short_ones() {
 }
 
 #[test]
+fn the_piece_cache_keeps_pieces_until_its_limit_then_starts_again() {
+    let t = toy_gpt2();
+    let Model::Bpe(bpe) = &t.model else {
+        unreachable!()
+    };
+    let cached = || bpe.cache.lock().unwrap().len();
+    let first = t.encode("hello hello world");
+    assert_eq!(cached(), 3, "\"hello\", \" hello\" and \" world\"");
+    assert_eq!(
+        t.encode("hello hello world"),
+        first,
+        "the same ids from the cache"
+    );
+    // Distinct pieces of letters (" ba", " bb", ...) up to exactly the limit, then one more.
+    let word = |mut i: usize| {
+        let mut w = String::from(" b");
+        while i > 0 {
+            w.push(char::from(b'a' + (i % 26) as u8));
+            i /= 26;
+        }
+        w
+    };
+    let fill: String = (1..=CACHE_LIMIT - 3).map(word).collect();
+    t.encode(&fill);
+    assert_eq!(cached(), CACHE_LIMIT);
+    let ids = t.encode(" zz");
+    assert_eq!(cached(), 1, "cleared at the limit, then the new piece");
+    assert_eq!(t.decode(&ids), " zz");
+}
+
+#[test]
 fn bad_metadata_is_an_error() {
     let mut m = BTreeMap::new();
     assert!(VocabTokenizer::from_metadata(&m, "x.gguf").is_err());

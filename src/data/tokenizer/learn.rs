@@ -22,12 +22,12 @@ pub(super) fn count_chunks<'a>(texts: &[&'a [u8]]) -> TableMap<&'a [u8], u64> {
 
 /// The sum of two chunk counts (the smaller map is added into the larger).
 fn add_counts<'a>(
-    mut into: TableMap<&'a [u8], u64>,
-    mut from: TableMap<&'a [u8], u64>,
+    a: TableMap<&'a [u8], u64>,
+    b: TableMap<&'a [u8], u64>,
 ) -> TableMap<&'a [u8], u64> {
-    if into.len() < from.len() {
-        std::mem::swap(&mut into, &mut from);
-    }
+    let mut maps = [a, b];
+    maps.sort_by_key(TableMap::len);
+    let [from, mut into] = maps;
     for (chunk, count) in from {
         *into.entry(chunk).or_insert(0) += count;
     }

@@ -509,3 +509,42 @@ fn the_chunk_cache_keeps_short_chunks_up_to_its_capacity() {
     }
     assert_eq!(encoder.cache.len(), CACHE_CAPACITY);
 }
+
+#[test]
+fn each_kind_of_key_hashes_apart_in_a_tables_low_bits() {
+    type Write<'a> = &'a dyn Fn(&mut TableHasher, u64);
+    let spread = |keys: std::ops::Range<u64>, write: Write| {
+        let hashes: Vec<u64> = keys
+            .clone()
+            .map(|key| {
+                let mut hasher = TableHasher::default();
+                write(&mut hasher, key);
+                hasher.finish()
+            })
+            .collect();
+        let (distinct, low) = crate::data::hash_spread(&hashes);
+        assert_eq!(
+            distinct as u64,
+            keys.end - keys.start,
+            "every key its own hash"
+        );
+        low
+    };
+    let bytes = |key: u64, len: usize| {
+        let mut b = vec![b'x'; len];
+        b[len - 3..].copy_from_slice(&key.to_le_bytes()[..3]);
+        b
+    };
+    assert_eq!(spread(0..256, &|h, k| h.write_u8(k as u8)), 256);
+    let wide: [(&str, Write); 5] = [
+        ("u32", &|h, k| h.write_u32(k as u32)),
+        ("u64", &|h, k| h.write_u64(k << 40 | k)),
+        ("usize", &|h, k| h.write_usize(k as usize)),
+        ("three bytes", &|h, k| h.write(&bytes(k, 3))),
+        ("eleven bytes", &|h, k| h.write(&bytes(k, 11))),
+    ];
+    for (kind, write) in wide {
+        let low = spread(0..65_536, write);
+        assert!(low > 30_000, "{kind}: {low} distinct low 16 bits of 65,536");
+    }
+}
